@@ -1,0 +1,1 @@
+"""Inference: video in -> per-frame language feature fields, RGB, depth, cameras and point clouds out."""

@@ -1,0 +1,157 @@
+"""The inference output layout, its (atomic, resumable) writers and readers.
+
+::
+
+    <out>/meta.json                              run settings, frame keys, levels, shapes
+    <out>/fields/<key>.safetensors               small|middle|large (lang_dim, H, W) float32 at the ORIGINAL
+                                                 frame resolution (+ video (6, H, W) with a time head),
+                                                 valid (H, W) uint8 (1 = inside the network crop);
+                                                 metadata: JSON-encoded strings frame_key, frame_index,
+                                                 lang_dim, levels, autoencoder
+    <out>/rgb/<key>.png                          decoder RGB reconstruction (original resolution)
+    <out>/pca/<level>/<key>.png                  PCA colouring of each level's field
+    <out>/geometry/depth/<key>.safetensors       depth, conf, valid (H, W) + extrinsics (3, 4), intrinsics (3, 3)
+    <out>/geometry/cameras.json                  {"convention": ..., "frames": [{key, index, height, width,
+                                                 extrinsics 3x4 camera-from-world, intrinsics 3x3}]}
+    <out>/geometry/points/<key>.ply              confidence-filtered points coloured by RGB
+    <out>/geometry/fused.ply                     all frames' points (subsampled to a budget)
+    <out>/videos/{rgb,pca_<level>}.mp4           optional
+
+A frame counts as done when all its per-frame files exist; a rerun skips done frames (resume).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+
+from utils.io import save_safetensors_atomic
+
+LEVELS = ("small", "middle", "large")
+CAMERA_CONVENTION = ("OpenCV: x right, y down, z forward; extrinsics are 3x4 [R|t] camera-from-world "
+                     "(X_cam = R X_world + t), world = first frame's camera; intrinsics are for the "
+                     "original frame resolution, continuous pixel coordinates (pixel centres at i+0.5)")
+
+
+class OutputLayout:
+    """Paths of one inference run rooted at ``root``."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    @property
+    def meta(self) -> Path:
+        return self.root / "meta.json"
+
+    def fields(self, key: str) -> Path:
+        return self.root / "fields" / f"{key}.safetensors"
+
+    def rgb(self, key: str) -> Path:
+        return self.root / "rgb" / f"{key}.png"
+
+    def pca(self, level: str, key: str) -> Path:
+        return self.root / "pca" / level / f"{key}.png"
+
+    def depth(self, key: str) -> Path:
+        return self.root / "geometry" / "depth" / f"{key}.safetensors"
+
+    def points(self, key: str) -> Path:
+        return self.root / "geometry" / "points" / f"{key}.ply"
+
+    @property
+    def cameras(self) -> Path:
+        return self.root / "geometry" / "cameras.json"
+
+    @property
+    def fused(self) -> Path:
+        return self.root / "geometry" / "fused.ply"
+
+    def video(self, name: str) -> Path:
+        return self.root / "videos" / f"{name}.mp4"
+
+    def frame_files(self, key: str, levels: tuple[str, ...] = LEVELS, geometry: bool = True,
+                    rgb: bool = True, pca: bool = True) -> list[Path]:
+        """Every per-frame file a finished frame has (the fields file is written last)."""
+        files = []
+        if rgb:
+            files.append(self.rgb(key))
+        if pca:
+            files += [self.pca(level, key) for level in levels]
+        if geometry:
+            files += [self.depth(key), self.points(key)]
+        files.append(self.fields(key))
+        return files
+
+    def frame_done(self, key: str, **kwargs) -> bool:
+        return all(p.exists() for p in self.frame_files(key, **kwargs))
+
+    def field_keys(self) -> list[str]:
+        """Frame keys that have a fields file, in meta.json order when it exists, else sorted."""
+        have = {p.stem for p in (self.root / "fields").glob("*.safetensors")}
+        if self.meta.exists():
+            order = [k for k in json.loads(self.meta.read_text()).get("frames", []) if k in have]
+            if len(order) == len(have):
+                return order
+        return sorted(have)
+
+
+def _encode_meta(meta: dict) -> dict[str, str]:
+    return {k: json.dumps(v) for k, v in meta.items()}
+
+
+def _decode_meta(meta: dict[str, str] | None) -> dict:
+    out = {}
+    for k, v in (meta or {}).items():
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def write_fields(path: str | os.PathLike, fields: dict[str, torch.Tensor], meta: dict,
+                 valid: torch.Tensor | None = None) -> None:
+    """Write one frame's fields: {level: (lang_dim, H, W)} float32 (+ ``valid`` (H, W) uint8).
+
+    ``meta`` values are stored as JSON-encoded strings (safetensors metadata is str -> str).
+    """
+    tensors = {k: v.detach().float().cpu().contiguous() for k, v in fields.items()}
+    shapes = {tuple(v.shape[-2:]) for v in tensors.values()}
+    if len(shapes) != 1:
+        raise ValueError(f"fields for {path} have different spatial sizes {sorted(shapes)}")
+    if valid is not None:
+        tensors["valid"] = valid.to(torch.uint8).cpu().contiguous()
+    save_safetensors_atomic(tensors, path, metadata=_encode_meta(meta))
+
+
+def read_fields(path: str | os.PathLike, names: tuple[str, ...] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a fields file: ({name: tensor}, decoded metadata). ``names`` limits which tensors load."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"fields file {path} not found; run `python -m inference.run` first")
+    with safe_open(str(path), framework="pt") as f:
+        meta = _decode_meta(f.metadata())
+        keys = [k for k in f.keys() if names is None or k in names]
+        tensors = {k: f.get_tensor(k) for k in keys}
+    return tensors, meta
+
+
+def write_depth(path: str | os.PathLike, depth: torch.Tensor, conf: torch.Tensor, valid: torch.Tensor,
+                extrinsics: np.ndarray, intrinsics: np.ndarray, meta: dict) -> None:
+    """Write depth (H, W), conf (H, W), valid (H, W) and this frame's camera (3x4, 3x3) atomically."""
+    save_safetensors_atomic({
+        "depth": depth.detach().float().cpu(), "conf": conf.detach().float().cpu(),
+        "valid": valid.to(torch.uint8).cpu(),
+        "extrinsics": torch.as_tensor(np.asarray(extrinsics, dtype=np.float64)),
+        "intrinsics": torch.as_tensor(np.asarray(intrinsics, dtype=np.float64)),
+    }, path, metadata=_encode_meta(meta))
+
+
+def read_depth(path: str | os.PathLike, names: tuple[str, ...] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a depth file written by :func:`write_depth`."""
+    return read_fields(path, names)
