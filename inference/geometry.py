@@ -47,15 +47,21 @@ class CropBox:
     def net_hw(self) -> tuple[int, int]:
         return self.box[2], self.box[3]
 
-    def box_in_original(self) -> tuple[int, int, int, int]:
-        """(top, left, bottom, right) of the crop in original pixels (rounded, clipped, non-empty)."""
-        sy, sx = self.scale
+    def clipped_window(self) -> tuple[int, int, int, int]:
+        """(y0, x0, y1, x1) of the network window clipped to the resized image (pad mode reaches outside it)."""
         top, left, h, w = self.box
+        rh, rw = self.resized_hw
+        return max(top, 0), max(left, 0), min(top + h, rh), min(left + w, rw)
+
+    def box_in_original(self) -> tuple[int, int, int, int]:
+        """(top, left, bottom, right) of the predicted region in original pixels (rounded, clipped, non-empty)."""
+        sy, sx = self.scale
+        cy0, cx0, cy1, cx1 = self.clipped_window()
         H, W = self.orig_hw
-        y0 = min(max(int(round(top / sy)), 0), H - 1)
-        x0 = min(max(int(round(left / sx)), 0), W - 1)
-        y1 = min(max(int(round((top + h) / sy)), y0 + 1), H)
-        x1 = min(max(int(round((left + w) / sx)), x0 + 1), W)
+        y0 = min(max(int(round(cy0 / sy)), 0), H - 1)
+        x0 = min(max(int(round(cx0 / sx)), 0), W - 1)
+        y1 = min(max(int(round(cy1 / sy)), y0 + 1), H)
+        x1 = min(max(int(round(cx1 / sx)), x0 + 1), W)
         return y0, x0, y1, x1
 
     def to_dict(self) -> dict:
@@ -63,6 +69,7 @@ class CropBox:
 
     @classmethod
     def from_dict(cls, d: dict) -> CropBox:
+        """Read ``to_dict()`` output or a ``preprocess.frames.CropInfo.to_dict()`` (same box convention)."""
         return cls(tuple(d["orig_hw"]), tuple(d["resized_hw"]), tuple(d["box"]))
 
     @classmethod
@@ -81,10 +88,14 @@ def uncrop_map(x: torch.Tensor, crop: CropBox, mode: str = "bilinear") -> tuple[
         (y (..., H, W) same dtype, valid (H, W) bool): inside the crop box the resized prediction,
         outside it the nearest edge value (replicate) and ``valid`` False.
     """
+    if tuple(x.shape[-2:]) != tuple(crop.net_hw):
+        raise ValueError(f"uncrop_map expects (..., {crop.net_hw[0]}, {crop.net_hw[1]}) maps, got {tuple(x.shape)}")
     H, W = crop.orig_hw
     y0, x0, y1, x1 = crop.box_in_original()
+    top, left = crop.box[0], crop.box[1]
+    cy0, cx0, cy1, cx1 = crop.clipped_window()
     lead = x.shape[:-2]
-    flat = x.reshape(1, -1, *x.shape[-2:])
+    flat = x.reshape(1, -1, *x.shape[-2:])[..., cy0 - top:cy1 - top, cx0 - left:cx1 - left]
     dtype = flat.dtype
     if not flat.is_floating_point():
         flat = flat.float()

@@ -143,3 +143,29 @@ def test_confidence_filter_and_frame_points():
     assert np.allclose(pts["xyz"][:, 2], 1.0)
     sub = frame_points(np.ones((10, 10)), conf, np.eye(3), ext, rgb, stride=2)
     assert sub["xyz"].shape == (25, 3)
+
+
+def test_uncrop_pad_mode_and_agreement_with_cropinfo():
+    # pad mode: 8x16 frame -> resized 7x14 placed in a 14x14 white canvas at top=-3 (window starts above image)
+    crop = CropBox(orig_hw=(8, 16), resized_hw=(7, 14), box=(-3, 0, 14, 14))
+    x = torch.zeros(1, 14, 14)
+    x[:, 3:10] = 1.0  # the image part of the padded input
+    y, valid = uncrop_map(x, crop)
+    assert valid.all() and torch.allclose(y, torch.ones(1, 8, 16))
+    frames = pytest.importorskip("preprocess.frames")
+    info = frames.FramePreprocessor(target_width=28, mode="crop").plan((40, 20))  # portrait: centre crop
+    box = CropBox.from_dict(info.to_dict())
+    m = torch.rand(2, *info.input_hw)
+    ours, ours_valid = uncrop_map(m, box)
+    theirs = info.uncrop(m)
+    assert ours.shape == theirs.shape
+    torch.testing.assert_close(ours_valid, info.valid_mask())
+    assert (ours - theirs)[:, ours_valid].abs().mean() < 0.05
+    # intrinsics agree with the preprocess pixel mapping (integer-centre there, +0.5 here)
+    K = intrinsics_to_original(fov_intrinsics(0.7, 0.9, info.input_hw), box)
+    xy_net = np.array([[3.0, 5.0]])
+    xy_orig = info.input_to_original_xy(xy_net.copy())
+    Kn = fov_intrinsics(0.7, 0.9, info.input_hw)
+    ray = np.linalg.inv(Kn) @ np.array([xy_net[0, 0] + 0.5, xy_net[0, 1] + 0.5, 1.0])
+    uvw = K @ ray
+    np.testing.assert_allclose(uvw[:2] / uvw[2] - 0.5, xy_orig[0], atol=1e-6)

@@ -1,0 +1,285 @@
+"""The streaming inference loop, independent of which networks produce the predictions.
+
+A *predictor* turns one chunk of preprocessed frames into network-resolution predictions
+(:class:`ChunkOutput`); this module maps them back onto the original frames (:mod:`inference.geometry`),
+writes every per-frame file atomically (:mod:`inference.outputs`), builds ``cameras.json`` and the
+fused point cloud, and never holds more than one chunk of predictions in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from inference.geometry import (
+    CropBox,
+    camera_record,
+    frame_points,
+    intrinsics_to_original,
+    is_rotation,
+    uncrop_map,
+)
+from inference.outputs import (
+    CAMERA_CONVENTION,
+    LEVELS,
+    OutputLayout,
+    read_depth,
+    write_depth,
+    write_fields,
+)
+from inference.ply import PlyStreamWriter, read_ply, write_ply
+from inference.visualize import Mp4Writer, PCAProjector, load_png, save_png, to_uint8_image
+from utils.io import save_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Frame:
+    """One preprocessed frame.
+
+    Attributes:
+        key: frame key (file stem); index: 0-based position in the video.
+        rgb: (H, W, 3) uint8 original frame; image: (3, h, w) float network input in [0, 1].
+        crop: where ``image`` lies in ``rgb``.
+    """
+
+    key: str
+    index: int
+    rgb: np.ndarray
+    image: torch.Tensor
+    crop: CropBox
+
+
+@dataclass
+class ChunkOutput:
+    """Predictions for S frames on the network grid (h, w); geometry entries are None when not predicted.
+
+    Attributes:
+        fields: {level: (S, lang_dim, h, w)} (+ "video": (S, 6, h, w) with a time-sensitive head).
+        rgb: (S, 3, h, w) in [0, 1] or None.
+        depth, conf: (S, h, w) or None.
+        extrinsics: (S, 3, 4) camera-from-world; intrinsics: (S, 3, 3) for the (h, w) grid; or None.
+    """
+
+    fields: dict[str, torch.Tensor]
+    rgb: torch.Tensor | None = None
+    depth: torch.Tensor | None = None
+    conf: torch.Tensor | None = None
+    extrinsics: torch.Tensor | None = None
+    intrinsics: torch.Tensor | None = None
+
+
+#: predictor(frames of one chunk, keep) -> ChunkOutput. ``keep[i]`` False means frame i is only
+#: streamed for context (already written, resume) and its outputs are not needed.
+Predictor = Callable[[list[Frame], list[bool]], ChunkOutput]
+
+
+@dataclass
+class InferenceSettings:
+    """Everything that shapes the outputs (stored in meta.json)."""
+
+    chunk: int = 8
+    levels: tuple[str, ...] = LEVELS
+    geometry: bool = True
+    pca: bool = True
+    rgb: bool = True
+    video: bool = False
+    fps: float = 10.0
+    conf_percentile: float = 25.0
+    min_conf: float = 0.0
+    point_stride: int = 2
+    fused_max_points: int = 2_000_000
+    overwrite: bool = False
+    extra_meta: dict = field(default_factory=dict)
+
+
+def chunked(items: Iterable, size: int) -> Iterator[list]:
+    """Yield lists of ``size`` consecutive items (the last may be shorter)."""
+    buf = []
+    for item in items:
+        buf.append(item)
+        if len(buf) == size:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+def run_inference(frames: Iterable[Frame], num_frames: int, predictor: Predictor, out: str | Path,
+                  settings: InferenceSettings, keys: list[str] | None = None) -> dict:
+    """Stream ``frames`` through ``predictor`` chunk by chunk and write the output layout under ``out``.
+
+    Args:
+        frames: iterator of :class:`Frame` in video order (loaded lazily; only one chunk is alive).
+        num_frames: total number of frames (for the progress bar and meta.json).
+        keys: all frame keys in order (for meta.json); taken from the frames when None.
+    Returns:
+        summary dict (frames written / skipped, seconds, frames per second, output paths).
+    """
+    layout = OutputLayout(out)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    s = settings
+    pca_state_path = layout.root / "pca" / "projectors.json"
+    projectors: dict[str, PCAProjector] = {}
+    if pca_state_path.exists() and not s.overwrite:
+        import json
+        projectors = {k: PCAProjector.from_dict(v) for k, v in json.loads(pca_state_path.read_text()).items()}
+    done_kwargs = {"levels": s.levels, "geometry": s.geometry, "rgb": s.rgb, "pca": s.pca}
+    seen_keys: list[str] = []
+    written = skipped = 0
+    lang_dim = None
+    out_hw = None
+    t0 = time.perf_counter()
+    bar = tqdm(total=num_frames, desc="inference", unit="frame")
+    for chunk in chunked(frames, s.chunk):
+        seen_keys += [f.key for f in chunk]
+        keep = [s.overwrite or not layout.frame_done(f.key, **done_kwargs) for f in chunk]
+        if not any(keep) and getattr(predictor, "stateless", False):
+            skipped += len(chunk)
+            bar.update(len(chunk))
+            continue
+        pred = predictor(chunk, keep)
+        for i, f in enumerate(chunk):
+            if not keep[i]:
+                skipped += 1
+                continue
+            lang_dim = _write_frame(layout, f, pred, i, s, projectors, pca_state_path)
+            out_hw = f.rgb.shape[:2]
+            written += 1
+        bar.update(len(chunk))
+        del pred
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    all_keys = keys or seen_keys
+    summary = {"frames": len(all_keys), "written": written, "skipped": skipped, "seconds": elapsed,
+               "frames_per_second": written / elapsed if elapsed > 0 and written else None}
+    if s.geometry:
+        summary["cameras"] = str(write_cameras(layout, all_keys))
+        summary["fused_points"] = write_fused(layout, all_keys, s.fused_max_points)
+    if s.video:
+        summary["videos"] = [str(p) for p in write_videos(layout, all_keys, s)]
+    meta = {"frames": all_keys, "levels": list(s.levels), "lang_dim": lang_dim,
+            "height": out_hw[0] if out_hw else None, "width": out_hw[1] if out_hw else None,
+            "settings": {k: v for k, v in asdict(s).items() if k != "extra_meta"},
+            "camera_convention": CAMERA_CONVENTION, "validity": "fields/<key>.safetensors 'valid' = 1 inside "
+            "the network crop; outside it predictions are the nearest edge values", **s.extra_meta}
+    if not meta["lang_dim"] and layout.meta.exists():
+        import json
+        old = json.loads(layout.meta.read_text())
+        meta.update({k: old.get(k) for k in ("lang_dim", "height", "width")})
+    save_json_atomic(meta, layout.meta)
+    summary["out"] = str(layout.root)
+    return summary
+
+
+def _write_frame(layout: OutputLayout, f: Frame, pred: ChunkOutput, i: int, s: InferenceSettings,
+                 projectors: dict[str, PCAProjector], pca_state_path: Path) -> int:
+    """Map frame ``i`` of ``pred`` to the original resolution and write its files (fields last)."""
+    fields_net = {k: v[i].float() for k, v in pred.fields.items()}
+    stacked = torch.cat([fields_net[k] for k in fields_net], dim=0)
+    full, valid = uncrop_map(stacked.cpu(), f.crop)
+    fields, start = {}, 0
+    for k, v in fields_net.items():
+        fields[k] = full[start:start + v.shape[0]]
+        start += v.shape[0]
+    lang_dim = int(fields[s.levels[0]].shape[0])
+    if s.rgb and pred.rgb is not None:
+        rgb_full, _ = uncrop_map(pred.rgb[i].float().cpu(), f.crop)
+        save_png(layout.rgb(f.key), to_uint8_image(rgb_full))
+    if s.pca:
+        new = False
+        for level in s.levels:
+            if level not in projectors:
+                projectors[level] = PCAProjector.fit(fields[level])
+                new = True
+            save_png(layout.pca(level, f.key), projectors[level](fields[level]))
+        if new:
+            save_json_atomic({k: p.to_dict() for k, p in projectors.items()}, pca_state_path)
+    if s.geometry:
+        if pred.depth is None or pred.extrinsics is None:
+            raise RuntimeError("geometry outputs were requested but the predictor gave no depth/cameras; "
+                               "pass --no-geometry or use a backbone with depth and camera heads")
+        _write_geometry(layout, f, pred, i, s)
+    meta = {"frame_key": f.key, "frame_index": f.index, "lang_dim": lang_dim, "levels": list(s.levels),
+            **{k: v for k, v in s.extra_meta.items() if k in ("autoencoder", "decoder", "backbone")}}
+    write_fields(layout.fields(f.key), fields, meta, valid)
+    return lang_dim
+
+
+def _write_geometry(layout: OutputLayout, f: Frame, pred: ChunkOutput, i: int, s: InferenceSettings) -> None:
+    dc = torch.stack([pred.depth[i].float().cpu(), pred.conf[i].float().cpu()])
+    (depth, conf), valid = uncrop_map(dc, f.crop)
+    extr = pred.extrinsics[i].double().cpu().numpy()
+    if not is_rotation(extr[:3, :3], atol=1e-3):
+        log.warning("frame %s: predicted rotation is not orthonormal (|R R^T - I| > 1e-3)", f.key)
+    K = intrinsics_to_original(pred.intrinsics[i].double().cpu().numpy(), f.crop)
+    write_depth(layout.depth(f.key), depth, conf, valid, extr, K, {"frame_key": f.key, "frame_index": f.index})
+    pts = frame_points(depth.numpy(), conf.numpy(), K, extr, f.rgb, valid=valid.numpy(),
+                       percentile=s.conf_percentile, min_conf=s.min_conf, stride=s.point_stride)
+    write_ply(layout.points(f.key), pts["xyz"], pts["rgb"], extra={"confidence": pts["conf"]},
+              comment=f"frame {f.key} world points (first camera frame), confidence-filtered")
+
+
+def write_cameras(layout: OutputLayout, keys: list[str]) -> Path:
+    """Assemble geometry/cameras.json from the per-frame depth files (works after a resume)."""
+    frames = []
+    for idx, key in enumerate(keys):
+        p = layout.depth(key)
+        if not p.exists():
+            continue
+        d, meta = read_depth(p, names=("extrinsics", "intrinsics", "valid"))
+        frames.append(camera_record(key, meta.get("frame_index", idx), d["extrinsics"].numpy(),
+                                    d["intrinsics"].numpy(), tuple(d["valid"].shape)))
+    save_json_atomic({"convention": CAMERA_CONVENTION, "frames": frames}, layout.cameras)
+    return layout.cameras
+
+
+def write_fused(layout: OutputLayout, keys: list[str], max_points: int, seed: int = 0,
+                colors: Callable[[str, dict], np.ndarray] | None = None, path: Path | None = None) -> int:
+    """Concatenate the per-frame PLYs into one fused PLY, streaming, at most ``max_points`` vertices.
+
+    Each frame contributes up to ``max_points / n_frames`` randomly chosen points (seeded), so
+    memory stays at one frame's points. ``colors(key, ply) -> (N, 3) uint8`` recolours (e.g. by relevancy).
+    Returns the fused vertex count.
+    """
+    present = [k for k in keys if layout.points(k).exists()]
+    if not present:
+        return 0
+    per_frame = max(1, max_points // len(present))
+    rng = np.random.default_rng(seed)
+    with PlyStreamWriter(path or layout.fused, extra_names=("confidence",),
+                         comment=f"fused from {len(present)} frames") as w:
+        for key in present:
+            ply = read_ply(layout.points(key))
+            rgb = colors(key, ply) if colors is not None else ply["rgb"]
+            n = len(ply["xyz"])
+            sel = np.sort(rng.choice(n, per_frame, replace=False)) if n > per_frame else slice(None)
+            w.add(ply["xyz"][sel], rgb[sel], extra={"confidence": ply["confidence"][sel]})
+        count = w.count
+    return count
+
+
+def write_videos(layout: OutputLayout, keys: list[str], s: InferenceSettings) -> list[Path]:
+    """mp4s of the RGB reconstruction and each level's PCA pictures (read back from the PNGs)."""
+    sources = []
+    if s.rgb:
+        sources.append(("rgb", layout.rgb))
+    if s.pca:
+        sources += [(f"pca_{lvl}", lambda k, lvl=lvl: layout.pca(lvl, k)) for lvl in s.levels]
+    written = []
+    for name, path_of in sources:
+        with Mp4Writer(layout.video(name), fps=s.fps) as w:
+            for key in keys:
+                if path_of(key).exists():
+                    w.write(load_png(path_of(key)))
+        if w.frames:
+            written.append(layout.video(name))
+    return written
