@@ -1,0 +1,351 @@
+"""Frame sources and geometry-preserving image preprocessing for the StreamVGGT backbone.
+
+Frame sources
+    * a folder of images (HyperNeRF ``<scene>/rgb/2x/000001.png``, Neu3D ``<scene>/camXX/images/0000.png``),
+    * a scene folder (``rgb/2x`` or ``images`` inside it is used),
+    * a video file (``.mp4``/``.avi``/``.mov``/``.mkv``, read with OpenCV); its frame keys are
+      ``000001``, ``000002``, ... (1-based, 6 digits, the HyperNeRF convention).
+
+The frame key of an image is its file stem; frames are ordered by a natural sort of the stems.
+
+Preprocessing (:class:`FramePreprocessor`) resizes and crops/pads each frame to multiples of the patch size
+(14) and returns a :class:`CropInfo` that records exactly what was done, so predictions on the network grid can
+be mapped back onto the original pixels (:meth:`CropInfo.uncrop`). Landscape frames are never rotated.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+MODES = ("crop", "pad", "native")
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    """One frame of a video: ``key`` (file stem or ``000001``-style for videos), 0-based ``index`` in the
+    source, ``path`` of the image or video file, and for videos the 0-based ``video_frame`` to decode."""
+
+    key: str
+    index: int
+    path: Path
+    video_frame: int | None = None
+
+    @property
+    def is_video(self) -> bool:
+        return self.video_frame is not None
+
+
+def _natural_key(name: str) -> list[Any]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def is_video_file(path: str | Path) -> bool:
+    """True if ``path`` has a video extension (``.mp4``, ``.avi``, ...)."""
+    return Path(path).suffix.lower() in VIDEO_EXTS
+
+
+def _image_files(folder: Path) -> list[Path]:
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS
+             and not p.name.startswith(".")]
+    return sorted(files, key=lambda p: _natural_key(p.stem))
+
+
+def resolve_frame_folder(path: str | Path) -> Path:
+    """The folder that holds the frames of ``path``: itself if it contains images, else ``rgb/2x``
+    (HyperNeRF) or ``images`` (Neu3D camera folder) inside it. Raises FileNotFoundError otherwise."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: not a folder")
+    if _image_files(path):
+        return path
+    for sub in ("rgb/2x", "images"):
+        if (path / sub).is_dir() and _image_files(path / sub):
+            return path / sub
+    raise FileNotFoundError(
+        f"{path}: no frames found (expected images in it, or in rgb/2x/ (HyperNeRF) or images/ (Neu3D camera); "
+        f"image types: {', '.join(IMAGE_EXTS)})")
+
+
+def count_video_frames(path: str | Path) -> int:
+    """Number of frames OpenCV can decode from ``path`` (counted by grabbing, not the container's claim)."""
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise OSError(f"{path}: OpenCV cannot open this video (is the codec supported by this OpenCV build? "
+                      "convert it to frames or to an mp4 with ffmpeg)")
+    n = 0
+    try:
+        while cap.grab():
+            n += 1
+    finally:
+        cap.release()
+    return n
+
+
+def list_frames(source: str | Path) -> list[FrameRef]:
+    """Frames of a frame folder, a scene folder (``rgb/2x`` or ``images`` inside) or a video file, in order.
+
+    Raises FileNotFoundError when there are none, ValueError on duplicate frame keys (e.g. ``1.png`` and
+    ``1.jpg``).
+    """
+    source = Path(source)
+    if source.is_file():
+        if not is_video_file(source):
+            raise ValueError(f"{source}: not a video file (supported: {', '.join(VIDEO_EXTS)}); "
+                             "pass a video, a folder of frames or a scene folder")
+        n = count_video_frames(source)
+        if n == 0:
+            raise FileNotFoundError(f"{source}: no frame could be decoded from this video")
+        return [FrameRef(key=f"{i + 1:06d}", index=i, path=source, video_frame=i) for i in range(n)]
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: no such file or folder")
+    files = _image_files(resolve_frame_folder(source))
+    keys = [p.stem for p in files]
+    if len(set(keys)) != len(keys):
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        raise ValueError(f"{source}: several files share the frame key(s) {dup[:5]}; keep one image per key")
+    return [FrameRef(key=p.stem, index=i, path=p) for i, p in enumerate(files)]
+
+
+def _to_rgb_uint8(img: np.ndarray, path: Path) -> np.ndarray:
+    """OpenCV image (BGR/BGRA/gray, uint8/uint16) -> RGB uint8; alpha is composited onto white."""
+    if img.dtype == np.uint16:
+        img = (img.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ValueError(f"{path}: unsupported pixel type {img.dtype}; convert the frames to 8-bit PNG/JPEG")
+    if img.ndim == 2:
+        return np.ascontiguousarray(np.repeat(img[:, :, None], 3, axis=2))
+    if img.shape[2] == 4:
+        alpha = img[:, :, 3:4].astype(np.float32) / 255.0
+        rgb = img[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
+        img = (rgb + 0.5).astype(np.uint8)
+    return np.ascontiguousarray(img[:, :, 2::-1])
+
+
+def read_frame(ref: FrameRef) -> np.ndarray:
+    """Decode one frame as RGB uint8 (H, W, 3). For video frames this seeks by decoding from the start;
+    use :func:`iter_frames` to read many frames of a video."""
+    if ref.is_video:
+        for _, rgb in iter_frames([ref]):
+            return rgb
+    img = cv2.imread(str(ref.path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise OSError(f"{ref.path}: cannot be decoded as an image (truncated or corrupted file?)")
+    return _to_rgb_uint8(img, ref.path)
+
+
+def iter_frames(refs: Iterable[FrameRef]) -> Iterator[tuple[FrameRef, np.ndarray]]:
+    """Yield ``(ref, rgb uint8 (H,W,3))`` for ``refs`` in order. Video frames are decoded sequentially with one
+    open capture per video (frames in between are grabbed, not converted), so memory stays one frame."""
+    cap: cv2.VideoCapture | None = None
+    cap_path: Path | None = None
+    pos = 0
+    try:
+        for ref in refs:
+            if not ref.is_video:
+                yield ref, read_frame(ref)
+                continue
+            if cap is None or cap_path != ref.path or ref.video_frame < pos:
+                if cap is not None:
+                    cap.release()
+                cap = cv2.VideoCapture(str(ref.path))
+                if not cap.isOpened():
+                    raise OSError(f"{ref.path}: OpenCV cannot open this video")
+                cap_path, pos = ref.path, 0
+            while pos < ref.video_frame:
+                if not cap.grab():
+                    raise OSError(f"{ref.path}: video ends before frame {ref.video_frame}")
+                pos += 1
+            ok, bgr = cap.read()
+            if not ok:
+                raise OSError(f"{ref.path}: frame {ref.video_frame} cannot be decoded")
+            pos += 1
+            yield ref, _to_rgb_uint8(bgr, ref.path)
+    finally:
+        if cap is not None:
+            cap.release()
+
+
+@dataclass(frozen=True)
+class CropInfo:
+    """How an original frame was mapped onto the network input.
+
+    The original (H, W) = ``orig_hw`` frame is first resized (bicubic) to ``resized_hw``; the network input is
+    then the window ``box = (top, left, h, w)`` of the resized image, in resized-image pixels (the same
+    convention as ``inference.geometry.CropBox``, which ``CropBox.from_dict(info.to_dict())`` reads). A window
+    reaching outside the resized image (negative ``top``/``left``, or past the far edge) means white padding
+    (``pad`` mode). ``(h, w)`` = ``input_hw`` are multiples of the patch size.
+    """
+
+    orig_hw: tuple[int, int]
+    resized_hw: tuple[int, int]
+    box: tuple[int, int, int, int]
+    mode: str = "crop"
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return (self.box[2], self.box[3])
+
+    @property
+    def window(self) -> tuple[int, int, int, int]:
+        """(y0, x0, y1, x1) of the input window in resized-image pixels."""
+        top, left, h, w = self.box
+        return (top, left, top + h, left + w)
+
+    @property
+    def scale_xy(self) -> tuple[float, float]:
+        """Resize factors (resized / original) along x and y."""
+        return (self.resized_hw[1] / self.orig_hw[1], self.resized_hw[0] / self.orig_hw[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {"orig_hw": list(d["orig_hw"]), "resized_hw": list(d["resized_hw"]), "box": list(d["box"]),
+                "mode": d["mode"], "input_hw": list(self.input_hw)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CropInfo:
+        return cls(orig_hw=tuple(d["orig_hw"]), resized_hw=tuple(d["resized_hw"]), box=tuple(d["box"]),
+                   mode=d.get("mode", "crop"))
+
+    def input_to_original_xy(self, xy: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+        """Map pixel coordinates (..., 2) as (x, y) from the network input to the original frame.
+        Pixel centres are at integer coordinates here (``+0.5`` gives ``inference.geometry``'s convention)."""
+        sx, sy = self.scale_xy
+        out = xy * 1.0
+        out[..., 0] = (xy[..., 0] + self.box[1] + 0.5) / sx - 0.5
+        out[..., 1] = (xy[..., 1] + self.box[0] + 0.5) / sy - 0.5
+        return out
+
+    def original_to_input_xy(self, xy: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+        """Inverse of :meth:`input_to_original_xy`."""
+        sx, sy = self.scale_xy
+        out = xy * 1.0
+        out[..., 0] = (xy[..., 0] + 0.5) * sx - 0.5 - self.box[1]
+        out[..., 1] = (xy[..., 1] + 0.5) * sy - 0.5 - self.box[0]
+        return out
+
+    def valid_mask(self) -> torch.Tensor:
+        """(H, W) bool: original pixels whose resized position lies inside the network input (not cropped)."""
+        m = torch.ones(1, 1, *self.input_hw)
+        return self.uncrop(m, fill=0.0, interpolation="bilinear")[0, 0] > 0.5
+
+    def uncrop(self, x: torch.Tensor, fill: float | None = None, interpolation: str = "bilinear") -> torch.Tensor:
+        """Map a prediction on the network input grid back onto the original frame.
+
+        x: (..., h, w) with (h, w) = ``input_hw``; returns (..., H, W) = ``orig_hw`` in ``x``'s dtype.
+        Parts of the resized frame that were cropped away get ``fill`` (None: replicate the nearest border
+        value). ``interpolation``: ``bilinear`` (continuous maps, features) or ``nearest`` (labels, ids).
+        """
+        h, w = self.input_hw
+        if tuple(x.shape[-2:]) != (h, w):
+            raise ValueError(f"uncrop expects (..., {h}, {w}) maps, got {tuple(x.shape)}")
+        lead = x.shape[:-2]
+        y = x.reshape(1, -1, h, w)
+        orig_dtype = y.dtype
+        if not y.is_floating_point():
+            if interpolation != "nearest":
+                raise ValueError("integer maps must be uncropped with interpolation='nearest'")
+            y = y.double()
+        rh, rw = self.resized_hw
+        y0, x0, y1, x1 = self.window
+        # Window of the resized image that the input covers, clipped to the resized image.
+        cy0, cx0, cy1, cx1 = max(y0, 0), max(x0, 0), min(y1, rh), min(x1, rw)
+        y = y[..., cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
+        pads = (cx0, rw - cx1, cy0, rh - cy1)  # left, right, top, bottom
+        if any(pads):
+            if fill is None:
+                y = F.pad(y, pads, mode="replicate")
+            else:
+                y = F.pad(y, pads, mode="constant", value=float(fill))
+        if (rh, rw) != tuple(self.orig_hw):
+            if interpolation == "nearest":
+                y = F.interpolate(y, size=self.orig_hw, mode="nearest-exact")
+            else:
+                y = F.interpolate(y, size=self.orig_hw, mode=interpolation, align_corners=False)
+        y = y.to(orig_dtype)
+        return y.reshape(*lead, *self.orig_hw)
+
+
+def _round_to(v: float, m: int) -> int:
+    return max(m, int(round(v / m)) * m)
+
+
+class FramePreprocessor:
+    """Resize and crop/pad frames to multiples of ``patch_size``; never rotates.
+
+    Modes:
+      * ``crop`` (default; the published StreamVGGT ``crop``): width -> ``target_width``, height ->
+        ``round(H * target_width / W / 14) * 14`` (keeps the aspect up to the rounding), bicubic; a height above
+        ``target_width`` (portrait) is centre-cropped to ``target_width``. 960x536 -> 518x294 (37x21 patches).
+      * ``pad`` (published ``pad``): the longer side -> ``target_width``, the other rounded to a multiple of 14,
+        then centred white padding to ``target_width`` x ``target_width``.
+      * ``native``: no resize; each side centre-cropped down to a multiple of 14 (the published ``original``
+        mode without its 90-degree rotation of landscape frames).
+    """
+
+    def __init__(self, target_width: int = 518, mode: str = "crop", patch_size: int = 14) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown preprocessing mode {mode!r}; choose one of {', '.join(MODES)}")
+        if mode != "native" and (target_width <= 0 or target_width % patch_size):
+            raise ValueError(f"target width {target_width} must be a positive multiple of the patch size "
+                             f"{patch_size} (e.g. 518 = 37 x 14)")
+        self.target_width = int(target_width)
+        self.mode = mode
+        self.patch_size = int(patch_size)
+
+    def plan(self, orig_hw: tuple[int, int]) -> CropInfo:
+        """The :class:`CropInfo` for a frame of size ``orig_hw`` = (H, W), without touching pixels."""
+        H, W = int(orig_hw[0]), int(orig_hw[1])
+        p, t = self.patch_size, self.target_width
+        if self.mode == "crop":
+            rh, rw = _round_to(H * t / W, p), t
+            if rh > t:
+                box = ((rh - t) // 2, 0, t, t)
+            else:
+                box = (0, 0, rh, rw)
+        elif self.mode == "pad":
+            if W >= H:
+                rh, rw = _round_to(H * t / W, p), t
+            else:
+                rh, rw = t, _round_to(W * t / H, p)
+            top, left = (t - rh) // 2, (t - rw) // 2
+            box = (-top, -left, t, t)
+        else:  # native
+            h, w = (H // p) * p, (W // p) * p
+            if h == 0 or w == 0:
+                raise ValueError(f"frame of {W}x{H} pixels is smaller than one {p}x{p} patch")
+            rh, rw = H, W
+            top, left = (H - h) // 2, (W - w) // 2
+            box = (top, left, h, w)
+        return CropInfo(orig_hw=(H, W), resized_hw=(rh, rw), box=box, mode=self.mode)
+
+    def prepare(self, rgb: np.ndarray) -> tuple[torch.Tensor, CropInfo]:
+        """rgb: uint8 (H, W, 3) -> (float32 tensor (3, h, w) in [0, 1], CropInfo), h and w multiples of 14."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 (H, W, 3) frame, got {rgb.dtype} {rgb.shape}")
+        info = self.plan(rgb.shape[:2])
+        rh, rw = info.resized_hw
+        if (rh, rw) != tuple(info.orig_hw):
+            rgb = np.array(Image.fromarray(rgb).resize((rw, rh), Image.Resampling.BICUBIC))
+        img = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
+        y0, x0, y1, x1 = info.window
+        cy0, cx0, cy1, cx1 = max(y0, 0), max(x0, 0), min(y1, rh), min(x1, rw)
+        img = img[:, cy0:cy1, cx0:cx1]
+        pads = (cx0 - x0, x1 - cx1, cy0 - y0, y1 - cy1)
+        if any(pads):
+            img = F.pad(img, pads, mode="constant", value=1.0)
+        return img.contiguous(), info

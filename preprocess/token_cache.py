@@ -1,0 +1,370 @@
+"""The on-disk geometry-token cache: one safetensors file per frame, memory-mapped on read, validated.
+
+Layout (DESIGN §3)::
+
+    <scene>/tokens/meta.json                 scene-level metadata (cheap validation, frame list)
+    <scene>/tokens/<frame key>.safetensors   tensors layer_04, layer_11, ... each (P, 2C), P = patch_start_idx + h*w
+
+Each frame file holds only the aggregator layers the decoder reads (default the backbone's DPT layers
+4, 11, 17, 23), in fp16 by default (bf16/fp32 on request). Its safetensors metadata has a single key,
+``langvggt4d.tokens``, whose value is a canonical JSON object (sorted keys) with: format and version,
+backbone id, layers, embed/token dim, token count, patch grid, ``patch_start_idx``, patch size, storage and
+compute dtype, crop/resize (:class:`preprocess.frames.CropInfo` as a dict), frame key and index, window,
+chunk size, ``history`` (``full`` unless the frame was written after a windowed resume replay) and the
+sha256 of the tensor bytes. One key, because safetensors writes several metadata keys in a random order,
+and files must be byte-identical from run to run (no timestamps either).
+
+Nothing here uses pickle; reads never execute code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import struct
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from utils.io import save_json_atomic, save_safetensors_atomic
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "langvggt4d-tokens"
+FORMAT_VERSION = 1
+META_KEY = "langvggt4d.tokens"
+META_FILE = "meta.json"
+SUFFIX = ".safetensors"
+
+STORAGE_DTYPES: dict[str, torch.dtype] = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+_ST_DTYPES: dict[str, torch.dtype] = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32}
+_DTYPE_NAMES = {v: k for k, v in STORAGE_DTYPES.items()}
+_MAX_HEADER = 100 * 1024 * 1024
+
+# Fields a consumer (decoder, trainer) may require to match; see TokenCache.validate.
+CONSUMER_FIELDS = ("backbone", "layers", "token_dim", "grid", "patch_start_idx", "patch_size")
+# Fields every frame file shares with its folder's meta.json (the run configuration).
+RUN_FIELDS = CONSUMER_FIELDS + ("embed_dim", "num_tokens", "dtype", "compute_dtype", "crop", "window", "chunk_size")
+
+EXTRACT_HINT = ("re-extract with `python -m preprocess.extract_tokens <frames> --overwrite` "
+                "using the settings the decoder expects")
+
+
+class TokenCacheError(RuntimeError):
+    """A token file or folder is missing, truncated, corrupted or does not match what is expected."""
+
+
+def layer_name(layer: int) -> str:
+    """Tensor name of aggregator layer ``layer`` (zero-padded: 4 -> ``layer_04``)."""
+    return f"layer_{int(layer):02d}"
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """torch dtype -> ``fp16`` | ``bf16`` | ``fp32``."""
+    try:
+        return _DTYPE_NAMES[dtype]
+    except KeyError:
+        raise ValueError(f"unsupported token storage dtype {dtype}; use fp16, bf16 or fp32") from None
+
+
+def canonical_json(obj: Any) -> str:
+    """Deterministic compact JSON (sorted keys) used for the metadata."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def tensor_bytes(t: torch.Tensor) -> memoryview:
+    """The raw little-endian bytes of a CPU tensor (any dtype, bf16 included), without copying if contiguous."""
+    t = t.detach().to("cpu").contiguous()
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy())
+
+
+def _checksum(named_bytes: Iterable[tuple[str, Any]]) -> str:
+    h = hashlib.sha256()
+    for name, buf in named_bytes:
+        h.update(name.encode())
+        h.update(buf)
+    return h.hexdigest()
+
+
+def write_token_file(path: str | os.PathLike, tokens: Sequence[torch.Tensor], layers: Sequence[int],
+                     meta: dict[str, Any]) -> None:
+    """Write one frame's tokens atomically.
+
+    tokens: one (P, 2C) tensor per entry of ``layers`` (already in the storage dtype; all the same dtype).
+    meta: JSON-serialisable fields; ``layers``, ``dtype``, ``num_tokens``, ``token_dim``, ``format``,
+    ``version`` and ``sha256`` are filled in here.
+    """
+    if len(tokens) != len(layers):
+        raise ValueError(f"{len(tokens)} token tensors for {len(layers)} layers")
+    dtypes = {t.dtype for t in tokens}
+    if len(dtypes) != 1:
+        raise ValueError(f"all layers must share one dtype, got {dtypes}")
+    shapes = {tuple(t.shape) for t in tokens}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+        raise ValueError(f"expected (P, 2C) tensors of one shape, got {shapes}")
+    P, D = next(iter(shapes))
+    named = {layer_name(li): t.detach().to("cpu").contiguous() for li, t in zip(layers, tokens, strict=True)}
+    full = dict(meta)
+    full.update(format=FORMAT, version=FORMAT_VERSION, layers=[int(x) for x in layers],
+                dtype=dtype_name(next(iter(dtypes))), num_tokens=int(P), token_dim=int(D))
+    full["sha256"] = _checksum((n, tensor_bytes(named[n])) for n in sorted(named))
+    save_safetensors_atomic(named, path, metadata={META_KEY: canonical_json(full)})
+
+
+def read_token_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, dict[str, Any]], int]:
+    """Parse and check a token file's header without reading the tensors.
+
+    Returns ``(meta, tensors, data_start)`` where ``tensors`` maps name -> {dtype, shape, data_offsets}
+    (offsets relative to ``data_start``). Raises TokenCacheError naming the file when it is missing,
+    truncated, not safetensors, or not a token file of this format version.
+    """
+    path = Path(path)
+    fix = f"delete it and re-run the extraction (it resumes and rewrites only the bad frames): {EXTRACT_HINT}"
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise TokenCacheError(f"{path}: truncated token file ({size} bytes, no header); {fix}")
+            (n,) = struct.unpack("<Q", head)
+            if n > _MAX_HEADER or 8 + n > size:
+                raise TokenCacheError(f"{path}: truncated or corrupted token file (header length {n}, "
+                                      f"file {size} bytes); {fix}")
+            raw = f.read(n)
+    except FileNotFoundError:
+        raise TokenCacheError(f"{path}: token file missing; {EXTRACT_HINT}") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+        meta = json.loads(header.pop("__metadata__")[META_KEY])
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        raise TokenCacheError(f"{path}: corrupted header or not a token file of this project "
+                              f"(no '{META_KEY}' metadata); {fix}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise TokenCacheError(f"{path}: not a {FORMAT} file; {fix}")
+    if meta.get("version") != FORMAT_VERSION:
+        raise TokenCacheError(f"{path}: token format version {meta.get('version')} but this code reads "
+                              f"version {FORMAT_VERSION}; {EXTRACT_HINT}")
+    end = 0
+    for name, info in header.items():
+        try:
+            a, b = info["data_offsets"]
+            dt = _ST_DTYPES[info["dtype"]]
+            numel = int(np.prod(info["shape"])) if info["shape"] else 1
+        except (KeyError, TypeError, ValueError):
+            raise TokenCacheError(f"{path}: corrupted header entry for tensor {name!r}; {fix}") from None
+        if b - a != numel * torch.empty((), dtype=dt).element_size() or a < 0:
+            raise TokenCacheError(f"{path}: corrupted header entry for tensor {name!r}; {fix}")
+        end = max(end, b)
+    data_start = 8 + n
+    if size != data_start + end:
+        raise TokenCacheError(f"{path}: truncated or corrupted token file ({size} bytes on disk, header "
+                              f"describes {data_start + end}); {fix}")
+    expected = {layer_name(li) for li in meta.get("layers", [])}
+    if set(header) != expected:
+        raise TokenCacheError(f"{path}: tensors {sorted(header)} do not match the layers {meta.get('layers')} "
+                              f"in its metadata; {fix}")
+    return meta, header, data_start
+
+
+def load_token_file(path: str | os.PathLike, verify: bool = False, mmap: bool = True
+                    ) -> tuple[list[torch.Tensor], dict[str, Any]]:
+    """Read one frame's tokens: ``([tensor (P, 2C) per layer, in metadata layer order], meta)``.
+
+    With ``mmap`` (default) the tensors are copy-on-write views of a memory map of the file (nothing is read
+    until used). ``verify`` recomputes the sha256 of the tensor bytes and raises TokenCacheError on mismatch.
+    """
+    path = Path(path)
+    meta, header, data_start = read_token_header(path)
+    if mmap:
+        total = path.stat().st_size - data_start
+        buf = np.memmap(path, dtype=np.uint8, mode="c", offset=data_start, shape=(total,)) if total else \
+            np.zeros(0, np.uint8)
+    else:
+        with open(path, "rb") as f:
+            f.seek(data_start)
+            buf = np.frombuffer(bytearray(f.read()), dtype=np.uint8)
+    views = {}
+    for name, info in header.items():
+        a, b = info["data_offsets"]
+        views[name] = torch.from_numpy(buf[a:b]).view(_ST_DTYPES[info["dtype"]]).reshape(info["shape"])
+    if verify:
+        got = _checksum((n, memoryview(buf[header[n]["data_offsets"][0]:header[n]["data_offsets"][1]]))
+                        for n in sorted(header))
+        if got != meta.get("sha256"):
+            raise TokenCacheError(f"{path}: checksum mismatch, the token data is corrupted; delete it and re-run "
+                                  f"the extraction (it resumes and rewrites only the bad frames)")
+    return [views[layer_name(li)] for li in meta["layers"]], meta
+
+
+def describe_mismatch(meta: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    """Human-readable differences between ``meta`` and the ``expected`` fields (only those given)."""
+    out = []
+    for k, v in expected.items():
+        if v is None:
+            continue
+        got = meta.get(k)
+        if isinstance(v, tuple):
+            v = list(v)
+        if got != v:
+            out.append(f"{k} is {got!r} but {v!r} is expected")
+    return out
+
+
+def frame_meta_for(scene_meta: dict[str, Any], key: str, index: int, history: str = "full") -> dict[str, Any]:
+    """Metadata of frame ``key`` (0-based ``index``) of a run described by ``scene_meta`` (meta.json content).
+    ``history``: ``full`` when the frame's streaming cache saw the whole video so far (uninterrupted run or
+    a full replay on resume), ``window`` when only the last ``window`` frames were replayed."""
+    meta = {f: scene_meta[f] for f in RUN_FIELDS}
+    meta.update(frame_key=key, frame_index=int(index), history=history)
+    return meta
+
+
+def frame_mismatches(meta: dict[str, Any], scene_meta: dict[str, Any], key: str, index: int) -> list[str]:
+    """Differences between a frame file's metadata and what its folder's meta.json implies."""
+    expected = {f: scene_meta.get(f) for f in RUN_FIELDS}
+    expected.update(frame_key=key, frame_index=int(index))
+    return describe_mismatch(meta, expected)
+
+
+def check_frame_file(path: str | os.PathLike, scene_meta: dict[str, Any], key: str, index: int) -> str | None:
+    """None if ``path`` is a complete token file of frame ``key``/``index`` of the run ``scene_meta``
+    (header, size and metadata checked; not the checksum), else the reason it is not."""
+    try:
+        meta = read_token_header(path)[0]
+    except TokenCacheError as e:
+        return str(e)
+    diffs = frame_mismatches(meta, scene_meta, key, index)
+    return f"{path}: {'; '.join(diffs)}" if diffs else None
+
+
+class TokenCache:
+    """Reader of a ``<scene>/tokens`` folder.
+
+    ``keys`` (frame keys in order), ``meta`` (the scene-level meta.json), ``layers``, ``grid`` (h, w),
+    ``patch_start_idx``, ``token_dim``, ``backbone_id``, ``crop`` (CropInfo dict), ``load(key)`` ->
+    list of (P, 2C) memory-mapped tensors in ``layers`` order, ``validate(...)``.
+    """
+
+    def __init__(self, tokens_dir: str | os.PathLike) -> None:
+        self.dir = Path(tokens_dir)
+        meta_path = self.dir / META_FILE
+        if not meta_path.is_file():
+            raise TokenCacheError(f"{meta_path}: missing, so {self.dir} is not a token cache; {EXTRACT_HINT}")
+        try:
+            self.meta: dict[str, Any] = json.loads(meta_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise TokenCacheError(f"{meta_path}: corrupted JSON; {EXTRACT_HINT}") from None
+        if self.meta.get("format") != FORMAT or self.meta.get("version") != FORMAT_VERSION:
+            raise TokenCacheError(f"{meta_path}: format {self.meta.get('format')!r} version "
+                                  f"{self.meta.get('version')!r}, expected {FORMAT!r} version {FORMAT_VERSION}; "
+                                  f"{EXTRACT_HINT}")
+        self.keys: list[str] = [f["key"] for f in self.meta.get("frames", [])]
+        self._index = {k: i for i, k in enumerate(self.keys)}
+
+    # convenience accessors
+    @property
+    def layers(self) -> list[int]:
+        return list(self.meta["layers"])
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return tuple(self.meta["grid"])
+
+    @property
+    def patch_start_idx(self) -> int:
+        return int(self.meta["patch_start_idx"])
+
+    @property
+    def token_dim(self) -> int:
+        return int(self.meta["token_dim"])
+
+    @property
+    def backbone_id(self) -> str:
+        return str(self.meta["backbone"])
+
+    @property
+    def crop(self) -> dict[str, Any]:
+        return dict(self.meta["crop"])
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.meta.get("complete", False))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._index
+
+    def path(self, key: str) -> Path:
+        return self.dir / f"{key}{SUFFIX}"
+
+    def index_of(self, key: str) -> int:
+        try:
+            return self._index[key]
+        except KeyError:
+            raise TokenCacheError(f"{self.dir}: no frame {key!r} in {META_FILE}") from None
+
+    def _check_frame_meta(self, key: str, meta: dict[str, Any]) -> None:
+        diffs = frame_mismatches(meta, self.meta, key, self.index_of(key))
+        if diffs:
+            raise TokenCacheError(f"{self.path(key)}: does not match {self.dir / META_FILE}: {'; '.join(diffs)}. "
+                                  f"The folder mixes runs; {EXTRACT_HINT}")
+
+    def load(self, key: str, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+             verify: bool = False) -> list[torch.Tensor]:
+        """Tokens of frame ``key``: one (P, 2C) tensor per layer in ``self.layers`` order.
+
+        Without ``device``/``dtype`` the tensors are memory-mapped (copy-on-write) CPU views of the file.
+        """
+        tensors, meta = load_token_file(self.path(key), verify=verify)
+        self._check_frame_meta(key, meta)
+        if device is not None or dtype is not None:
+            tensors = [t.to(device=device, dtype=dtype) for t in tensors]
+        return tensors
+
+    def frame_meta(self, key: str) -> dict[str, Any]:
+        """The metadata stored in frame ``key``'s file (header only)."""
+        return read_token_header(self.path(key))[0]
+
+    def validate(self, *, backbone: str | None = None, layers: Sequence[int] | None = None,
+                 token_dim: int | None = None, grid: Sequence[int] | None = None,
+                 patch_start_idx: int | None = None, patch_size: int | None = None,
+                 keys: Sequence[str] | None = None, check_files: bool = True, deep: bool = False) -> None:
+        """Refuse (TokenCacheError naming the file and the fix) a cache that does not match what the consumer
+        expects. Only the arguments given are compared. ``check_files`` also parses every frame file's header
+        (cheap: size, tensors, metadata); ``deep`` additionally verifies every checksum (reads all data).
+        ``keys`` restricts the frame files checked (and requires them to be present).
+        """
+        expected = {"backbone": backbone, "layers": None if layers is None else [int(x) for x in layers],
+                    "token_dim": token_dim, "grid": None if grid is None else [int(x) for x in grid],
+                    "patch_start_idx": patch_start_idx, "patch_size": patch_size}
+        diffs = describe_mismatch(self.meta, expected)
+        if diffs:
+            raise TokenCacheError(f"{self.dir / META_FILE}: token cache does not match the decoder: "
+                                  f"{'; '.join(diffs)}. Fix: {EXTRACT_HINT} (e.g. --layers "
+                                  f"{' '.join(map(str, expected['layers'] or self.layers))}), or point the "
+                                  f"decoder at a matching tokens folder")
+        if not self.complete and keys is None:
+            raise TokenCacheError(f"{self.dir}: extraction did not finish (meta.json says complete=false); "
+                                  f"re-run the extraction command to resume it")
+        if not check_files:
+            return
+        for key in (self.keys if keys is None else keys):
+            if deep:
+                _, meta = load_token_file(self.path(key), verify=True)
+            else:
+                meta = read_token_header(self.path(key))[0]
+            self._check_frame_meta(key, meta)
+
+
+def write_scene_meta(tokens_dir: str | os.PathLike, meta: dict[str, Any]) -> None:
+    """Write ``tokens_dir/meta.json`` atomically with the format fields filled in."""
+    full = dict(meta)
+    full.update(format=FORMAT, version=FORMAT_VERSION)
+    save_json_atomic(json.loads(canonical_json(full)), Path(tokens_dir) / META_FILE)
