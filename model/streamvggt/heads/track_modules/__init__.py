@@ -1,0 +1,1 @@
+"""Point-tracking modules of the StreamVGGT track head (correlation pyramid, update transformer, predictor)."""
