@@ -1,0 +1,276 @@
+"""Semantic targets in the 4D LangSplat format: ``<scene>/clip_features/`` (and ``video_features/``).
+
+Modes:
+
+- ``oracle`` (synthetic scenes with ``gt/``): regions = the ground-truth label maps; the feature of a region =
+  the CLIP *text* embedding of its name. The ``default`` level is the pooled map (per pixel the finest region:
+  small over middle over large), as SAM's pooled output in 4D LangSplat. Also writes the time-sensitive
+  targets ``video_features/``: ``_s.npy`` (1, H, W) = object index of the large level (-1 background),
+  ``_f.npy`` (n_objects, D) = text embedding of each object's state caption at that frame (its name when it
+  has no state there). Precomputed E5 ``video_features`` (float64, 4096-d) need no step here: the
+  autoencoder trainer reads them as they are.
+- ``clip`` (real videos): region proposals at three granularities (``--masks skimage`` default, ``sam``,
+  ``precomputed``), default level pooled (or taken from precomputed 4-level masks), features = open_clip
+  *image* embeddings of masked square crops (224), batched, on GPU when present.
+
+Output files per frame key: ``_s.npy`` float32 (4, H, W), -1 none, levels offset into one index space;
+``_f.npy`` float32 (N, D) unit rows in order default|small|middle|large; plus ``meta.json``. The folder is
+built in ``.<name>.partial/`` and renamed at the end (an interrupted run resumes; bad input removes it).
+
+Examples::
+
+    python -m preprocess.extract_semantics --scene data/synthetic/demo --mode oracle --clip tiny
+    python -m preprocess.extract_semantics --scene data/hypernerf/americano --mode clip \\
+        --clip-model ViT-B-16 --clip-pretrained laion2b_s34b_b88k --device auto
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model.clip import ClipEncoder, add_clip_args, clip_from_args
+from preprocess.semantics import LEVELS
+from preprocess.semantics.crops import region_crops
+from preprocess.semantics.levels import assemble, compact, pool_levels
+from preprocess.semantics.proposals import PrecomputedProposer, SamProposer, SkimageProposer
+from preprocess.semantics.scene import (
+    GroundTruth,
+    SemanticsInputError,
+    StagedOutput,
+    image_hw,
+    list_scene_frames,
+    read_rgb,
+)
+from utils.device import resolve_device
+from utils.io import save_json_atomic, save_npy_atomic
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LEVEL_DOC = "pooled: per pixel the finest region present (small over middle over large)"
+
+
+class TextCache:
+    """Embeds each distinct string once: ``rows(strings) -> float32 (len, D)``."""
+
+    def __init__(self, encoder: ClipEncoder) -> None:
+        self.encoder, self.cache = encoder, {}
+
+    def rows(self, strings: list[str]) -> np.ndarray:
+        new = sorted({s for s in strings if s not in self.cache})
+        if new:
+            for s, e in zip(new, self.encoder.encode_text(new).numpy(), strict=True):
+                self.cache[s] = e
+        if not strings:
+            return np.zeros((0, self.encoder.embed_dim), np.float32)
+        return np.stack([self.cache[s] for s in strings]).astype(np.float32)
+
+
+def _write_frame(out: StagedOutput, key: str, s: np.ndarray, f: np.ndarray) -> None:
+    save_npy_atomic(f, out.path(f"{key}_f.npy"))
+    save_npy_atomic(s, out.path(f"{key}_s.npy"))  # written last: its presence marks the frame as done
+
+
+def _run_staged(out: StagedOutput, body) -> Path:
+    try:
+        body()
+    except SemanticsInputError:
+        out.abort()
+        raise
+    return out.commit()
+
+
+# ---------------------------------------------------------------------- oracle
+def extract_oracle(scene: str | Path, encoder: ClipEncoder, overwrite: bool = False, output_name: str = "clip_features",
+                   video: bool = True, frames_dir: str | Path | None = None) -> dict[str, Path]:
+    """Oracle targets of a synthetic scene; returns ``{"clip": folder, "video": folder}`` written."""
+    scene = Path(scene)
+    frames = list_scene_frames(scene, frames_dir)
+    gt = GroundTruth.load(scene)
+    for fr in frames:  # validate everything cheap up front: nothing is written for a broken scene
+        gt.labels(fr.key, image_hw(fr.path))
+    texts = TextCache(encoder)
+    base_cfg = {"mode": "oracle", "clip": encoder.identity, "frames": [f.key for f in frames]}
+    written: dict[str, Path] = {}
+
+    out = StagedOutput(scene / output_name, dict(base_cfg, kind="clip"), overwrite)
+    rows_meta: dict[str, list[list[int]]] = {}
+
+    def clip_body() -> None:
+        for fr in tqdm(frames, desc="oracle clip_features", unit="frame"):
+            lab = gt.labels(fr.key, image_hw(fr.path))
+            maps = [pool_levels(lab[0], lab[1], lab[2]), lab[0], lab[1], lab[2]]
+            local, feats, ids_per_level = [], [], []
+            for m in maps:
+                lm, ids = compact(m)
+                local.append(lm)
+                ids_per_level.append([int(i) for i in ids])
+                feats.append(texts.rows([gt.regions[int(i)]["name"] for i in ids]))
+            rows_meta[fr.key] = ids_per_level
+            if out.has(f"{fr.key}_s.npy", f"{fr.key}_f.npy"):
+                continue
+            s, f = assemble(local, feats)
+            _write_frame(out, fr.key, s, f)
+        save_json_atomic(dict(base_cfg, format="4dlangsplat-clip_features", levels=list(LEVELS),
+                              default_level=DEFAULT_LEVEL_DOC, embed_dim=encoder.embed_dim,
+                              region_names={str(k): v["name"] for k, v in sorted(gt.regions.items())},
+                              rows=rows_meta), out.path("meta.json"))
+
+    written["clip"] = _run_staged(out, clip_body)
+    if video:
+        written["video"] = extract_oracle_video(scene, encoder, gt, frames, texts, overwrite)
+    return written
+
+
+def extract_oracle_video(scene: Path, encoder: ClipEncoder, gt: GroundTruth, frames, texts: TextCache,
+                         overwrite: bool = False, output_name: str = "video_features") -> Path:
+    """Time-sensitive oracle targets: ``_s`` (1, H, W) object index (large level), ``_f`` (n_objects, D)."""
+    obj_index = {o: i for i, o in enumerate(gt.objects)}
+    region_obj = {}
+    for rid, r in gt.regions.items():
+        obj = r.get("object", r["name"])
+        if obj not in obj_index:
+            raise SemanticsInputError(f"{gt.root / 'names.json'}: region {rid} names object {obj!r} that is not in "
+                                      f"'objects'")
+        region_obj[rid] = obj_index[obj]
+    lut_ids = np.array(sorted(region_obj), np.int64)
+    lut_obj = np.array([region_obj[i] for i in lut_ids], np.int64)
+    out = StagedOutput(scene / output_name, {"mode": "oracle", "kind": "video", "clip": encoder.identity,
+                                             "frames": [f.key for f in frames]}, overwrite)
+    captions: dict[str, list[str]] = {}
+
+    def body() -> None:
+        for fr in tqdm(frames, desc="oracle video_features", unit="frame"):
+            caps = [gt.caption(o, fr.index) for o in gt.objects]
+            captions[fr.key] = caps
+            if out.has(f"{fr.key}_s.npy", f"{fr.key}_f.npy"):
+                continue
+            large = gt.labels(fr.key, image_hw(fr.path))[2]
+            s = np.full(large.shape, -1.0, np.float32)
+            valid = large >= 0
+            s[valid] = lut_obj[np.searchsorted(lut_ids, large[valid])]
+            _write_frame(out, fr.key, s[None], texts.rows(caps))
+        save_json_atomic({"format": "4dlangsplat-video_features", "mode": "oracle", "clip": encoder.identity,
+                          "embed_dim": encoder.embed_dim, "objects": gt.objects, "captions": captions},
+                         out.path("meta.json"))
+
+    return _run_staged(out, body)
+
+
+# ---------------------------------------------------------------------- clip mode
+def _frame_levels(proposer, image: np.ndarray, key: str) -> list[np.ndarray]:
+    maps = proposer(image, key)
+    if len(maps) == 3:  # small, middle, large with per-level ids -> make ids unique, then pool
+        offs, uniq = 0, []
+        for m in maps:
+            uniq.append(np.where(m >= 0, m + offs, -1))
+            offs += int(m.max()) + 1 if (m >= 0).any() else 0
+        maps = [pool_levels(*uniq), *uniq]
+    return [compact(m)[0] for m in maps]
+
+
+def embed_levels(image: np.ndarray, level_maps: list[np.ndarray], encoder: ClipEncoder,
+                 batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Crops + CLIP image embeddings of every region of four compact level maps -> (``_s``, ``_f``)."""
+    final_maps, crops_all, counts = [], [], []
+    for m in level_maps:
+        kept, crops = region_crops(image, m, encoder.image_size)
+        # regions without a usable box are removed from the map, the rest re-indexed 0..k-1
+        lut = np.full(int(m.max()) + 2 if (m >= 0).any() else 1, -1, np.int64)
+        lut[kept] = np.arange(kept.size)
+        final_maps.append(np.where(m >= 0, lut[np.maximum(m, 0)], -1))
+        crops_all.append(crops)
+        counts.append(kept.size)
+    crops = np.concatenate(crops_all)
+    feats = encoder.encode_image(crops, batch_size=batch_size).numpy() if len(crops) else \
+        np.zeros((0, encoder.embed_dim), np.float32)
+    per_level = np.split(feats, np.cumsum(counts)[:-1])
+    return assemble(final_maps, per_level)
+
+
+def extract_clip(scene: str | Path, encoder: ClipEncoder, proposer, overwrite: bool = False,
+                 output_name: str = "clip_features", batch_size: int = 64, masks: str = "skimage",
+                 frames_dir: str | Path | None = None) -> Path:
+    """CLIP-image targets of a real (or synthetic) video; returns the written folder."""
+    scene = Path(scene)
+    frames = list_scene_frames(scene, frames_dir)
+    if isinstance(proposer, PrecomputedProposer):
+        missing = [str(proposer.path(f.key)) for f in frames if not proposer.path(f.key).is_file()]
+        if missing:
+            raise SemanticsInputError(f"{len(missing)} precomputed masks are missing, e.g. {missing[0]}")
+    cfg = {"mode": "clip", "masks": masks, "clip": encoder.identity, "frames": [f.key for f in frames]}
+    out = StagedOutput(scene / output_name, cfg, overwrite)
+
+    def body() -> None:
+        for fr in tqdm(frames, desc="clip_features", unit="frame"):
+            if out.has(f"{fr.key}_s.npy", f"{fr.key}_f.npy"):
+                continue
+            image = read_rgb(fr.path)
+            s, f = embed_levels(image, _frame_levels(proposer, image, fr.key), encoder, batch_size)
+            _write_frame(out, fr.key, s, f)
+        save_json_atomic(dict(cfg, format="4dlangsplat-clip_features", levels=list(LEVELS),
+                              default_level=DEFAULT_LEVEL_DOC if masks != "precomputed" else "as precomputed",
+                              embed_dim=encoder.embed_dim, image_size=encoder.image_size), out.path("meta.json"))
+
+    return _run_staged(out, body)
+
+
+# ---------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m preprocess.extract_semantics", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scene", required=True, help="scene folder (HyperNeRF layout: <scene>/rgb/2x/000001.png ...)")
+    p.add_argument("--frames-dir", default=None, help="frame folder if not <scene>/rgb/2x")
+    p.add_argument("--mode", choices=["oracle", "clip"], required=True,
+                   help="oracle: ground-truth regions + text embeddings (synthetic scenes); "
+                        "clip: region proposals + CLIP image embeddings (real videos)")
+    p.add_argument("--masks", choices=["skimage", "sam", "precomputed"], default="skimage",
+                   help="clip mode region proposals: skimage (no weights, default), sam, or precomputed _s.npy")
+    p.add_argument("--masks-dir", default=None, help="folder of <key>_s.npy for --masks precomputed")
+    p.add_argument("--sam-checkpoint", default=None, help="SAM checkpoint for --masks sam (e.g. ckpt/sam/sam_vit_h_4b8939.pth)")
+    p.add_argument("--sam-model-type", default=None, help="vit_h|vit_l|vit_b (default: guessed from the file name)")
+    p.add_argument("--no-video", action="store_true", help="oracle mode: skip the time-sensitive video_features/")
+    p.add_argument("--output-name", default="clip_features", help="output folder name inside the scene")
+    p.add_argument("--batch-size", type=int, default=64, help="crops per CLIP image-encoder batch")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output folders")
+    add_clip_args(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    device = resolve_device(args.device)
+    try:
+        if args.mode == "clip":  # check the proposal source before loading CLIP weights
+            if args.masks == "sam":
+                proposer = SamProposer(args.sam_checkpoint, args.sam_model_type, device=str(device))
+            elif args.masks == "precomputed":
+                if not args.masks_dir:
+                    raise SemanticsInputError("--masks precomputed needs --masks-dir DIR holding <key>_s.npy")
+                proposer = PrecomputedProposer(args.masks_dir)
+            else:
+                proposer = SkimageProposer()
+        encoder = clip_from_args(args, device=device)
+        if args.mode == "oracle":
+            written = extract_oracle(args.scene, encoder, args.overwrite, args.output_name, video=not args.no_video,
+                                     frames_dir=args.frames_dir)
+        else:
+            written = {"clip": extract_clip(args.scene, encoder, proposer, args.overwrite, args.output_name,
+                                            args.batch_size, args.masks, args.frames_dir)}
+    except (SemanticsInputError, FileExistsError, FileNotFoundError, RuntimeError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    for kind, path in written.items():
+        print(f"wrote {kind} targets to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    with torch.inference_mode():
+        raise SystemExit(main())

@@ -1,0 +1,188 @@
+"""Scene access for semantic extraction: frames, images, synthetic ground truth, staged output folders."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from utils.io import load_npy, save_json_atomic
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg")
+FRAME_SUBDIRS = ("rgb/2x", "images")
+
+
+class SemanticsInputError(ValueError):
+    """Bad input (missing frames, unreadable image, masks of the wrong size, bad ground truth)."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One video frame: ``key`` = file stem (e.g. ``000001``), ``index`` = 0-based position, ``path``."""
+
+    key: str
+    index: int
+    path: Path
+
+
+def list_scene_frames(scene: str | Path, frames_dir: str | Path | None = None) -> list[Frame]:
+    """Frames of a HyperNeRF-layout scene (``<scene>/rgb/2x/*.png``; ``<scene>/images`` also accepted), sorted."""
+    scene = Path(scene)
+    if frames_dir is not None:
+        cands = [Path(frames_dir)]
+    else:
+        cands = [scene / sub for sub in FRAME_SUBDIRS]
+    for d in cands:
+        if d.is_dir():
+            files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
+            if not files:
+                raise SemanticsInputError(f"frame folder {d} contains no .png/.jpg frames")
+            return [Frame(p.stem, i, p) for i, p in enumerate(files)]
+    raise SemanticsInputError(f"no frames found for scene {scene}: expected {cands[0]}/000001.png ... "
+                              f"(HyperNeRF layout) or pass --frames-dir")
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Read an image file as uint8 (H, W, 3) RGB; a clear error if it cannot be decoded."""
+    path = Path(path)
+    if not path.is_file():
+        raise SemanticsInputError(f"frame {path} is missing")
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise SemanticsInputError(f"frame {path} cannot be read as an image (corrupt or not an image); "
+                                  f"replace or remove it")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def image_hw(path: str | Path) -> tuple[int, int]:
+    """(H, W) of an image file from its header (cheap), with the same errors as :func:`read_rgb`."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise SemanticsInputError(f"frame {path} is missing")
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except (UnidentifiedImageError, OSError) as exc:
+        raise SemanticsInputError(f"frame {path} cannot be read as an image ({exc}); replace or remove it") from exc
+    return h, w
+
+
+# ---------------------------------------------------------------------- synthetic ground truth
+@dataclass
+class GroundTruth:
+    """``<scene>/gt``: ``names.json`` and per-frame ``labels/<key>.npy`` int32 (3, H, W) (small|middle|large)."""
+
+    root: Path
+    regions: dict[int, dict]
+    objects: list[str]
+    states: dict[str, list[dict]]
+    levels: list[str]
+
+    @classmethod
+    def load(cls, scene: str | Path) -> GroundTruth:
+        root = Path(scene) / "gt"
+        names = root / "names.json"
+        if not names.is_file():
+            raise SemanticsInputError(f"{names} is missing: oracle mode needs a synthetic scene's ground truth "
+                                      f"(make one with `python -m preprocess.make_synthetic`), or use --mode clip")
+        try:
+            data = json.loads(names.read_text())
+            regions = {int(r["id"]): dict(r) for r in data["regions"]}
+            levels = list(data.get("levels", ["small", "middle", "large"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise SemanticsInputError(f"{names} is not a valid ground-truth file ({exc})") from exc
+        if levels != ["small", "middle", "large"]:
+            raise SemanticsInputError(f"{names}: levels must be ['small', 'middle', 'large'], got {levels}")
+        for r in regions.values():
+            if not isinstance(r.get("name"), str) or not r["name"]:
+                raise SemanticsInputError(f"{names}: region {r.get('id')} has no name")
+        objects = list(data.get("objects", sorted({r.get("object", r["name"]) for r in regions.values()})))
+        return cls(root, regions, objects, dict(data.get("states", {})), levels)
+
+    def labels_path(self, key: str) -> Path:
+        return self.root / "labels" / f"{key}.npy"
+
+    def labels(self, key: str, hw: tuple[int, int]) -> np.ndarray:
+        """int64 (3, H, W) region ids for frame ``key``, validated against the frame size ``hw``."""
+        path = self.labels_path(key)
+        if not path.is_file():
+            raise SemanticsInputError(f"ground-truth labels {path} are missing for frame {key}")
+        lab = load_npy(path)
+        if lab.shape != (3, *hw):
+            raise SemanticsInputError(f"{path} has shape {lab.shape}, expected (3, {hw[0]}, {hw[1]}) to match the "
+                                      f"frame; regenerate the ground truth")
+        if not np.issubdtype(lab.dtype, np.integer):
+            raise SemanticsInputError(f"{path} must hold integer region ids, got {lab.dtype}")
+        lab = lab.astype(np.int64)
+        unknown = set(np.unique(lab).tolist()) - set(self.regions) - {-1}
+        if unknown:
+            raise SemanticsInputError(f"{path} uses region ids {sorted(unknown)[:5]} not listed in names.json")
+        return lab
+
+    def caption(self, obj: str, frame_index: int) -> str:
+        """The state caption of ``obj`` at 0-based ``frame_index`` (inclusive intervals), else the object name."""
+        for st in self.states.get(obj, []):
+            for lo, hi in st.get("intervals", []):
+                if lo <= frame_index <= hi:
+                    return st["caption"]
+        return obj
+
+
+# ---------------------------------------------------------------------- staged output folder
+class StagedOutput:
+    """Write a folder as a whole: files go to ``.<name>.partial/`` beside it, renamed onto it at :meth:`commit`.
+
+    ``config`` (JSON-able) is stored in the partial folder; a later run with the same config resumes
+    (frames whose files are complete are skipped), otherwise the partial folder is cleared. An existing
+    final folder is only replaced with ``overwrite=True``. :meth:`abort` removes the partial folder.
+    """
+
+    def __init__(self, final: str | Path, config: dict, overwrite: bool = False) -> None:
+        self.final = Path(final)
+        self.partial = self.final.parent / f".{self.final.name}.partial"
+        self.config = config
+        if self.final.exists() and not overwrite:
+            raise FileExistsError(f"{self.final} already exists; pass --overwrite to replace it")
+        cfg_file = self.partial / ".config.json"
+        if self.partial.is_dir():
+            try:
+                same = json.loads(cfg_file.read_text()) == json.loads(json.dumps(config))
+            except (OSError, json.JSONDecodeError):
+                same = False
+            if same:
+                logger.info("resuming from %s", self.partial)
+            else:
+                shutil.rmtree(self.partial)
+        self.partial.mkdir(parents=True, exist_ok=True)
+        save_json_atomic(config, cfg_file)
+
+    def path(self, name: str) -> Path:
+        return self.partial / name
+
+    def has(self, *names: str) -> bool:
+        return all((self.partial / n).is_file() for n in names)
+
+    def commit(self) -> Path:
+        (self.partial / ".config.json").unlink(missing_ok=True)
+        old = self.final.parent / f".{self.final.name}.old"
+        if old.exists():
+            shutil.rmtree(old)
+        if self.final.exists():
+            os.replace(self.final, old)
+        os.replace(self.partial, self.final)
+        if old.exists():
+            shutil.rmtree(old)
+        return self.final
+
+    def abort(self) -> None:
+        shutil.rmtree(self.partial, ignore_errors=True)
