@@ -1,0 +1,145 @@
+"""The real predictor: frozen StreamVGGT (streaming, windowed cache) or a token cache -> decoder + geometry.
+
+Per chunk of S frames:
+
+* tokens: from ``<scene>/tokens`` when every frame of the chunk is cached (memory-mapped reads), else the
+  aggregator runs on the chunk with its streaming cache (block-causal inside the chunk, attending to at
+  most ``window`` past frames);
+* decoder: ``SemanticBridgingDecoder(tokens of its layers, images)`` -> small/middle/large (+ video) and RGB;
+* geometry (optional): the backbone's depth head on the DPT layers, the camera head (with its own
+  streaming cache) on the last layer, decoded with ``pose_encoding_to_extri_intri`` for the network grid.
+  From a token cache this works when the cache holds the DPT layers and the last layer (true for the
+  published layers 4/11/17/23 of the 24-block model and 0..3 of the tiny one).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+
+from inference.pipeline import ChunkOutput, Frame
+from utils.device import autocast
+
+log = logging.getLogger(__name__)
+
+
+class LangVGGTPredictor:
+    """Chunk predictor for :func:`inference.pipeline.run_inference`.
+
+    Args:
+        decoder: a ``model.decoder.SemanticBridgingDecoder`` (eval mode).
+        backbone: a ``model.streamvggt.streamvggt.StreamVGGT`` or None (then a token cache is required
+            and no geometry is produced).
+        token_cache: a ``preprocess.token_cache.TokenCache`` or None.
+        window: past frames kept in the aggregator/camera caches (memory bound for long videos).
+        geometry: predict depth/confidence and cameras.
+    """
+
+    stateless = False  # the streaming caches need every frame, even already-written ones
+
+    def __init__(self, decoder: torch.nn.Module, backbone: torch.nn.Module | None = None, token_cache=None,
+                 window: int | None = 128, geometry: bool = True, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> None:
+        self.decoder = decoder.eval()
+        self.backbone = backbone.eval() if backbone is not None else None
+        self.tokens = token_cache
+        self.window = window
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.layers: tuple[int, ...] = tuple(decoder.config.layers)
+        self.geometry = geometry
+        if backbone is None and token_cache is None:
+            raise ValueError("no token cache and no backbone: pass --backbone (or extract tokens first)")
+        if geometry and backbone is None:
+            raise ValueError("geometry needs the backbone's camera and depth heads: pass --backbone or --no-geometry")
+        self._agg_cache = backbone.aggregator.new_cache(window) if backbone is not None else None
+        self._cam_cache = backbone.camera_head.new_cache(window) if backbone is not None else None
+        self.patch_start_idx = None
+        if geometry and backbone is not None:
+            cfg = backbone.config
+            self.dpt_layers = tuple(cfg.dpt_layers)
+            self.last_layer = cfg.depth - 1
+            if token_cache is not None:
+                have = set(token_cache.layers)
+                need = set(self.dpt_layers) | {self.last_layer}
+                if not need <= have:
+                    log.info("token cache lacks layers %s needed for geometry; the aggregator will run",
+                             sorted(need - have))
+                    self.tokens_for_geometry = False
+                else:
+                    self.tokens_for_geometry = True
+
+    def _cached(self, frames: Sequence[Frame]) -> bool:
+        if self.tokens is None or not all(f.key in self.tokens for f in frames):
+            return False
+        if self.geometry and not getattr(self, "tokens_for_geometry", True):
+            return False
+        if self._agg_cache is not None and self._agg_cache.num_frames_seen:
+            return False  # already streaming through the aggregator: keep doing so for consistent context
+        return True
+
+    @torch.no_grad()
+    def __call__(self, frames: list[Frame], keep: list[bool]) -> ChunkOutput:
+        images = torch.stack([f.image for f in frames]).to(self.device)  # (S, 3, h, w)
+        S, _, h, w = images.shape
+        with autocast(self.device, self.dtype):
+            if self._cached(frames):
+                per_frame = [self.tokens.load(f.key) for f in frames]
+                layer_ids = list(self.tokens.layers)
+                by_layer = {lay: torch.stack([pf[j] for pf in per_frame]).to(self.device)
+                            for j, lay in enumerate(layer_ids)}  # layer -> (S, P, 2C)
+                psi = self.tokens.patch_start_idx
+            else:
+                if self.backbone is None:
+                    missing = [f.key for f in frames if self.tokens is None or f.key not in self.tokens]
+                    raise RuntimeError(f"frames {missing[:3]} are not in the token cache and no backbone was given; "
+                                       "extract tokens for them or pass --backbone")
+                outs, psi = self.backbone.aggregator(images[None].to(self._param_dtype()), cache=self._agg_cache)
+                by_layer = {i: t[0] for i, t in enumerate(outs)}
+                del outs
+            idx = torch.tensor([i for i, k in enumerate(keep) if k], dtype=torch.long, device=self.device)
+            fields, rgb = self._decode(by_layer, images, psi, idx, S)
+            depth = conf = extr = intr = None
+            if self.geometry:
+                depth, conf, extr, intr = self._geometry(by_layer, images, psi, idx, S, (h, w))
+        return ChunkOutput(fields=fields, rgb=rgb, depth=depth, conf=conf, extrinsics=extr, intrinsics=intr)
+
+    def _param_dtype(self) -> torch.dtype:
+        return next(self.backbone.parameters()).dtype
+
+    def _decode(self, by_layer, images, psi, idx, S):
+        if len(idx) == 0:
+            return {}, None
+        toks = [by_layer[lay].index_select(0, idx) for lay in self.layers]
+        out = self.decoder(toks, images.index_select(0, idx), patch_start_idx=psi)
+        fields = {k: _scatter(v.float(), idx, S) for k, v in out["lang"].items()}
+        if "video" in out:
+            fields["video"] = _scatter(out["video"].float(), idx, S)
+        rgb = _scatter(out["rgb"].float(), idx, S) if "rgb" in out else None
+        return fields, rgb
+
+    def _geometry(self, by_layer, images, psi, idx, S, hw):
+        from model.streamvggt.pose import pose_encoding_to_extri_intri
+
+        bb = self.backbone
+        depth_len = bb.config.depth
+        sparse = [by_layer.get(i)[None] if i in by_layer else None for i in range(depth_len)]
+        pose = bb.camera_head(sparse, cache=self._cam_cache)[-1][0].float()  # (S, 9)
+        extr, intr = pose_encoding_to_extri_intri(pose, hw)
+        if len(idx) == 0:
+            return None, None, extr, intr
+        sub = [t.index_select(1, idx) if t is not None else None for t in sparse]
+        depth, conf = bb.depth_head(sub, images.index_select(0, idx)[None].to(self._param_dtype()),
+                                    patch_start_idx=psi)
+        return (_scatter(depth[0, ..., 0].float(), idx, S), _scatter(conf[0].float(), idx, S), extr, intr)
+
+
+def _scatter(x: torch.Tensor, idx: torch.Tensor, S: int) -> torch.Tensor:
+    """(K, ...) rows for the frames ``idx`` -> (S, ...) with zeros for the other frames."""
+    if x.shape[0] == S:
+        return x
+    out = x.new_zeros((S, *x.shape[1:]))
+    out[idx] = x
+    return out

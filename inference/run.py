@@ -1,0 +1,170 @@
+"""Inference entry point: ``python -m inference.run --source <frames|scene|video.mp4> --decoder <ckpt> --out <dir>``.
+
+The backbone streams the frames once (windowed cache, chunks of ``--chunk`` frames), or the cached tokens of
+``<scene>/tokens`` are read when they exist; the trained decoder predicts every frame's small/middle/large
+feature fields, mapped back to the ORIGINAL frame resolution and saved losslessly (safetensors) with PCA
+pictures and the RGB reconstruction; the backbone's heads give depth + confidence and cameras, exported as
+per-frame and fused binary PLY point clouds. See :mod:`inference.outputs` for the layout. CPU or GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from inference.geometry import CropBox
+from inference.outputs import LEVELS
+from inference.pipeline import Frame, InferenceSettings, run_inference
+from utils.device import resolve_device, resolve_dtype
+
+log = logging.getLogger("inference.run")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m inference.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", required=True,
+                   help="frames folder (rgb/2x), scene folder, or a video file (.mp4 ...)")
+    p.add_argument("--decoder", required=True,
+                   help="trained decoder: a checkpoint_epoch_<N>/ folder or a training run folder (uses 'last')")
+    p.add_argument("--out", required=True, help="output folder (created; rerunning resumes and skips done frames)")
+    p.add_argument("--backbone", default=None,
+                   help="StreamVGGT weights: a local .pth/.safetensors, a Hugging Face repo id (lch01/StreamVGGT), "
+                        "or 'tiny' / 'tiny:<seed>' for the seeded random tiny test model; needed for geometry and "
+                        "for frames without cached tokens")
+    p.add_argument("--tokens", default=None,
+                   help="token cache folder; default <scene>/tokens when it exists (use --no-tokens to ignore it)")
+    p.add_argument("--no-tokens", action="store_true", help="never read cached tokens; run the backbone")
+    p.add_argument("--autoencoder", default=None,
+                   help="autoencoder folder used to decode the fields to CLIP space (recorded in the metadata)")
+    p.add_argument("--chunk", type=int, default=8, help="frames per backbone/decoder pass (memory vs speed)")
+    p.add_argument("--window", type=int, default=128,
+                   help="past frames kept in the streaming caches (bounds memory on long videos)")
+    p.add_argument("--target-width", type=int, default=None,
+                   help="network input width (multiple of 14); default: the token cache's, else 518")
+    p.add_argument("--mode", default=None, choices=["crop", "pad", "native"],
+                   help="preprocessing mode; default: the token cache's, else crop")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto (CUDA when available)")
+    p.add_argument("--dtype", default="fp32", help="fp32, fp16 or bf16 (reduced precision only on CUDA)")
+    p.add_argument("--max-frames", type=int, default=None, help="only the first N frames (debugging)")
+    p.add_argument("--no-geometry", action="store_true", help="skip depth, cameras and point clouds")
+    p.add_argument("--no-pca", action="store_true", help="skip the PCA pictures of the fields")
+    p.add_argument("--no-rgb", action="store_true", help="skip the RGB reconstruction pictures")
+    p.add_argument("--video", action="store_true", help="also write mp4s of the RGB reconstruction and PCA pictures")
+    p.add_argument("--fps", type=float, default=10.0, help="frame rate of the mp4s")
+    p.add_argument("--conf-percentile", type=float, default=25.0,
+                   help="drop this percentage of each frame's lowest-confidence depth pixels from the point clouds")
+    p.add_argument("--min-conf", type=float, default=0.0, help="absolute depth-confidence threshold for points")
+    p.add_argument("--point-stride", type=int, default=2,
+                   help="keep every N-th pixel (each direction) in the point clouds")
+    p.add_argument("--fused-max-points", type=int, default=2_000_000, help="vertex budget of geometry/fused.ply")
+    p.add_argument("--overwrite", action="store_true", help="recompute frames that are already written")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings")
+    return p
+
+
+def load_backbone(spec: str, device: torch.device) -> torch.nn.Module:
+    """'tiny' / 'tiny:<seed>' -> the seeded tiny model; anything else -> ``StreamVGGT.from_pretrained``."""
+    from model.streamvggt.streamvggt import StreamVGGT
+
+    if spec == "tiny" or spec.startswith("tiny:"):
+        seed = int(spec.split(":", 1)[1]) if ":" in spec else 0
+        return StreamVGGT.tiny(seed=seed).to(device).eval()
+    return StreamVGGT.from_pretrained(spec, device=device).eval()
+
+
+def open_token_cache(args: argparse.Namespace, source: Path, decoder) -> object | None:
+    """The token cache to read (validated against the decoder), or None."""
+    if args.no_tokens:
+        return None
+    from preprocess.token_cache import TokenCache
+
+    if args.tokens:
+        tdir = Path(args.tokens)
+    else:
+        scene = source if source.is_dir() else source.parent
+        candidates = [scene / "tokens", scene.parent.parent / "tokens"]  # scene/ or scene/rgb/2x
+        tdir = next((c for c in candidates if (c / "meta.json").is_file()), None)
+        if tdir is None:
+            return None
+    cache = TokenCache(tdir)
+    cache.validate(layers=list(decoder.config.layers), token_dim=decoder.config.dim_in, check_files=False,
+                   keys=[])
+    log.info("reading cached tokens from %s (%d frames)", tdir, len(cache))
+    return cache
+
+
+def iter_prepared(refs, preprocessor) -> Iterator[Frame]:
+    """Lazily read and preprocess frames (one at a time)."""
+    from preprocess.frames import iter_frames
+
+    for ref, rgb in iter_frames(refs):
+        image, info = preprocessor.prepare(rgb)
+        yield Frame(key=ref.key, index=ref.index, rgb=rgb, image=image, crop=CropBox.from_dict(info.to_dict()))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from preprocess.frames import FramePreprocessor, list_frames
+    from training.checkpoint import load_decoder, resolve_checkpoint
+
+    device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
+    source = Path(args.source)
+    refs = list_frames(source)
+    if args.max_frames:
+        refs = refs[: args.max_frames]
+    decoder = load_decoder(args.decoder, device=device)
+    cache = open_token_cache(args, source, decoder)
+    geometry = not args.no_geometry
+    if cache is None and args.backbone is None:
+        raise SystemExit(f"no token cache found for {source} and no --backbone given: pass --backbone "
+                         "(e.g. lch01/StreamVGGT or ckpt/streamvggt/checkpoints.pth) or --tokens <dir>")
+    if geometry and args.backbone is None:
+        log.warning("no --backbone: geometry (depth, cameras, point clouds) is skipped")
+        geometry = False
+    backbone = load_backbone(args.backbone, device) if args.backbone else None
+    crop = cache.crop if cache is not None else {}
+    width = args.target_width or (crop.get("resized_hw", [None, 518])[1] if crop else 518)
+    mode = args.mode or crop.get("mode", "crop")
+    preprocessor = FramePreprocessor(target_width=int(width), mode=mode,
+                                     patch_size=decoder.config.patch_size)
+    if cache is not None:
+        first = preprocessor.plan(_frame_hw(refs[0]))
+        if first.to_dict()["box"] != crop.get("box") or list(first.orig_hw) != list(crop.get("orig_hw", [])):
+            raise SystemExit(f"the token cache {cache.dir} was extracted with crop {crop} but these frames give "
+                             f"{first.to_dict()}; pass matching --target-width/--mode or --no-tokens")
+
+    from inference.predictor import LangVGGTPredictor
+
+    predictor = LangVGGTPredictor(decoder, backbone, cache, window=args.window, geometry=geometry,
+                                  device=device, dtype=dtype)
+    settings = InferenceSettings(
+        chunk=args.chunk, levels=LEVELS, geometry=geometry, pca=not args.no_pca, rgb=not args.no_rgb,
+        video=args.video, fps=args.fps, conf_percentile=args.conf_percentile, min_conf=args.min_conf,
+        point_stride=args.point_stride, fused_max_points=args.fused_max_points, overwrite=args.overwrite,
+        extra_meta={"source": str(source), "decoder": str(resolve_checkpoint(args.decoder)),
+                    "backbone": args.backbone, "autoencoder": args.autoencoder,
+                    "tokens": str(cache.dir) if cache is not None else None,
+                    "preprocess": {"target_width": int(width), "mode": mode}, "device": str(device)})
+    summary = run_inference(iter_prepared(refs, preprocessor), len(refs), predictor, args.out, settings,
+                            keys=[r.key for r in refs])
+    return summary
+
+
+def _frame_hw(ref) -> tuple[int, int]:
+    from preprocess.frames import read_frame
+
+    return tuple(read_frame(ref).shape[:2])
+
+
+if __name__ == "__main__":
+    result = main()
+    print(json.dumps(result, indent=2))
+    sys.exit(0)

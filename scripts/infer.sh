@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Inference on a video or a frame folder, then (optionally) text queries.
+#
+#   bash scripts/infer.sh <source> [out] [-- extra inference.run flags]
+#
+#   <source>   frames folder (data/hypernerf/<scene>/rgb/2x), a scene folder, or a video (.mp4)
+#   [out]      output folder (default: outputs/infer/<name of source>)
+#
+# Environment variables (documented defaults):
+#   DECODER=ckpt/4dlangvggt          trained decoder: checkpoint_epoch_<N>/ folder or training run folder
+#   BACKBONE=ckpt/streamvggt/checkpoints.pth   StreamVGGT weights (or lch01/StreamVGGT, or 'tiny' for tests);
+#                                    empty = cached tokens only, no geometry
+#   AUTOENCODER=                     autoencoder folder (recorded in the fields, used by the queries)
+#   DEVICE=auto  DTYPE=fp32          cpu | cuda | auto;  fp32 | fp16 | bf16 (reduced precision on CUDA only)
+#   CHUNK=8  WINDOW=128              frames per backbone pass; past frames kept in the streaming cache
+#   VIDEO=1                          also write mp4s (0 to skip)
+#   QUERIES="red ball;blue mug"      optional ';'-separated text queries run afterwards (python -m eval.query)
+#   CLIP=ViT-B-16                    text encoder for the queries (tiny / hash for tests)
+#   PYTHON=python                    interpreter
+set -euo pipefail
+if [[ $# -lt 1 || "$1" == "-h" || "$1" == "--help" ]]; then
+  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+  exit 0
+fi
+SOURCE="$1"; shift
+OUT="outputs/infer/$(basename "${SOURCE%.*}")"
+if [[ $# -gt 0 && "$1" != "--" ]]; then OUT="$1"; shift; fi
+if [[ $# -gt 0 && "$1" == "--" ]]; then shift; fi
+PYTHON="${PYTHON:-python}"
+DECODER="${DECODER:-ckpt/4dlangvggt}"
+BACKBONE="${BACKBONE-ckpt/streamvggt/checkpoints.pth}"
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+args=(--source "$SOURCE" --out "$OUT" --decoder "$DECODER" --device "${DEVICE:-auto}" --dtype "${DTYPE:-fp32}"
+      --chunk "${CHUNK:-8}" --window "${WINDOW:-128}")
+[[ -n "$BACKBONE" ]] && args+=(--backbone "$BACKBONE")
+[[ -n "${AUTOENCODER:-}" ]] && args+=(--autoencoder "$AUTOENCODER")
+[[ "${VIDEO:-1}" == "1" ]] && args+=(--video)
+"$PYTHON" -m inference.run "${args[@]}" "$@"
+if [[ -n "${QUERIES:-}" ]]; then
+  qargs=(--fields "$OUT" --clip "${CLIP:-ViT-B-16}" --device "${DEVICE:-auto}")
+  IFS=';' read -ra qs <<< "$QUERIES"
+  for q in "${qs[@]}"; do qargs+=(--text "$q"); done
+  [[ "${VIDEO:-1}" == "1" ]] || qargs+=(--no-video)
+  "$PYTHON" -m eval.query "${qargs[@]}"
+fi
