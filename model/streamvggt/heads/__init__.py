@@ -1,0 +1,1 @@
+"""StreamVGGT heads: camera (here), DPT depth/points, track (see their modules)."""
