@@ -1,0 +1,392 @@
+"""The 4D LangSplat evaluation protocol runner (time-agnostic mIoU/mAcc, time-sensitive Acc/vIoU) and its CLI.
+
+    python -m eval.evaluate --scene data/hypernerf/americano --fields outputs/americano \
+        --autoencoder ckpt/autoencoder/americano --clip ViT-B-16 --out results/americano
+
+Protocol (DESIGN.md section 6): per annotated frame and COCO category, LERF relevancy of the category
+name on each level -> smoothed, normalised, thresholded, cleaned mask; level = highest smoothed max;
+IoU and pixel accuracy against the polygon mask. Time-sensitive: per state query of
+``video_annotations.json`` and per annotated frame of its object, the relevancy mask of the state text at the
+chosen level (before the 7x7 cleanup) selects pixels of the time-sensitive field; the frame score is their
+mean cosine with the query embedding; scores are smoothed, thresholded at their raw mean, and give Acc and
+vIoU (IoU_t = the cleaned mask's IoU with the object's GT mask).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from eval.annotations import VIDEO_RELPATH, CocoFrames, in_intervals, load_coco_masks, load_video_annotations
+from eval.fields import Decoder, FieldSource, OurFields, RendersNpyFields, autoencoder_decoder
+from eval.masks import CLEANUP_KERNEL, MASK_THRESHOLD, SMOOTH_KERNEL, masks_from_relevancy
+from eval.metrics import (
+    SMOOTH_WEIGHTS,
+    mask_iou,
+    pixel_accuracy,
+    smooth_scores,
+    temporal_accuracy,
+    temporal_predictions,
+    video_iou,
+)
+from eval.relevancy import CANONICAL_NEGATIVES, TEMPERATURE, RelevancyModel, TextEncoder
+from eval.report import summarize, to_markdown
+from utils.device import resolve_device
+from utils.io import atomic_path, save_json_atomic
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalConfig:
+    """Protocol constants (defaults = the published 4D LangSplat settings)."""
+
+    threshold: float = MASK_THRESHOLD
+    smooth_kernel: int = SMOOTH_KERNEL
+    cleanup_kernel: int = CLEANUP_KERNEL
+    temperature: float = TEMPERATURE
+    negatives: tuple[str, ...] = CANONICAL_NEGATIVES
+    smooth_weights: tuple[float, float, float] = SMOOTH_WEIGHTS
+
+
+def _to_size(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of (..., h, w) maps to ``size`` (no-op if equal)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    lead = maps.shape[:-2]
+    y = F.interpolate(maps.reshape(-1, 1, *maps.shape[-2:]).float(), size=size, mode="bilinear", align_corners=False)
+    return y.reshape(*lead, *size)
+
+
+def _frame_rgb(scene_dir: Path | None, index: int, dataset: str, size: tuple[int, int]) -> np.ndarray:
+    """RGB uint8 (H, W, 3) of the frame for overlays (grey if the image is not found)."""
+    import cv2
+
+    if scene_dir is not None:
+        cands = ([scene_dir / "rgb" / "2x" / f"{index + 1:06d}.png"] if dataset == "hypernerf"
+                 else [scene_dir / "cam00" / "images" / f"{index:04d}.png"])
+        for c in cands:
+            if c.is_file():
+                bgr = cv2.imread(str(c), cv2.IMREAD_COLOR)
+                if bgr is not None:
+                    if bgr.shape[:2] != size:
+                        bgr = cv2.resize(bgr, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+                    return bgr[..., ::-1].copy()
+    return np.full((*size, 3), 128, np.uint8)
+
+
+def write_overlay(path: Path, rgb: np.ndarray, pred: np.ndarray, gt: np.ndarray | None) -> None:
+    """PNG: prediction tinted red over ``rgb`` (H, W, 3), GT contour in green."""
+    import cv2
+
+    img = rgb.astype(np.float32).copy()
+    p = pred.astype(bool)
+    img[p] = 0.5 * img[p] + 0.5 * np.array([255.0, 0.0, 0.0])
+    out = np.ascontiguousarray(img.clip(0, 255).astype(np.uint8)[..., ::-1])
+    if gt is not None:
+        contours, _ = cv2.findContours(gt.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, (0, 255, 0), 1)
+    with atomic_path(path.with_suffix(".png")) as tmp:
+        ok, buf = cv2.imencode(".png", out)
+        if not ok:
+            raise RuntimeError(f"could not encode overlay {path}")
+        tmp.write_bytes(buf.tobytes())
+
+
+def _slug(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in s)[:80]
+
+
+def evaluate_scene(
+    scene_dir: str | Path | None,
+    fields: FieldSource,
+    encode_text: TextEncoder,
+    *,
+    decode: Decoder | None = None,
+    video_decode: Decoder | None = None,
+    video_encode_text: TextEncoder | None = None,
+    video_query_embeddings: Mapping[str, torch.Tensor] | None = None,
+    coco: CocoFrames | None = None,
+    video_annotations: Mapping[str, Mapping[str, Sequence[tuple[int, int]]]] | None = None,
+    dataset: str = "hypernerf",
+    time_sensitive: bool | None = None,
+    device: str | torch.device = "auto",
+    overlays_dir: str | Path | None = None,
+    scene_name: str | None = None,
+    config: EvalConfig | None = None,
+) -> dict[str, Any]:
+    """Run the protocol on one scene.
+
+    Args:
+        scene_dir: scene folder (annotations are read from it unless ``coco`` / ``video_annotations`` are given).
+        fields: per-frame fields; ``semantic(i)`` (L, H, W, k), ``video(i)`` (H, W, c).
+        encode_text: ``list[str] -> (N, D)`` unit embeddings for the relevancy (queries and negatives).
+        decode: ``(..., k) -> (..., D)`` for autoencoded semantic fields (None: fields already D-dim).
+        video_decode: ``(..., c) -> (..., D')`` for the time-sensitive field (None: already D'-dim).
+        video_encode_text: text encoder of the time-sensitive targets (default ``encode_text``).
+        video_query_embeddings: precomputed ``{state query: (D',)}`` embeddings (override the encoder).
+        time_sensitive: None = run it when video annotations and a video field exist.
+        overlays_dir: write PNG overlays there (``<frame>_<query>.png``) when given.
+
+    Returns:
+        ``{"scene", "dataset", "time_agnostic": {...}, "time_sensitive": {...} | None}`` (see report.py).
+    """
+    cfg = config or EvalConfig()
+    dev = resolve_device(device)
+    scene_dir = Path(scene_dir) if scene_dir is not None else None
+    if coco is None:
+        if scene_dir is None:
+            raise ValueError("give scene_dir or coco annotations")
+        coco = load_coco_masks(scene_dir, dataset)
+    if video_annotations is None and scene_dir is not None and (scene_dir / VIDEO_RELPATH).is_file():
+        video_annotations = load_video_annotations(scene_dir)
+    run_ts = time_sensitive
+    if run_ts is None:
+        run_ts = bool(video_annotations) and fields.has_video()
+    if run_ts and not video_annotations:
+        raise FileNotFoundError(f"time-sensitive evaluation asked but no {VIDEO_RELPATH} in {scene_dir}")
+    if run_ts and not fields.has_video():
+        raise ValueError("time-sensitive evaluation asked but the fields have no 'video' tensor / video renders")
+    model = RelevancyModel(encode_text, cfg.negatives, cfg.temperature)
+    level_names = list(fields.levels)
+    overlays = Path(overlays_dir) if overlays_dir is not None else None
+
+    # state queries per object, and their embeddings for the time-sensitive score
+    states: dict[str, list[tuple[str, list[tuple[int, int]]]]] = {}
+    if run_ts:
+        assert video_annotations is not None
+        for obj, qs in video_annotations.items():
+            states[obj] = [(q, list(iv)) for q, iv in qs.items()]
+        all_states = [q for qs in states.values() for q, _ in qs]
+        vq: dict[str, torch.Tensor] = {}
+        pre = dict(video_query_embeddings or {})
+        todo = [q for q in all_states if q not in pre]
+        if todo:
+            enc = video_encode_text or encode_text
+            with torch.no_grad():
+                emb = torch.as_tensor(enc(todo)).detach().float().cpu()
+            vq.update({q: e for q, e in zip(todo, emb, strict=True)})
+        vq.update({q: torch.as_tensor(pre[q]).float().cpu().reshape(-1) for q in all_states if q in pre})
+        vq = {q: F.normalize(e, dim=0) for q, e in vq.items()}
+
+    ta_frames: dict[str, list[dict[str, Any]]] = {}
+    ts_frames: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    available = set(fields.frame_indices())
+    indices = coco.frame_indices
+    missing = [i for i in indices if i not in available]
+    if missing:
+        raise FileNotFoundError(f"fields have no frame for annotated indices {missing[:10]}"
+                                f"{'...' if len(missing) > 10 else ''}; run inference on the whole sequence "
+                                f"(fields hold {len(available)} frames)")
+    for idx in tqdm(indices, desc=f"eval {scene_name or (scene_dir.name if scene_dir else '')}", leave=False):
+        gts = coco.masks[idx]
+        if not gts:
+            continue
+        size = coco.sizes[idx]
+        cats = list(gts)
+        st_queries = [(obj, q) for obj in cats for q, _ in states.get(obj, [])] if run_ts else []
+        texts = list(dict.fromkeys(cats + [q for _, q in st_queries]))
+        with torch.no_grad():
+            feats = fields.semantic(idx).to(dev)
+            rel = model.relevancy(feats, texts, decode=decode)  # (Q, L, h, w)
+            rel = _to_size(rel, size)
+            masks = {t: masks_from_relevancy(rel[i], cfg.threshold, cfg.smooth_kernel, cfg.cleanup_kernel)
+                     for i, t in enumerate(texts)}
+        for c in cats:
+            m = masks[c]
+            pred = m.chosen_clean.cpu().numpy()
+            rec = {"frame": idx, "iou": mask_iou(pred, gts[c]), "acc": pixel_accuracy(pred, gts[c]),
+                   "level": level_names[m.level],
+                   "level_ious": [mask_iou(m.clean[li].cpu().numpy(), gts[c]) for li in range(len(level_names))]}
+            ta_frames.setdefault(c, []).append(rec)
+            if overlays is not None:
+                rgb = _frame_rgb(scene_dir, idx, dataset, size)
+                write_overlay(overlays / "time_agnostic" / f"{idx:05d}_{_slug(c)}", rgb, pred, gts[c])
+        if st_queries:
+            with torch.no_grad():
+                vfeat = fields.video(idx)
+                assert vfeat is not None
+                vfeat = vfeat.to(dev)
+                if tuple(vfeat.shape[:2]) != tuple(size):
+                    vfeat = _to_size(vfeat.permute(2, 0, 1), size).permute(1, 2, 0)
+                for obj, q in st_queries:
+                    m = masks[q]
+                    sel = m.chosen_raw
+                    pix = vfeat[sel]  # (P, c)
+                    if pix.shape[0] == 0:
+                        score = 0.0
+                    else:
+                        if video_decode is not None:
+                            pix = video_decode(pix).to(dev)
+                        pix = F.normalize(pix.float(), dim=-1)
+                        qe = vq[q].to(dev)
+                        if pix.shape[-1] != qe.shape[0]:
+                            raise ValueError(f"time-sensitive feature dim {pix.shape[-1]} != query embedding dim "
+                                             f"{qe.shape[0]}; pass --video-autoencoder or matching embeddings")
+                        score = float((pix @ qe).mean())
+                    clean = m.chosen_clean.cpu().numpy()
+                    ts_frames.setdefault((obj, q), []).append(
+                        {"frame": idx, "score": score, "iou": mask_iou(clean, gts[obj]), "level": level_names[m.level]})
+                    if overlays is not None:
+                        rgb = _frame_rgb(scene_dir, idx, dataset, size)
+                        write_overlay(overlays / "time_sensitive" / f"{idx:05d}_{_slug(q)}", rgb, clean, gts[obj])
+
+    ta_queries: dict[str, Any] = {}
+    for c in coco.categories + [c for c in ta_frames if c not in coco.categories]:
+        frs = ta_frames.get(c)
+        if not frs:
+            continue
+        ta_queries[c] = {"miou": float(np.mean([f["iou"] for f in frs])), "macc": float(np.mean([f["acc"] for f in frs])),
+                         "level_counts": dict(Counter(f["level"] for f in frs)), "frames": frs}
+    result: dict[str, Any] = {
+        "scene": scene_name or (scene_dir.name if scene_dir else "scene"),
+        "dataset": dataset,
+        "levels": level_names,
+        "time_agnostic": {
+            "miou": float(np.mean([q["miou"] for q in ta_queries.values()])) if ta_queries else float("nan"),
+            "macc": float(np.mean([q["macc"] for q in ta_queries.values()])) if ta_queries else float("nan"),
+            "n_frames": len({f["frame"] for q in ta_queries.values() for f in q["frames"]}),
+            "queries": ta_queries,
+        },
+        "time_sensitive": None,
+    }
+    if run_ts:
+        qres = []
+        for obj, qs in states.items():
+            for q, intervals in qs:
+                frs = sorted(ts_frames.get((obj, q), []), key=lambda f: f["frame"])
+                if not frs:
+                    logger.warning("state query %r: object %r has no annotated frame; skipped", q, obj)
+                    continue
+                raw = np.array([f["score"] for f in frs])
+                sm = smooth_scores(raw, cfg.smooth_weights)
+                pred = temporal_predictions(raw, cfg.smooth_weights)
+                label = np.array([in_intervals(f["frame"], intervals) for f in frs])
+                ious = np.array([f["iou"] for f in frs])
+                for f, s, p, lab in zip(frs, sm, pred, label, strict=True):
+                    f.update({"smoothed": float(s), "pred": bool(p), "label": bool(lab)})
+                qres.append({"object": obj, "query": q, "intervals": [list(iv) for iv in intervals],
+                             "threshold": float(raw.mean()), "acc": temporal_accuracy(pred, label),
+                             "viou": video_iou(pred, label, ious), "frames": frs})
+        result["time_sensitive"] = {
+            "acc": float(np.mean([q["acc"] for q in qres])) if qres else float("nan"),
+            "viou": float(np.mean([q["viou"] for q in qres])) if qres else float("nan"),
+            "queries": qres,
+        }
+    return result
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def write_results(summary: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``results.json`` (NaN -> null) and ``results.md`` into ``out_dir``; returns both paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_json_atomic(_json_safe(summary), out / "results.json")
+    with atomic_path(out / "results.md") as tmp:
+        tmp.write_text(to_markdown(summary))
+    return out / "results.json", out / "results.md"
+
+
+def load_query_embeddings(path: str | Path) -> dict[str, torch.Tensor]:
+    """``{query: (D,)}`` from a JSON ``{query: [floats]}`` or a safetensors file (tensor name = query)."""
+    path = Path(path)
+    if path.suffix == ".json":
+        return {k: torch.tensor(v, dtype=torch.float32) for k, v in json.loads(path.read_text()).items()}
+    from safetensors.torch import load_file
+
+    return dict(load_file(str(path)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m eval.evaluate", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scene", action="append", required=True,
+                   help="scene folder with annotations/ (repeat for several scenes, paired with --fields/--renders)")
+    p.add_argument("--fields", action="append", default=[],
+                   help="our inference output (<out> or <out>/fields with <key>.safetensors); one per --scene")
+    p.add_argument("--renders", action="append", default=[],
+                   help="4D LangSplat layout instead of --fields: three comma-separated render folders "
+                        "(small,middle,large), each holding renders_npy/<idx:05d>.npy; one per --scene")
+    p.add_argument("--video-renders", action="append", default=[],
+                   help="4D LangSplat time-sensitive render folder (renders_npy/<idx:05d>.npy); one per --scene")
+    p.add_argument("--autoencoder", default=None,
+                   help="folder of the semantic FeatureAutoencoder (decodes k-dim fields to 512); omit for 512-d fields")
+    p.add_argument("--video-autoencoder", default=None,
+                   help="folder of the time-sensitive autoencoder (decodes the video field); omit if already full-dim")
+    p.add_argument("--clip", default="ViT-B-16",
+                   help="text encoder: open_clip model name, 'tiny' (random tiny CLIP, tests) or 'hash' (no weights)")
+    p.add_argument("--pretrained", default="laion2b_s34b_b88k",
+                   help="open_clip pretrained tag or local weight file (ignored for tiny/hash)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the tiny / hash text encoder")
+    p.add_argument("--video-query-embeddings", default=None,
+                   help="JSON {query: [floats]} or safetensors of precomputed state-query embeddings "
+                        "(e.g. E5 for published fields); default: encode with the --clip text encoder")
+    p.add_argument("--dataset", choices=("hypernerf", "neu3d"), default="hypernerf",
+                   help="frame naming: HyperNeRF (file prefix - 1) or Neu3D (prefix as is)")
+    p.add_argument("--no-time-sensitive", action="store_true", help="skip the time-sensitive evaluation")
+    p.add_argument("--threshold", type=float, default=MASK_THRESHOLD, help="mask threshold on the [-1,1]-clipped map")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+    p.add_argument("--overlays", action="store_true", help="also write PNG overlays under <out>/overlays/<scene>/")
+    p.add_argument("--out", required=True, help="output folder for results.json and results.md")
+    p.add_argument("--log-level", default="INFO", help="logging level")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    n = len(args.scene)
+    if len(args.fields) + len(args.renders) != n or (args.fields and args.renders):
+        raise SystemExit(f"give exactly one --fields (or one --renders) per --scene ({n} scenes)")
+    if args.video_renders and len(args.video_renders) != n:
+        raise SystemExit("give one --video-renders per --scene")
+    from eval.text import build_text_encoder
+
+    dev = resolve_device(args.device)
+    encode_text = build_text_encoder(args.clip, args.pretrained, device=str(dev), seed=args.seed)
+    decode = autoencoder_decoder(args.autoencoder, dev) if args.autoencoder else None
+    vdecode = autoencoder_decoder(args.video_autoencoder, dev) if args.video_autoencoder else None
+    vq = load_query_embeddings(args.video_query_embeddings) if args.video_query_embeddings else None
+    results = []
+    for i, scene in enumerate(args.scene):
+        if args.fields:
+            src: FieldSource = OurFields(args.fields[i], dataset=args.dataset)
+        else:
+            dirs = args.renders[i].split(",")
+            src = RendersNpyFields(dirs, args.video_renders[i] if args.video_renders else None)
+        name = Path(scene).name
+        results.append(evaluate_scene(
+            scene, src, encode_text, decode=decode, video_decode=vdecode, video_query_embeddings=vq,
+            dataset=args.dataset, time_sensitive=False if args.no_time_sensitive else None, device=dev,
+            overlays_dir=Path(args.out) / "overlays" / name if args.overlays else None, scene_name=name))
+    summary = summarize(results)
+    js, md = write_results(summary, args.out)
+    ov = summary["overall"]
+    print(f"mIoU {100 * ov['miou']:.2f}  mAcc {100 * ov['macc']:.2f}  Acc {100 * ov['acc']:.2f}  "
+          f"vIoU {100 * ov['viou']:.2f}  -> {js}, {md}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
