@@ -1,0 +1,42 @@
+"""The default (full-size) model built on the meta device has exactly the official 1,797 keys and shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.streamvggt.config import StreamVGGTConfig
+
+
+def test_default_model_keys_and_shapes_match_official(fixtures_dir):
+    pytest.importorskip("model.streamvggt.heads.dpt_head", reason="DPT head not written yet")
+    pytest.importorskip("model.streamvggt.heads.track_head", reason="track head not written yet")
+    from model.streamvggt.streamvggt import StreamVGGT
+
+    tsv = fixtures_dir / "streamvggt_keys.tsv"
+    if not tsv.is_file():
+        pytest.skip(f"{tsv} not found")
+    expected = {}
+    for line in tsv.read_text().splitlines()[1:]:
+        key, shape, _ = line.split("\t")
+        expected[key] = tuple(int(x) for x in shape.split("x")) if shape else ()
+    with torch.device("meta"):
+        model = StreamVGGT(StreamVGGTConfig())
+    state = model.state_dict()
+    assert all(t.is_meta for t in state.values())  # nothing allocated
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    assert not missing and not extra, f"missing {missing[:5]}, extra {extra[:5]}"
+    wrong = [k for k in expected if tuple(state[k].shape) != expected[k]]
+    assert not wrong, wrong[:5]
+    assert len(state) == 1797
+    assert sum(t.numel() for t in state.values()) == 1_256_537_516
+
+
+def test_aggregator_keys_with_conv_patch_embed():
+    from model.streamvggt.aggregator import Aggregator
+
+    keys = set(Aggregator.from_config(StreamVGGTConfig.tiny()).state_dict())
+    assert {"camera_token", "register_token", "patch_embed.proj.weight", "frame_blocks.3.attn.q_norm.weight",
+            "global_blocks.0.attn.k_norm.bias", "global_blocks.3.ls2.gamma"} <= keys
+    assert not any("resnet" in k for k in keys)
