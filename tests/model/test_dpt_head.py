@@ -81,15 +81,15 @@ def random_tokens(B: int, S: int, H: int, W: int, dim: int = 128, seed: int = 0)
 def test_frames_chunk_size_only_affects_memory():
     torch.manual_seed(0)
     head = tiny_head(4, "inv_log").eval()
-    tokens = random_tokens(2, 5, 28, 42)
-    shape = (2, 5, 3, 28, 42)
+    tokens = random_tokens(2, 3, 28, 42)
+    shape = (2, 3, 3, 28, 42)
     with torch.no_grad():
         full_v, full_c = head(tokens, shape, 5, frames_chunk_size=None)
-        for chunk in (1, 2, 3):
+        for chunk in (1, 2):
             v, c = head(tokens, shape, 5, frames_chunk_size=chunk)
             torch.testing.assert_close(v, full_v, rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(c, full_c, rtol=1e-5, atol=1e-6)
-    assert full_v.shape == (2, 5, 28, 42, 3) and full_c.shape == (2, 5, 28, 42)
+    assert full_v.shape == (2, 3, 28, 42, 3) and full_c.shape == (2, 3, 28, 42)
 
 
 @pytest.mark.parametrize("down_ratio,pos_embed", [(1, False), (2, True)])
