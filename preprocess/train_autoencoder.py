@@ -1,0 +1,223 @@
+"""Train the LangSplat feature autoencoder on one or many scenes, then write the encoded targets.
+
+Reads every row of every ``<scene>/<features>/*_f.npy`` (float32 or float64; all-zero rows, which the
+published video features use for ids without a caption, are left out of training), trains the autoencoder
+(Adam, MSE + cos_weight * (1 - cos), shuffled batches), saves it to ``--out`` (``model.safetensors`` +
+``config.json``), and writes ``<scene>/<features>-language_features_dim<k>/<key>_f.npy`` (N, k) float32 unit
+rows with ``<key>_s.npy`` copied unchanged (folder built beside and renamed at the end).
+
+Recipes (DESIGN §4): CLIP (512-d) -> 3, lr 7e-4, cos_weight 1e-3; video (4096-d) -> 6, lr 7e-5, cos_weight
+1e-2; 100 epochs, batch 64. The model with the lowest full-data loss over the last 10% of epochs is kept
+(the published script evaluates epochs > 90 on the training rows and keeps the best).
+
+Examples::
+
+    python -m preprocess.train_autoencoder --scenes data/synthetic/demo --features clip_features --dim 3 \\
+        --out ckpt/autoencoder/demo
+    python -m preprocess.train_autoencoder --scenes data/hypernerf/* --features video_features --dim 6 \\
+        --out ckpt/autoencoder/hypernerf_video
+    python -m preprocess.train_autoencoder --scenes data/new_scene --features clip_features --dim 3 \\
+        --load ckpt/autoencoder/demo        # encode only, with an existing autoencoder
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model.autoencoder import FeatureAutoencoder, autoencoder_loss, default_dims, encode
+from preprocess.semantics.scene import StagedOutput
+from utils.device import resolve_device
+from utils.io import load_npy, save_json_atomic, save_npy_atomic
+
+logger = logging.getLogger(__name__)
+
+
+def feature_files(scene: str | Path, features: str = "clip_features") -> list[Path]:
+    """Sorted ``<scene>/<features>/*_f.npy``; a clear error if there are none."""
+    d = Path(scene) / features
+    files = sorted(d.glob("*_f.npy")) if d.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"no {features}/*_f.npy in scene {scene}: run "
+                                f"`python -m preprocess.extract_semantics --scene {scene} ...` first")
+    return files
+
+
+def load_rows(scenes: list[str | Path], features: str = "clip_features") -> torch.Tensor:
+    """All non-zero rows of all ``_f.npy`` of ``scenes`` -> float32 (M, D)."""
+    rows, dim = [], None
+    for scene in scenes:
+        for f in feature_files(scene, features):
+            a = load_npy(f)
+            if a.ndim != 2:
+                raise ValueError(f"{f} has shape {a.shape}, expected (N, D)")
+            if dim is not None and a.shape[1] != dim:
+                raise ValueError(f"{f} has D={a.shape[1]} but earlier files have D={dim}")
+            dim = a.shape[1]
+            rows.append(np.asarray(a, np.float32))
+    x = torch.from_numpy(np.concatenate(rows))
+    x = x[x.abs().sum(dim=1) > 0]
+    if x.shape[0] < 2:
+        raise ValueError(f"{features} of {scenes} hold fewer than 2 non-zero rows; nothing to train on")
+    return x
+
+
+def recipe(in_dim: int, dim: int) -> dict:
+    """Default lr / cos_weight: the video recipe for 4096-d inputs, the CLIP recipe otherwise."""
+    if in_dim >= 4096:
+        return {"lr": 7e-5, "cos_weight": 1e-2}
+    return {"lr": 7e-4, "cos_weight": 1e-3}
+
+
+def train(x: torch.Tensor, dim: int = 3, epochs: int = 100, batch_size: int = 64, lr: float | None = None,
+          cos_weight: float | None = None, encoder_dims=None, decoder_dims=None, seed: int = 0,
+          device: str | torch.device = "cpu", best_of_last: float = 0.1) -> tuple[FeatureAutoencoder, dict]:
+    """Train an autoencoder on rows ``x`` (M, D); returns (model in eval mode, stats)."""
+    device = resolve_device(device)
+    in_dim = x.shape[1]
+    enc_d, dec_d = default_dims(in_dim, dim)
+    enc_d, dec_d = tuple(encoder_dims or enc_d), tuple(decoder_dims or dec_d)
+    if enc_d[-1] != dim:
+        raise ValueError(f"encoder dims {enc_d} must end at --dim {dim}")
+    rec = recipe(in_dim, dim)
+    lr = rec["lr"] if lr is None else lr
+    cos_weight = rec["cos_weight"] if cos_weight is None else cos_weight
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = FeatureAutoencoder(in_dim, enc_d, dec_d).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    x_dev = x.to(device)
+    m = x.shape[0]
+    best, best_state, best_epoch = float("inf"), None, -1
+    first_eval = int(epochs * (1.0 - best_of_last))
+    bar = tqdm(range(epochs), desc="autoencoder", unit="epoch")
+    for epoch in bar:
+        model.train()
+        perm = torch.randperm(m, generator=gen).to(device)
+        total = 0.0
+        for i in range(0, m, batch_size):
+            idx = perm[i:i + batch_size]
+            if idx.numel() < 2:  # BatchNorm needs 2+ rows in train mode
+                continue
+            _, recon = model(x_dev[idx])
+            loss = autoencoder_loss(recon, x_dev[idx], cos_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * idx.numel()
+        bar.set_postfix(loss=f"{total / m:.2e}")
+        if epoch >= first_eval:
+            model.eval()
+            with torch.no_grad():
+                _, recon = model(x_dev)
+                ev = float(torch.nn.functional.mse_loss(recon, x_dev)
+                           + (1 - torch.nn.functional.cosine_similarity(recon, x_dev, dim=-1).mean()))
+            if ev < best:
+                best, best_state, best_epoch = ev, copy.deepcopy(model.state_dict()), epoch
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    with torch.no_grad():
+        cos = torch.nn.functional.cosine_similarity(model(x_dev)[1], x_dev, dim=-1)
+    stats = {"rows": m, "in_dim": in_dim, "dim": dim, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+             "cos_weight": cos_weight, "best_epoch": best_epoch, "best_eval_loss": best,
+             "min_cos": float(cos.min()), "mean_cos": float(cos.mean()), "seed": seed}
+    return model, stats
+
+
+def encode_scene(model: FeatureAutoencoder, scene: str | Path, features: str = "clip_features",
+                 output_name: str = "language_features", overwrite: bool = False) -> Path:
+    """Write ``<scene>/<features>-<output_name>_dim<k>/`` (encoded ``_f.npy``, copied ``_s.npy``), atomically."""
+    scene = Path(scene)
+    files = feature_files(scene, features)
+    k = model.latent_dim
+    final = scene / f"{features}-{output_name}_dim{k}"
+    out = StagedOutput(final, {"features": features, "dim": k}, overwrite=overwrite)
+    try:
+        for f in tqdm(files, desc=f"encode {scene.name}", unit="frame"):
+            key = f.name[: -len("_f.npy")]
+            s_src = f.with_name(f"{key}_s.npy")
+            if not s_src.is_file():
+                raise FileNotFoundError(f"{s_src} is missing (every _f.npy needs its _s.npy)")
+            z = encode(model, torch.from_numpy(np.asarray(load_npy(f), np.float32)))
+            save_npy_atomic(z.cpu().numpy().astype(np.float32), out.path(f"{key}_f.npy"))
+            shutil.copyfile(s_src, out.path(f".{key}_s.npy.tmp"))
+            out.path(f".{key}_s.npy.tmp").replace(out.path(f"{key}_s.npy"))
+    except (FileNotFoundError, ValueError):
+        out.abort()
+        raise
+    return out.commit()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m preprocess.train_autoencoder", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scenes", nargs="+", required=True, help="one or more scene folders (rows of all are pooled)")
+    p.add_argument("--features", default="clip_features", help="feature folder name: clip_features or video_features")
+    p.add_argument("--dim", type=int, default=3, help="latent size k (3 for CLIP features, 6 for video features)")
+    p.add_argument("--in-dim", type=int, default=None, help="input size D (default: read from the data; checked)")
+    p.add_argument("--encoder-dims", type=int, nargs="+", default=None,
+                   help="encoder widths ending at --dim (default: 256 128 64 32 3 for 512-d, the video preset for 4096-d)")
+    p.add_argument("--decoder-dims", type=int, nargs="+", default=None,
+                   help="decoder widths ending at D (default: 16 32 64 128 256 512 for 512-d)")
+    p.add_argument("--epochs", type=int, default=100, help="training epochs (recipe: 100)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size (recipe: 64)")
+    p.add_argument("--lr", type=float, default=None, help="Adam lr (default 7e-4; 7e-5 for 4096-d video features)")
+    p.add_argument("--cos-weight", type=float, default=None, help="weight of 1-cos (default 1e-3; 1e-2 for 4096-d)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (init and shuffling)")
+    p.add_argument("--out", default=None, help="where to save the autoencoder (model.safetensors + config.json)")
+    p.add_argument("--load", default=None, help="skip training: encode with the autoencoder saved in this folder")
+    p.add_argument("--output-name", default="language_features",
+                   help="encoded folder is <scene>/<features>-<output-name>_dim<k>")
+    p.add_argument("--no-encode", action="store_true", help="only train and save; do not write encoded targets")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
+    p.add_argument("--overwrite", action="store_true", help="replace existing encoded folders / autoencoder")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        device = resolve_device(args.device)
+        if args.load:
+            model = FeatureAutoencoder.load(args.load, device=device)
+            if model.latent_dim != args.dim:
+                raise ValueError(f"autoencoder {args.load} has latent size {model.latent_dim}, not --dim {args.dim}")
+            stats = None
+        else:
+            if not args.out:
+                raise ValueError("--out DIR is required to save the trained autoencoder (or pass --load DIR)")
+            out = Path(args.out)
+            if (out / "model.safetensors").exists() and not args.overwrite:
+                raise FileExistsError(f"{out}/model.safetensors already exists; pass --overwrite or another --out")
+            x = load_rows(args.scenes, args.features)
+            if args.in_dim is not None and args.in_dim != x.shape[1]:
+                raise ValueError(f"--in-dim {args.in_dim} but the {args.features} rows have D={x.shape[1]}")
+            logger.info("training on %d rows of dim %d from %d scene(s)", x.shape[0], x.shape[1], len(args.scenes))
+            model, stats = train(x, args.dim, args.epochs, args.batch_size, args.lr, args.cos_weight,
+                                 args.encoder_dims, args.decoder_dims, args.seed, device)
+            model.save(out, extra={"features": args.features, "scenes": [str(s) for s in args.scenes],
+                                   "train": stats})
+            save_json_atomic(stats, out / "train_stats.json")
+        written = [] if args.no_encode else [
+            encode_scene(model, s, args.features, args.output_name, args.overwrite) for s in args.scenes]
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if stats:
+        print(f"autoencoder saved to {args.out}: {stats['rows']} rows, min cos {stats['min_cos']:.4f}, "
+              f"mean cos {stats['mean_cos']:.4f}")
+    for w in written:
+        print(f"wrote {w}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
