@@ -1,0 +1,151 @@
+"""Semantic Bridging Decoder: frozen geometry tokens (+ the frame size) -> CLIP-aligned feature fields.
+
+Published design (DESIGN §5, protocol_facts §3, ``LanguageHead_Multi``):
+
+- a DPT feature extractor (``DPTHead(dim_in, features=128, feature_only=True, pos_embed=False,
+  down_ratio=1)``) over the four cached backbone layers, giving ``features`` channels at the
+  full input resolution (token grid x patch size); trainable, part of the decoder;
+- a shared language UNet encoder (widths 32/64/128/256, three stride-2 downsamplings) and three
+  UNet decoders (small, middle, large), each ending in a ``lang_dim``-channel convolution with no
+  normalisation;
+- an RGB branch with its own UNet encoder/decoder and a sigmoid;
+- ours only: an optional time-sensitive decoder (``video_dim`` channels, 6 in 4D LangSplat) on the
+  shared language encoder, trained when video targets exist.
+
+All outputs are bilinearly resized to the frame size when it differs from the DPT output size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.unet import UNetDecoder, UNetEncoder
+
+LEVELS = ("small", "middle", "large")
+
+
+@dataclass
+class DecoderConfig:
+    """Widths and sizes of the Semantic Bridging Decoder (defaults = the published model).
+
+    ``layers`` are the backbone block indices the decoder reads (the token cache must hold exactly
+    these); ``dim_in`` is the token width (2 x backbone embed dim).
+    """
+
+    dim_in: int = 2048
+    patch_size: int = 14
+    layers: tuple[int, ...] = (4, 11, 17, 23)
+    dpt_features: int = 128
+    dpt_out_channels: tuple[int, ...] = (256, 512, 1024, 1024)
+    lang_widths: tuple[int, ...] = (32, 64, 128, 256)
+    rgb_widths: tuple[int, ...] = (32, 64, 128, 256)
+    lang_dim: int = 3
+    video_dim: int = 0
+    rgb: bool = True
+    norm: str = "group"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def tiny(cls, dim_in: int = 128, layers: Sequence[int] = (0, 1, 2, 3), **kw: Any) -> DecoderConfig:
+        """A few-thousand-parameter decoder for CPU tests (matches ``StreamVGGTConfig.tiny()`` tokens)."""
+        base = dict(dim_in=dim_in, layers=tuple(layers), dpt_features=16, dpt_out_channels=(8, 16, 32, 32),
+                    lang_widths=(8, 16, 16, 32), rgb_widths=(8, 8, 16, 16))
+        base.update(kw)
+        return cls(**base)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DecoderConfig:
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(d) - set(names)
+        if unknown:
+            raise ValueError(f"unknown decoder config keys {sorted(unknown)}; known: {sorted(names)}")
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kw)
+
+
+def build_feature_extractor(cfg: DecoderConfig) -> nn.Module:
+    """The backbone's DPT head in feature-only mode over the ``len(cfg.layers)`` cached layers."""
+    from model.streamvggt.heads.dpt_head import DPTHead
+
+    return DPTHead(
+        dim_in=cfg.dim_in,
+        patch_size=cfg.patch_size,
+        features=cfg.dpt_features,
+        out_channels=tuple(cfg.dpt_out_channels),
+        intermediate_layer_idx=tuple(range(len(cfg.layers))),
+        pos_embed=False,
+        feature_only=True,
+        down_ratio=1,
+    )
+
+
+class SemanticBridgingDecoder(nn.Module):
+    """Decoder from cached geometry tokens to language feature fields (+ RGB, + optional video).
+
+    ``feature_extractor`` may be given (any module with the DPT ``feature_only`` call signature);
+    by default the backbone's ``DPTHead`` is built from ``config``.
+    """
+
+    def __init__(self, config: DecoderConfig | None = None, feature_extractor: nn.Module | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or DecoderConfig()
+        self.feature_extractor = feature_extractor if feature_extractor is not None else build_feature_extractor(cfg)
+        self.lang_encoder = UNetEncoder(cfg.dpt_features, cfg.lang_widths, norm=cfg.norm)
+        self.lang_decoders = nn.ModuleDict(
+            {lvl: UNetDecoder(cfg.lang_dim, cfg.lang_widths, norm=cfg.norm) for lvl in LEVELS}
+        )
+        self.video_decoder = (
+            UNetDecoder(cfg.video_dim, cfg.lang_widths, norm=cfg.norm) if cfg.video_dim > 0 else None
+        )
+        if cfg.rgb:
+            self.rgb_encoder = UNetEncoder(cfg.dpt_features, cfg.rgb_widths, norm=cfg.norm)
+            self.rgb_decoder = UNetDecoder(3, cfg.rgb_widths, norm=cfg.norm)
+        else:
+            self.rgb_encoder = self.rgb_decoder = None
+
+    def features(self, tokens: Sequence[torch.Tensor], frame: torch.Tensor, patch_start_idx: int) -> torch.Tensor:
+        """DPT features: tokens = list of len(layers) tensors (B, P, 2C) or (B, S=1, P, 2C),
+        frame (B, 3, h, w) -> (B, dpt_features, h', w') with (h', w') = token grid x patch size."""
+        if len(tokens) != len(self.config.layers):
+            raise ValueError(f"decoder expects {len(self.config.layers)} token layers {self.config.layers}, got {len(tokens)}")
+        toks = [t.unsqueeze(1) if t.dim() == 3 else t for t in tokens]
+        dtype = next(self.lang_encoder.parameters()).dtype
+        toks = [t.to(dtype) for t in toks]
+        feats = self.feature_extractor(toks, frame.unsqueeze(1).to(dtype), patch_start_idx=patch_start_idx)
+        if feats.dim() == 5:
+            feats = feats.flatten(0, 1)
+        return feats
+
+    def forward(
+        self, tokens: Sequence[torch.Tensor], frame: torch.Tensor, patch_start_idx: int = 5
+    ) -> dict[str, Any]:
+        """tokens: list of cached layers, each (B, P, 2C); frame: (B, 3, h, w) in [0, 1] (only its size is used).
+
+        Returns ``{"lang": {"small"|"middle"|"large": (B, lang_dim, h, w)}, "rgb": (B, 3, h, w) in (0, 1)
+        (absent when ``rgb=False``), "video": (B, video_dim, h, w) (only when ``video_dim > 0``)}``.
+        """
+        size = tuple(frame.shape[-2:])
+        feats = self.features(tokens, frame, patch_start_idx)
+
+        def fit(x: torch.Tensor) -> torch.Tensor:
+            if tuple(x.shape[-2:]) != size:
+                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            return x
+
+        enc = self.lang_encoder(feats)
+        out: dict[str, Any] = {"lang": {lvl: fit(dec(enc)) for lvl, dec in self.lang_decoders.items()}}
+        if self.video_decoder is not None:
+            out["video"] = fit(self.video_decoder(enc))
+        if self.rgb_encoder is not None:
+            out["rgb"] = torch.sigmoid(fit(self.rgb_decoder(self.rgb_encoder(feats))))
+        return out

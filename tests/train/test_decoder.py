@@ -1,0 +1,60 @@
+import pytest
+import torch
+
+from model.decoder import LEVELS, DecoderConfig, SemanticBridgingDecoder
+from model.unet import UNetDecoder, UNetEncoder
+
+
+def _tokens(b, grid, dim=32, psi=5):
+    return [torch.randn(b, psi + grid[0] * grid[1], dim) for _ in range(4)]
+
+
+def test_unet_odd_sizes_round_trip():
+    enc, dec = UNetEncoder(6, (4, 8, 8, 16)), UNetDecoder(3, (4, 8, 8, 16))
+    x = torch.randn(2, 6, 29, 43)
+    feats = enc(x)
+    assert [f.shape[-2:] for f in feats] == [(29, 43), (15, 22), (8, 11), (4, 6)]
+    assert dec(feats).shape == (2, 3, 29, 43)
+
+
+def test_decoder_outputs_and_gradients():
+    torch.manual_seed(0)
+    model = SemanticBridgingDecoder(DecoderConfig.tiny(dim_in=32, video_dim=6))
+    frame = torch.rand(2, 3, 28, 42)
+    out = model(_tokens(2, (2, 3)), frame, patch_start_idx=5)
+    assert set(out["lang"]) == set(LEVELS)
+    for lvl in LEVELS:
+        assert out["lang"][lvl].shape == (2, 3, 28, 42)
+    assert out["rgb"].shape == (2, 3, 28, 42) and 0 < out["rgb"].min() and out["rgb"].max() < 1
+    assert out["video"].shape == (2, 6, 28, 42)
+    loss = sum(v.square().mean() for v in out["lang"].values()) + out["rgb"].mean() + out["video"].mean()
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing
+    # the language decoders are separate: different outputs
+    assert not torch.allclose(out["lang"]["small"], out["lang"]["large"])
+
+
+def test_decoder_resizes_to_frame_and_accepts_frame_axis():
+    model = SemanticBridgingDecoder(DecoderConfig.tiny(dim_in=32, rgb=False))
+    toks = [t.unsqueeze(1) for t in _tokens(1, (2, 2))]  # (B, S=1, P, 2C)
+    out = model(toks, torch.rand(1, 3, 30, 31), patch_start_idx=5)  # not a multiple of 14
+    assert out["lang"]["middle"].shape == (1, 3, 30, 31) and "rgb" not in out and "video" not in out
+
+
+def test_config_round_trip_and_errors():
+    cfg = DecoderConfig.tiny(video_dim=6, lang_dim=5)
+    assert DecoderConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown decoder config"):
+        DecoderConfig.from_dict({"bogus": 1})
+    model = SemanticBridgingDecoder(DecoderConfig.tiny(dim_in=32))
+    with pytest.raises(ValueError, match="token layers"):
+        model(_tokens(1, (2, 2))[:3], torch.rand(1, 3, 28, 28))
+
+
+def test_published_widths():
+    cfg = DecoderConfig()
+    assert (cfg.dim_in, cfg.dpt_features, cfg.lang_widths, cfg.lang_dim) == (2048, 128, (32, 64, 128, 256), 3)
+    model = SemanticBridgingDecoder(cfg)
+    assert model.feature_extractor.scratch.output_conv1.out_channels == 128
+    assert model.lang_decoders["small"].out.out_channels == 3

@@ -1,0 +1,1 @@
+"""Training of the Semantic Bridging Decoder: dataset, loss, schedule, checkpoints, distributed plumbing."""
