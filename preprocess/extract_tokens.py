@@ -1,0 +1,540 @@
+"""Extract frozen StreamVGGT geometry tokens for every frame of a video into ``<scene>/tokens/``.
+
+Usage (see ``--help``)::
+
+    python -m preprocess.extract_tokens data/hypernerf/americano                 # official weights
+    python -m preprocess.extract_tokens data/hypernerf --scenes americano chickchicken
+    python -m preprocess.extract_tokens data/neu3d/coffee_martini --cameras cam00   # -> cam00/tokens/
+    python -m preprocess.extract_tokens clip.mp4 --backbone tiny                   # random weights, for tests
+
+Streaming: frames are fed in chunks of ``--chunk-size`` through the aggregator with a key/value cache that
+keeps at most ``--window`` past frames (frame ``t`` attends to frames ``max(0, t - window) .. t``, the
+published 4DLangVGGT rule with window 128), so memory is bounded by the window, not the video length.
+
+Resume: a frame whose file exists and validates (header, size, metadata of this run) is not rewritten. A
+frame's tokens depend on every earlier frame through the cache, so to continue at frame ``k`` the backbone
+is first re-run over frames ``0 .. k-1`` without writing (``--resume-replay full``, the default: the files
+are then byte-identical to an uninterrupted run). ``--resume-replay window`` re-runs only the last
+``window`` frames: faster, but the cache then lacks the older history, so later tokens differ slightly;
+such frames are marked ``history: window`` in their metadata. Chunk boundaries are always multiples of
+``--chunk-size`` counted from frame 0, so the computation is the same in every run.
+
+Backbone identity: ``tiny-random-seed<N>`` for ``--backbone tiny``; for a checkpoint,
+``streamvggt-sha256-<first 16 hex digits>`` of the file's SHA-256. Hashing 5 GB takes a while, so the
+digest is cached beside the checkpoint in ``<file>.sha256.json`` keyed by size and mtime (recomputed when
+either changes, or every run when that folder is read-only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from preprocess.frames import (  # noqa: E402
+    MODES,
+    FramePreprocessor,
+    FrameRef,
+    is_video_file,
+    iter_frames,
+    list_frames,
+    resolve_frame_folder,
+)
+from preprocess.token_cache import (  # noqa: E402
+    META_FILE,
+    RUN_FIELDS,
+    STORAGE_DTYPES,
+    SUFFIX,
+    TokenCacheError,
+    check_frame_file,
+    describe_mismatch,
+    frame_meta_for,
+    load_token_file,
+    write_scene_meta,
+    write_token_file,
+)
+from utils.device import autocast, resolve_device, resolve_dtype  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_WINDOW = 128
+DEFAULT_CHUNK = 4
+
+
+# --------------------------------------------------------------------------------------------- backbone
+@dataclass
+class Backbone:
+    """The frozen aggregator plus what identifies it. ``aggregator(images (B,S,3,H,W), cache)`` ->
+    (list of ``depth`` tensors (B,S,P,2C), patch_start_idx); ``aggregator.new_cache(window)``."""
+
+    aggregator: torch.nn.Module
+    config: Any  # StreamVGGTConfig
+    id: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def checkpoint_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a checkpoint file, cached in ``<path>.sha256.json`` (keyed by size and mtime)."""
+    path = Path(path)
+    st = path.stat()
+    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    side = path.with_name(path.name + ".sha256.json")
+    try:
+        cached = json.loads(side.read_text())
+        if cached.get("size") == stamp["size"] and cached.get("mtime_ns") == stamp["mtime_ns"]:
+            return str(cached["sha256"])
+    except (OSError, ValueError, KeyError, AttributeError):
+        pass
+    logger.info("hashing %s (%.1f GB) once; the digest is cached in %s", path, st.st_size / 1e9, side)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    try:
+        from utils.io import save_json_atomic
+
+        save_json_atomic({**stamp, "sha256": digest}, side)
+    except OSError as e:
+        logger.warning("cannot cache the checkpoint hash beside it (%s); it will be recomputed next run", e)
+    return digest
+
+
+def tiny_backbone_id(seed: int) -> str:
+    return f"tiny-random-seed{int(seed)}"
+
+
+def load_backbone(kind: str = "streamvggt", checkpoint: str | os.PathLike | None = None, seed: int = 0,
+                  device: torch.device | str = "cpu") -> Backbone:
+    """``kind="tiny"``: ``StreamVGGT.tiny(seed)`` (random weights, logged loudly and recorded in every file);
+    ``kind="streamvggt"``: the official weights from ``checkpoint`` (file, folder, HF repo id, or None for
+    ``ckpt/streamvggt/checkpoints.pth`` then the Hub). A missing checkpoint is an error, never a fallback."""
+    from model.streamvggt.streamvggt import StreamVGGT
+
+    device = torch.device(device)
+    if kind == "tiny":
+        if checkpoint is not None:
+            raise ValueError("--checkpoint cannot be combined with --backbone tiny (random weights)")
+        model = StreamVGGT.tiny(seed=seed)
+        bid = tiny_backbone_id(seed)
+        logger.warning("backbone: TINY RANDOM WEIGHTS (seed %d) -- tokens are for testing the pipeline only; "
+                       "recorded as %r in the metadata", seed, bid)
+        info = {"id": bid, "kind": "tiny-random", "seed": int(seed)}
+    elif kind == "streamvggt":
+        from model.streamvggt.loading import resolve_checkpoint
+
+        path = resolve_checkpoint(checkpoint)
+        digest = checkpoint_sha256(path)
+        model = StreamVGGT.from_pretrained(path, device="cpu")
+        bid = f"streamvggt-sha256-{digest[:16]}"
+        info = {"id": bid, "kind": "checkpoint", "file": path.name, "sha256": digest}
+        logger.info("backbone: %s (%s)", path, bid)
+    else:
+        raise ValueError(f"unknown backbone {kind!r}; choose 'streamvggt' (official weights) or 'tiny'")
+    config = model.config
+    aggregator = model.aggregator.to(device).eval().requires_grad_(False)
+    info["config"] = config.to_dict()
+    return Backbone(aggregator=aggregator, config=config, id=bid, info=info)
+
+
+# --------------------------------------------------------------------------------------------- settings
+@dataclass
+class ExtractionSettings:
+    """What to extract and how. ``layers=None``: the backbone config's DPT layers (4, 11, 17, 23; tiny: 0..3).
+    ``window=None``: unbounded cache. ``dtype``: storage precision; ``compute_dtype``: autocast on CUDA."""
+
+    layers: Sequence[int] | None = None
+    dtype: str = "fp16"
+    compute_dtype: str = "fp32"
+    chunk_size: int = DEFAULT_CHUNK
+    window: int | None = DEFAULT_WINDOW
+    target_width: int = 518
+    mode: str = "crop"
+    overwrite: bool = False
+    resume_replay: str = "full"
+    verify: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.dtype not in STORAGE_DTYPES:
+            raise ValueError(f"unknown storage dtype {self.dtype!r}; choose fp16, bf16 or fp32")
+        resolve_dtype(self.compute_dtype)
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk size must be >= 1, got {self.chunk_size}")
+        if self.window is not None and self.window < 0:
+            raise ValueError(f"window must be >= 0 (or None for unbounded), got {self.window}")
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.resume_replay not in ("full", "window"):
+            raise ValueError(f"resume replay must be 'full' or 'window', got {self.resume_replay!r}")
+
+
+@dataclass
+class ExtractionReport:
+    tokens_dir: Path
+    num_frames: int
+    written: int
+    skipped: int
+    replayed: int
+    seconds: float
+    bytes_written: int
+
+    @property
+    def frames_per_s(self) -> float:
+        return (self.written + self.replayed) / self.seconds if self.seconds > 0 else math.inf
+
+
+def _effective_compute_dtype(name: str, device: torch.device) -> str:
+    dt = resolve_dtype(name)
+    if dt != torch.float32 and device.type != "cuda":
+        logger.warning("compute dtype %s is only used on CUDA; computing in fp32 on %s", name, device)
+        return "fp32"
+    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dt]
+
+
+def _scene_meta(backbone: Backbone, frames: Sequence[FrameRef], crop: Any, layers: list[int],
+                s: ExtractionSettings, compute: str) -> dict[str, Any]:
+    cfg = backbone.config
+    p = cfg.patch_size
+    grid = [crop.input_hw[0] // p, crop.input_hw[1] // p]
+    src = frames[0]
+    return {
+        "backbone": backbone.id, "backbone_info": backbone.info, "layers": layers,
+        "embed_dim": cfg.embed_dim, "token_dim": 2 * cfg.embed_dim,
+        "num_tokens": cfg.patch_start_idx + grid[0] * grid[1], "grid": grid,
+        "patch_start_idx": cfg.patch_start_idx, "patch_size": p, "dtype": s.dtype, "compute_dtype": compute,
+        "crop": crop.to_dict(), "window": s.window, "chunk_size": s.chunk_size, "mode": s.mode,
+        "target_width": s.target_width,
+        "source": {"kind": "video" if src.is_video else "frames",
+                   "name": src.path.name if src.is_video else src.path.parent.name},
+        "frames": [{"key": f.key, "index": f.index} for f in frames], "num_frames": len(frames),
+        "complete": False,
+    }
+
+
+def _first_frame_crop(frames: Sequence[FrameRef], prep: FramePreprocessor):
+    for _, rgb in iter_frames(frames[:1]):
+        return prep.plan(rgb.shape[:2])
+    raise FileNotFoundError("no frames")
+
+
+def extract_tokens(backbone: Backbone, frames: Sequence[FrameRef], tokens_dir: str | os.PathLike,
+                   settings: ExtractionSettings | None = None, device: torch.device | str = "cpu",
+                   desc: str = "tokens") -> ExtractionReport:
+    """Stream ``frames`` through the backbone and write ``tokens_dir/<key>.safetensors`` + ``meta.json``.
+
+    Each file holds the selected layers, each (P, 2C) in the storage dtype (P = 5 + h*w patches). Frames
+    whose files already validate are skipped (see the module docstring for the resume rule).
+    Raises TokenCacheError when ``tokens_dir`` holds a run with other settings (unless ``overwrite``).
+    """
+    s = settings or ExtractionSettings()
+    device = torch.device(device)
+    tokens_dir = Path(tokens_dir)
+    frames = list(frames)
+    if not frames:
+        raise FileNotFoundError(f"no frames to extract into {tokens_dir}")
+    cfg = backbone.config
+    layers = [int(x) for x in (s.layers if s.layers is not None else cfg.dpt_layers)]
+    bad = [x for x in layers if not 0 <= x < cfg.depth]
+    if bad or len(set(layers)) != len(layers):
+        raise ValueError(f"layers {layers} must be distinct and within 0..{cfg.depth - 1} for this backbone")
+    store_dtype = STORAGE_DTYPES[s.dtype]
+    compute = _effective_compute_dtype(s.compute_dtype, device)
+    prep = FramePreprocessor(s.target_width, s.mode, cfg.patch_size)
+    crop = _first_frame_crop(frames, prep)
+    scene = _scene_meta(backbone, frames, crop, layers, s, compute)
+
+    # refuse to mix runs with different settings in one folder
+    meta_path = tokens_dir / META_FILE
+    if meta_path.is_file() and not s.overwrite:
+        try:
+            old = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            old = None
+        if old is not None:
+            diffs = describe_mismatch(old, {f: scene[f] for f in RUN_FIELDS})
+            if diffs:
+                raise TokenCacheError(
+                    f"{meta_path}: this folder holds tokens extracted with other settings ({'; '.join(diffs)}). "
+                    "Fix: pass --overwrite to re-extract with the new settings, or use the old settings to "
+                    "resume, or choose another --out folder")
+    write_scene_meta(tokens_dir, scene)
+
+    # which frames need (re)writing
+    needs = []
+    for f in frames:
+        path = tokens_dir / f"{f.key}{SUFFIX}"
+        if s.overwrite or not path.exists():
+            needs.append(True)
+            continue
+        reason = check_frame_file(path, scene, f.key, f.index)
+        if reason is None and s.verify:
+            try:
+                load_token_file(path, verify=True)
+            except TokenCacheError as e:
+                reason = str(e)
+        if reason is not None:
+            logger.warning("will rewrite %s", reason)
+        needs.append(reason is not None)
+    todo = [i for i, n in enumerate(needs) if n]
+    t_start = time.perf_counter()
+    if not todo:
+        write_scene_meta(tokens_dir, {**scene, "complete": True})
+        logger.info("%s: all %d frames already extracted", tokens_dir, len(frames))
+        return ExtractionReport(tokens_dir, len(frames), 0, len(frames), 0, 0.0, 0)
+    first, last = todo[0], todo[-1]
+    # whole chunks only, aligned to multiples of chunk_size from frame 0: the same computation in every run
+    end = min((last // s.chunk_size + 1) * s.chunk_size, len(frames))
+    start = 0
+    if s.resume_replay == "window" and s.window is not None:
+        start = (max(0, first - s.window) // s.chunk_size) * s.chunk_size
+    history = "full" if start == 0 else "window"
+    if start > 0:
+        logger.warning("resuming at frame %d with a replay of frames %d..%d only (--resume-replay window): "
+                       "tokens from here on are approximate (marked history=window)", first, start, first - 1)
+    elif first > 0:
+        logger.info("resuming at frame %d: replaying frames 0..%d through the backbone (not rewritten)",
+                    first, first - 1)
+
+    cache = backbone.aggregator.new_cache(s.window)
+    cache.num_frames_seen = start  # frame indices (special tokens, window) continue from `start`
+    written = replayed = nbytes = 0
+    bar = tqdm(total=end - start, unit="frame", desc=desc, disable=not s.progress, dynamic_ncols=True)
+    reader = iter_frames(frames[start:end])
+    try:
+        for c0 in range(start, end, s.chunk_size):
+            c1 = min(c0 + s.chunk_size, end)
+            imgs = []
+            for _ in range(c0, c1):
+                ref, rgb = next(reader)
+                if tuple(rgb.shape[:2]) != tuple(crop.orig_hw):
+                    raise ValueError(f"{ref.path} (frame {ref.key}): {rgb.shape[1]}x{rgb.shape[0]} pixels but the "
+                                     f"first frame is {crop.orig_hw[1]}x{crop.orig_hw[0]}; every frame of a video "
+                                     "must have the same size")
+                imgs.append(prep.prepare(rgb)[0])
+            images = torch.stack(imgs)[None].to(device)
+            with torch.inference_mode(), autocast(device, resolve_dtype(compute)):
+                out, _ = backbone.aggregator(images, cache)
+            picked = [out[li][0].float() for li in layers]  # each (S, P, 2C)
+            del out
+            for j, i in enumerate(range(c0, c1)):
+                if not needs[i]:  # replayed (before the first frame to write) or already valid
+                    replayed += 1
+                    bar.update(1)
+                    continue
+                toks = [t[j] for t in picked]
+                stored = [t.to(store_dtype).cpu() for t in toks]
+                if not all(bool(torch.isfinite(t).all()) for t in toks):
+                    raise FloatingPointError(f"frame {frames[i].key} ({frames[i].path}): the backbone produced "
+                                             "NaN/inf tokens; try --compute-dtype fp32")
+                if not all(bool(torch.isfinite(t).all()) for t in stored):
+                    raise FloatingPointError(f"frame {frames[i].key}: tokens overflow {s.dtype}; use --dtype bf16 "
+                                             "or --dtype fp32")
+                path = tokens_dir / f"{frames[i].key}{SUFFIX}"
+                write_token_file(path, stored, layers, frame_meta_for(scene, frames[i].key, i, history))
+                nbytes += path.stat().st_size
+                written += 1
+                bar.update(1)
+            bar.set_postfix_str("replay" if c1 <= first else "write")
+    finally:
+        bar.close()
+        reader.close()
+    write_scene_meta(tokens_dir, {**scene, "complete": True})  # every frame was valid or has been written
+    secs = time.perf_counter() - t_start
+    return ExtractionReport(tokens_dir, len(frames), written, len(frames) - written, replayed, secs, nbytes)
+
+
+# --------------------------------------------------------------------------------------------- jobs
+@dataclass
+class Job:
+    """One video to extract: its name (for logs), its frames and where its tokens go."""
+
+    name: str
+    source: Path
+    tokens_dir: Path
+
+
+def _camera_dirs(scene: Path) -> list[Path]:
+    return sorted(p for p in scene.iterdir() if p.is_dir() and p.name.startswith("cam") and (p / "images").is_dir())
+
+
+def _has_images(folder: Path) -> bool:
+    try:
+        resolve_frame_folder(folder)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def scene_jobs(scene: Path, cameras: Sequence[str] | None = None, frames_subdir: str = "rgb/2x") -> list[Job]:
+    """Jobs of one scene folder: HyperNeRF (``<frames_subdir>`` -> ``<scene>/tokens``), Neu3D (each
+    ``camXX/images`` -> ``<scene>/camXX/tokens``, optionally only ``cameras``), or ``images/``."""
+    if (scene / frames_subdir).is_dir():
+        return [Job(scene.name, scene / frames_subdir, scene / "tokens")]
+    cams = _camera_dirs(scene)
+    if cams:
+        if cameras:
+            missing = sorted(set(cameras) - {c.name for c in cams})
+            if missing:
+                raise FileNotFoundError(f"{scene}: no camera folder(s) {missing} with images/ "
+                                        f"(found {[c.name for c in cams]})")
+            cams = [c for c in cams if c.name in set(cameras)]
+        return [Job(f"{scene.name}/{c.name}", c / "images", c / "tokens") for c in cams]
+    if (scene / "images").is_dir():
+        return [Job(scene.name, scene / "images", scene / "tokens")]
+    return []
+
+
+def discover_jobs(source: str | os.PathLike, scenes: Sequence[str] | None = None,
+                  cameras: Sequence[str] | None = None, out: str | os.PathLike | None = None,
+                  frames_subdir: str = "rgb/2x") -> list[Job]:
+    """Turn the CLI input into jobs.
+
+    * a video file ``x/clip.mp4`` -> ``x/clip/tokens``;
+    * a frame folder ``<scene>/rgb/2x`` -> ``<scene>/tokens``; ``<scene>/camXX/images`` -> ``<scene>/camXX/tokens``;
+      any other folder of images -> ``<folder>/tokens``;
+    * a scene folder (HyperNeRF or Neu3D) -> see :func:`scene_jobs`;
+    * a dataset root -> the jobs of each scene folder in it (``scenes`` selects and orders them).
+    ``out`` replaces the tokens folder (only for a single job).
+    """
+    src = Path(source)
+    if not src.exists():
+        raise FileNotFoundError(f"{src}: no such file or folder")
+    is_root = False
+    if src.is_file():
+        if not is_video_file(src):
+            raise ValueError(f"{src}: not a video; pass a video, a frame folder, a scene or a dataset root")
+        jobs = [Job(src.stem, src, src.parent / src.stem / "tokens")]
+    elif scene_jobs(src, cameras, frames_subdir):
+        jobs = scene_jobs(src, cameras, frames_subdir)
+    elif _has_images(src):
+        folder = resolve_frame_folder(src)
+        if folder.parent.name == "rgb":
+            tokens = folder.parent.parent / "tokens"
+        elif folder.name == "images":
+            tokens = folder.parent / "tokens"
+        else:
+            tokens = folder / "tokens"
+        jobs = [Job(tokens.parent.name, folder, tokens)]
+    else:
+        is_root = True
+        children = sorted(p for p in src.iterdir() if p.is_dir())
+        if scenes:
+            missing = [name for name in scenes if not (src / name).is_dir()]
+            if missing:
+                raise FileNotFoundError(f"{src}: no scene folder(s) {missing}")
+            children = [src / name for name in scenes]
+        jobs = [j for c in children for j in scene_jobs(c, cameras, frames_subdir)]
+        if not jobs:
+            raise FileNotFoundError(f"{src}: no frames, video, scene (rgb/2x, camXX/images, images) or dataset of "
+                                    "scenes found")
+    if scenes and not is_root:
+        raise ValueError(f"--scenes selects scenes of a dataset root, but {src} is itself a video/scene")
+    if out is not None:
+        if len(jobs) != 1:
+            raise ValueError(f"--out needs a single video, but {src} gives {len(jobs)} jobs; drop --out")
+        jobs[0].tokens_dir = Path(out)
+    return jobs
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def _window_arg(text: str) -> int | None:
+    if text.lower() in ("none", "all", "inf"):
+        return None
+    v = int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError("window must be >= 0, or 'none' for unbounded")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m preprocess.extract_tokens",
+        description="Extract frozen StreamVGGT geometry tokens (streaming, resumable) into <scene>/tokens/: "
+                    "one safetensors file per frame with the decoder's layers, plus tokens/meta.json.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("input", type=Path,
+                   help="a frame folder (HyperNeRF <scene>/rgb/2x, Neu3D <scene>/camXX/images), a video file "
+                        "(mp4/avi/mov, read with OpenCV; keys 000001..), a scene folder, or a dataset root")
+    p.add_argument("--scenes", nargs="+", default=None,
+                   help="with a dataset root: the scene folder names to extract (default: every scene in it)")
+    p.add_argument("--cameras", nargs="+", default=None,
+                   help="Neu3D: camera folders to extract (e.g. cam00); default: all camXX/images")
+    p.add_argument("--frames-subdir", default="rgb/2x", help="HyperNeRF frame folder inside a scene")
+    p.add_argument("--out", type=Path, default=None,
+                   help="tokens folder for a single input (default: <scene>/tokens, <scene>/camXX/tokens, "
+                        "or <video dir>/<video stem>/tokens)")
+    p.add_argument("--backbone", choices=("streamvggt", "tiny"), default="streamvggt",
+                   help="'streamvggt': official weights (see --checkpoint); 'tiny': seeded RANDOM tiny model, "
+                        "only to run the pipeline without weights (recorded as tiny-random-seed<N>)")
+    p.add_argument("--checkpoint", default=None,
+                   help="weights file/folder or Hugging Face repo id; default ckpt/streamvggt/checkpoints.pth, "
+                        "else the Hub repo lch01/StreamVGGT")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random --backbone tiny")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--dtype", choices=sorted(STORAGE_DTYPES), default="fp16",
+                   help="storage precision of the tokens (fp16 halves the size; bf16 if fp16 overflows)")
+    p.add_argument("--compute-dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="backbone precision (autocast, CUDA only; fp32 on CPU)")
+    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK,
+                   help="frames per backbone call (block-causal within a chunk; same tokens as 1, more speed "
+                        "and memory)")
+    p.add_argument("--window", type=_window_arg, default=DEFAULT_WINDOW,
+                   help="max past frames each frame attends to (KV cache size; the published extraction uses "
+                        "128); 'none' = unbounded (memory grows with the video)")
+    p.add_argument("--layers", type=int, nargs="+", default=None,
+                   help="aggregator layers to store (default: the backbone's DPT layers, 4 11 17 23; tiny 0 1 2 3)")
+    p.add_argument("--target-width", type=int, default=518,
+                   help="network input width (multiple of 14); with --mode pad the longer side")
+    p.add_argument("--mode", choices=MODES, default="crop",
+                   help="crop: width -> target, height rounded to a multiple of 14 (centre-cropped to square if "
+                        "taller); pad: longer side -> target, white-padded square; native: no resize, centre-crop "
+                        "to multiples of 14. Never rotates; the mapping is stored in the metadata")
+    p.add_argument("--overwrite", action="store_true",
+                   help="rewrite every frame (needed to change settings of an existing tokens folder)")
+    p.add_argument("--resume-replay", choices=("full", "window"), default="full",
+                   help="when resuming at frame k: replay frames 0..k-1 (exact, byte-identical to an "
+                        "uninterrupted run) or only the last --window frames (faster, approximate)")
+    p.add_argument("--verify", action="store_true",
+                   help="also check the SHA-256 of existing files before skipping them (reads them all)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    settings = ExtractionSettings(
+        layers=args.layers, dtype=args.dtype, compute_dtype=args.compute_dtype, chunk_size=args.chunk_size,
+        window=args.window, target_width=args.target_width, mode=args.mode, overwrite=args.overwrite,
+        resume_replay=args.resume_replay, verify=args.verify, progress=not args.no_progress)
+    jobs = discover_jobs(args.input, args.scenes, args.cameras, args.out, args.frames_subdir)
+    device = resolve_device(args.device)
+    backbone = load_backbone(args.backbone, args.checkpoint, args.seed, device)
+    for job in jobs:
+        frames = list_frames(job.source)
+        rep = extract_tokens(backbone, frames, job.tokens_dir, settings, device, desc=job.name)
+        print(f"{job.name}: {rep.num_frames} frames -> {rep.tokens_dir} (written {rep.written}, skipped "
+              f"{rep.skipped}, replayed {rep.replayed}; {rep.frames_per_s:.2f} frames/s; "
+              f"{rep.bytes_written / max(rep.written, 1) / 1e6:.2f} MB/frame; backbone {backbone.id})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
