@@ -111,11 +111,36 @@ class FeatureAutoencoder(nn.Module):
         save_json_atomic(cfg, directory / CONFIG_FILE)
 
     @classmethod
+    def from_state_dict(cls, state_dict: dict[str, torch.Tensor]) -> FeatureAutoencoder:
+        """Build a model whose widths are read from a state dict (ours, or LangSplat's ``best_ckpt.pth``).
+
+        The published ``Autoencoder`` uses the same ``encoder.<i>`` / ``decoder.<i>`` ModuleList layout, so its
+        state dicts load unchanged (strict).
+        """
+        def linears(prefix: str) -> list[torch.Tensor]:
+            idx = sorted(int(k.split(".")[1]) for k, v in state_dict.items()
+                         if k.startswith(prefix + ".") and k.endswith(".weight") and v.ndim == 2)
+            return [state_dict[f"{prefix}.{i}.weight"] for i in idx]
+
+        enc, dec = linears("encoder"), linears("decoder")
+        if not enc or not dec:
+            raise ValueError("state dict has no encoder.<i>.weight / decoder.<i>.weight linear layers")
+        model = cls(enc[0].shape[1], [w.shape[0] for w in enc], [w.shape[0] for w in dec])
+        model.load_state_dict(state_dict, strict=True)
+        return model
+
+    @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> FeatureAutoencoder:
-        """Load a directory written by :meth:`save`, in eval mode."""
+        """Load a directory written by :meth:`save` (or a LangSplat ``.pth`` state dict file), in eval mode."""
         from safetensors.torch import load_file
 
         directory = Path(directory)
+        if directory.is_file():
+            if directory.suffix == ".safetensors":
+                sd = load_file(str(directory))
+            else:
+                sd = torch.load(directory, map_location="cpu", weights_only=True)
+            return cls.from_state_dict(sd).to(device).eval()
         cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
         for p in (cfg_path, w_path):
             if not p.is_file():

@@ -69,6 +69,12 @@ def test_loss_and_decode_helper_and_save_load(tmp_path):
     assert json.loads((tmp_path / "ae" / "config.json").read_text())["encoder_dims"] == list(CLIP_ENCODER_DIMS)
     with pytest.raises(FileNotFoundError, match="train_autoencoder"):
         FeatureAutoencoder.load(tmp_path / "nope")
+    # a LangSplat-style plain state dict (.pth, same encoder.<i>/decoder.<i> keys) with non-default widths
+    other = FeatureAutoencoder(512, (128, 3), (32, 512)).eval()
+    torch.save(other.state_dict(), tmp_path / "best_ckpt.pth")
+    loaded = FeatureAutoencoder.load(tmp_path / "best_ckpt.pth")
+    assert loaded.encoder_dims == (128, 3) and loaded.decoder_dims == (32, 512)
+    assert torch.allclose(decode(loaded, z), decode(other, z), atol=1e-6)
 
 
 @pytest.fixture(scope="module")

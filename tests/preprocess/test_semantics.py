@@ -204,3 +204,24 @@ def test_cli_oracle_overwrite_and_sam_error(tmp_path, capsys):
         es.main(["--scene", str(scene), "--mode", "clip", "--masks", "sam", "--clip", "tiny", "--device", "cpu"])
     with pytest.raises(SystemExit, match="masks-dir"):
         es.main(["--scene", str(scene), "--mode", "clip", "--masks", "precomputed", "--clip", "tiny"])
+
+
+def test_interrupted_run_resumes_without_redoing_frames(tmp_path, enc):
+    scene = make_scene(tmp_path / "e", frames=3)
+    calls: list[str] = []
+    base = SkimageProposer()
+
+    def flaky(image, key=""):
+        calls.append(key)
+        if key == "000003" and len(calls) == 3:
+            raise RuntimeError("simulated crash")
+        return base(image, key)
+
+    with pytest.raises(RuntimeError, match="simulated"):
+        es.extract_clip(scene, enc, flaky)
+    assert not (scene / "clip_features").exists()  # no half-written final folder
+    assert (scene / ".clip_features.partial" / "000002_s.npy").is_file()  # kept for resuming
+    es.extract_clip(scene, enc, flaky)
+    assert calls == ["000001", "000002", "000003", "000003"]  # frames 1-2 not recomputed
+    assert len(list((scene / "clip_features").glob("*_f.npy"))) == 3
+    assert not (scene / ".clip_features.partial").exists()
