@@ -1,0 +1,114 @@
+"""Benchmark the StreamVGGT aggregator on CPU: frame-by-frame streaming vs chunked processing.
+
+Prints CPU seconds per frame (process time, all threads), wall seconds per frame, the key/value cache size and
+the peak resident memory of each mode (each mode runs in its own fresh process), plus the chunked/streaming ratio.
+A third mode, ``naive``, emulates the official streaming cache (raw keys concatenated every frame, then
+re-normalised and re-rotated) to show what the preallocated finished-key ring saves.
+
+    python -m benchmarks.bench_backbone --frames 24 --chunk 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import time
+
+import torch
+
+
+def build(args: argparse.Namespace):
+    from model.streamvggt.aggregator import Aggregator
+    from model.streamvggt.config import StreamVGGTConfig
+
+    cfg = StreamVGGTConfig(img_size=args.width, embed_dim=args.dim, depth=args.depth, num_heads=args.heads,
+                           patch_embed="conv")
+    torch.manual_seed(0)
+    return Aggregator.from_config(cfg).eval()
+
+
+def naive_attend(attn, rope, store: dict, idx: int):
+    """Official-style cache: concatenate raw keys/values each frame, re-normalise and re-rotate all keys."""
+    def attend(q, k, v):
+        ks, vs = store.get(idx, (None, None))
+        ks = k if ks is None else torch.cat([ks, k], dim=2)
+        vs = v if vs is None else torch.cat([vs, v], dim=2)
+        store[idx] = (ks, vs)
+        k_all = rope.apply(attn.k_norm(ks))  # the per-frame renormalisation/rotation of the whole cache
+        return torch.nn.functional.scaled_dot_product_attention(q, k_all, vs)
+    return attend
+
+
+def run_mode(mode: str, args: argparse.Namespace, queue) -> None:
+    torch.set_num_threads(args.threads)
+    agg = build(args)
+    g = torch.Generator().manual_seed(1)
+    imgs = torch.rand(1, args.frames, 3, args.height, args.width, generator=g)
+    cache = agg.new_cache(args.window)
+    with torch.inference_mode():
+        agg(imgs[:, :1])  # warm-up
+        t_cpu, t_wall = time.process_time(), time.perf_counter()
+        if mode == "streaming":
+            for t in range(args.frames):
+                agg(imgs[:, t:t + 1], cache=cache)
+        elif mode == "chunked":
+            for t in range(0, args.frames, args.chunk):
+                agg(imgs[:, t:t + args.chunk], cache=cache)
+        else:  # naive: patch the global blocks' attention to the official-style concatenating cache
+            store: dict = {}
+            rope = agg._rope(args.height // 14, args.width // 14, imgs.device)
+            for t in range(args.frames):
+                x = (imgs[:, t:t + 1] - torch.tensor([0.485, 0.456, 0.406]).view(1, 1, 3, 1, 1)) \
+                    / torch.tensor([0.229, 0.224, 0.225]).view(1, 1, 3, 1, 1)
+                tok = torch.cat([agg.special_tokens([t], 1), agg.patch_embed(x[0])], dim=1)
+                for i in range(agg.depth):
+                    tok = agg.frame_blocks[i](tok, rope=rope)
+                    blk = agg.global_blocks[i]
+                    tok = blk(tok, rope=rope, attend=naive_attend(blk.attn, rope, store, i))
+        cpu, wall = time.process_time() - t_cpu, time.perf_counter() - t_wall
+    queue.put({"mode": mode, "cpu_s_per_frame": cpu / args.frames, "wall_s_per_frame": wall / args.frames,
+               "cache_mb": cache.nbytes / 1e6, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3})
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--frames", type=int, default=24, help="number of frames to stream")
+    p.add_argument("--chunk", type=int, default=8, help="frames per chunk in chunked mode")
+    p.add_argument("--window", type=int, default=None, help="max past frames attended (default: unbounded)")
+    p.add_argument("--height", type=int, default=112, help="frame height in pixels (multiple of 14)")
+    p.add_argument("--width", type=int, default=154, help="frame width in pixels (multiple of 14)")
+    p.add_argument("--dim", type=int, default=256, help="aggregator width (conv patch embed)")
+    p.add_argument("--depth", type=int, default=8, help="number of frame/global block pairs")
+    p.add_argument("--heads", type=int, default=8, help="attention heads")
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    p.add_argument("--modes", default="streaming,chunked,naive", help="comma-separated modes to run")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = p.parse_args()
+    ctx = mp.get_context("spawn")
+    results = {}
+    for mode in args.modes.split(","):
+        q = ctx.Queue()
+        proc = ctx.Process(target=run_mode, args=(mode, args, q))
+        proc.start()
+        results[mode] = q.get()
+        proc.join()
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    print(f"aggregator dim {args.dim}, depth {args.depth}, {args.height}x{args.width}, {args.frames} frames, "
+          f"chunk {args.chunk}, window {args.window}, {args.threads} threads")
+    for r in results.values():
+        print(f"{r['mode']:>10}: {r['cpu_s_per_frame']:.4f} CPU s/frame, {r['wall_s_per_frame']:.4f} wall s/frame, "
+              f"cache {r['cache_mb']:.1f} MB, peak RSS {r['peak_rss_mb']:.0f} MB")
+    if "streaming" in results and "chunked" in results:
+        ratio = results["chunked"]["cpu_s_per_frame"] / results["streaming"]["cpu_s_per_frame"]
+        print(f"chunked / streaming CPU time per frame: {ratio:.2f}")
+    if "streaming" in results and "naive" in results:
+        ratio = results["naive"]["cpu_s_per_frame"] / results["streaming"]["cpu_s_per_frame"]
+        print(f"naive (official-style cache) / streaming CPU time per frame: {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
