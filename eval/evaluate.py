@@ -1,7 +1,8 @@
 """The 4D LangSplat evaluation protocol runner (time-agnostic mIoU/mAcc, time-sensitive Acc/vIoU) and its CLI.
 
     python -m eval.evaluate --scene data/hypernerf/americano --fields outputs/americano \
-        --autoencoder ckpt/autoencoder/americano --clip ViT-B-16 --out results/americano
+        --autoencoder ckpt/autoencoder/americano --out results/americano     # open_clip ViT-B-16 laion2b
+    python -m eval.evaluate --scene data/synthetic/demo --targets --clip tiny --out results/oracle
 
 Protocol (DESIGN.md section 6): per annotated frame and COCO category, LERF relevancy of the category
 name on each level -> smoothed, normalised, thresholded, cleaned mask; level = highest smoothed max;
@@ -30,7 +31,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from eval.annotations import VIDEO_RELPATH, CocoFrames, in_intervals, load_coco_masks, load_video_annotations
-from eval.fields import Decoder, FieldSource, OurFields, RendersNpyFields, autoencoder_decoder
+from eval.fields import (
+    Decoder,
+    FieldSource,
+    GroundTruthFields,
+    OurFields,
+    RendersNpyFields,
+    TargetFields,
+    autoencoder_decoder,
+)
 from eval.masks import CLEANUP_KERNEL, MASK_THRESHOLD, SMOOTH_KERNEL, masks_from_relevancy
 from eval.metrics import (
     SMOOTH_WEIGHTS,
@@ -103,6 +112,18 @@ def write_overlay(path: Path, rgb: np.ndarray, pred: np.ndarray, gt: np.ndarray 
         if not ok:
             raise RuntimeError(f"could not encode overlay {path}")
         tmp.write_bytes(buf.tobytes())
+
+
+def _cosines(feats: torch.Tensor, query: torch.Tensor, decode: Decoder | None, dev: torch.device) -> torch.Tensor:
+    """(P, c) features (decoded when ``decode`` is given) -> (P,) cosine with the (D,) query embedding."""
+    if decode is not None:
+        feats = decode(feats).to(dev)
+    feats = F.normalize(feats.float(), dim=-1)
+    qe = query.to(dev)
+    if feats.shape[-1] != qe.shape[0]:
+        raise ValueError(f"time-sensitive feature dim {feats.shape[-1]} != query embedding dim {qe.shape[0]}; "
+                         "pass --video-autoencoder or matching query embeddings")
+    return feats @ qe
 
 
 def _slug(s: str) -> str:
@@ -199,8 +220,15 @@ def evaluate_scene(
         st_queries = [(obj, q) for obj in cats for q, _ in states.get(obj, [])] if run_ts else []
         texts = list(dict.fromkeys(cats + [q for _, q in st_queries]))
         with torch.no_grad():
-            feats = fields.semantic(idx).to(dev)
-            rel = model.relevancy(feats, texts, decode=decode)  # (Q, L, h, w)
+            ind = fields.semantic_indexed(idx)
+            if ind is not None:  # few distinct features: score the rows, then scatter to pixels
+                imap, rows = ind
+                rows = torch.cat([rows.float(), rows.new_zeros(1, rows.shape[1]).float()]).to(dev)
+                imap = torch.where(imap < 0, rows.shape[0] - 1, imap).to(dev)
+                rel = model.relevancy(rows, texts, decode=decode)[:, imap]  # (Q, L, h, w)
+            else:
+                feats = fields.semantic(idx).to(dev)
+                rel = model.relevancy(feats, texts, decode=decode)  # (Q, L, h, w)
             rel = _to_size(rel, size)
             masks = {t: masks_from_relevancy(rel[i], cfg.threshold, cfg.smooth_kernel, cfg.cleanup_kernel)
                      for i, t in enumerate(texts)}
@@ -216,26 +244,29 @@ def evaluate_scene(
                 write_overlay(overlays / "time_agnostic" / f"{idx:05d}_{_slug(c)}", rgb, pred, gts[c])
         if st_queries:
             with torch.no_grad():
-                vfeat = fields.video(idx)
-                assert vfeat is not None
-                vfeat = vfeat.to(dev)
-                if tuple(vfeat.shape[:2]) != tuple(size):
-                    vfeat = _to_size(vfeat.permute(2, 0, 1), size).permute(1, 2, 0)
+                vind = fields.video_indexed(idx)
+                if vind is not None:
+                    vmap, vrows = vind
+                    vrows = torch.cat([vrows.float(), vrows.new_zeros(1, vrows.shape[1]).float()]).to(dev)
+                    vmap = torch.where(vmap < 0, vrows.shape[0] - 1, vmap)
+                    if tuple(vmap.shape) != tuple(size):
+                        vmap = F.interpolate(vmap[None, None].float(), size=size, mode="nearest")[0, 0].long()
+                    vmap = vmap.to(dev)
+                else:
+                    vfeat = fields.video(idx)
+                    assert vfeat is not None
+                    vfeat = vfeat.to(dev)
+                    if tuple(vfeat.shape[:2]) != tuple(size):
+                        vfeat = _to_size(vfeat.permute(2, 0, 1), size).permute(1, 2, 0)
                 for obj, q in st_queries:
                     m = masks[q]
                     sel = m.chosen_raw
-                    pix = vfeat[sel]  # (P, c)
-                    if pix.shape[0] == 0:
+                    if not bool(sel.any()):
                         score = 0.0
+                    elif vind is not None:
+                        score = float(_cosines(vrows, vq[q], video_decode, dev)[vmap[sel]].mean())
                     else:
-                        if video_decode is not None:
-                            pix = video_decode(pix).to(dev)
-                        pix = F.normalize(pix.float(), dim=-1)
-                        qe = vq[q].to(dev)
-                        if pix.shape[-1] != qe.shape[0]:
-                            raise ValueError(f"time-sensitive feature dim {pix.shape[-1]} != query embedding dim "
-                                             f"{qe.shape[0]}; pass --video-autoencoder or matching embeddings")
-                        score = float((pix @ qe).mean())
+                        score = float(_cosines(vfeat[sel], vq[q], video_decode, dev).mean())
                     clean = m.chosen_clean.cpu().numpy()
                     ts_frames.setdefault((obj, q), []).append(
                         {"frame": idx, "score": score, "iou": mask_iou(clean, gts[obj]), "level": level_names[m.level]})
@@ -330,15 +361,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "(small,middle,large), each holding renders_npy/<idx:05d>.npy; one per --scene")
     p.add_argument("--video-renders", action="append", default=[],
                    help="4D LangSplat time-sensitive render folder (renders_npy/<idx:05d>.npy); one per --scene")
+    p.add_argument("--targets", nargs="?", const="clip_features", default=None,
+                   help="score the scene's own semantic targets instead of fields (<scene>/<FOLDER>/<key>_s.npy + "
+                        "_f.npy, default clip_features; time-sensitive from <scene>/video_features): an oracle check")
+    p.add_argument("--gt-oracle", action="store_true",
+                   help="synthetic scenes: score fields built from gt/ (region-name and state-caption text embeddings)")
     p.add_argument("--autoencoder", default=None,
                    help="folder of the semantic FeatureAutoencoder (decodes k-dim fields to 512); omit for 512-d fields")
     p.add_argument("--video-autoencoder", default=None,
                    help="folder of the time-sensitive autoencoder (decodes the video field); omit if already full-dim")
-    p.add_argument("--clip", default="ViT-B-16",
-                   help="text encoder: open_clip model name, 'tiny' (random tiny CLIP, tests) or 'hash' (no weights)")
-    p.add_argument("--pretrained", default="laion2b_s34b_b88k",
-                   help="open_clip pretrained tag or local weight file (ignored for tiny/hash)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the tiny / hash text encoder")
+    p.add_argument("--hash-text", action="store_true",
+                   help="use the weightless bag-of-words hash text encoder instead of open_clip (oracle checks)")
     p.add_argument("--video-query-embeddings", default=None,
                    help="JSON {query: [floats]} or safetensors of precomputed state-query embeddings "
                         "(e.g. E5 for published fields); default: encode with the --clip text encoder")
@@ -350,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlays", action="store_true", help="also write PNG overlays under <out>/overlays/<scene>/")
     p.add_argument("--out", required=True, help="output folder for results.json and results.md")
     p.add_argument("--log-level", default="INFO", help="logging level")
+    from model.clip import add_clip_args  # the team's shared --clip/--clip-model/--clip-pretrained flags
+
+    add_clip_args(p)
     return p
 
 
@@ -357,14 +393,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     n = len(args.scene)
-    if len(args.fields) + len(args.renders) != n or (args.fields and args.renders):
+    modes = [bool(args.fields), bool(args.renders), args.targets is not None, args.gt_oracle]
+    if sum(modes) != 1:
+        raise SystemExit("choose one field source: --fields, --renders, --targets or --gt-oracle")
+    if (args.fields and len(args.fields) != n) or (args.renders and len(args.renders) != n):
         raise SystemExit(f"give exactly one --fields (or one --renders) per --scene ({n} scenes)")
     if args.video_renders and len(args.video_renders) != n:
         raise SystemExit("give one --video-renders per --scene")
-    from eval.text import build_text_encoder
+    from eval.text import text_encoder_from_args
 
     dev = resolve_device(args.device)
-    encode_text = build_text_encoder(args.clip, args.pretrained, device=str(dev), seed=args.seed)
+    encode_text = text_encoder_from_args(args, device=str(dev))
     decode = autoencoder_decoder(args.autoencoder, dev) if args.autoencoder else None
     vdecode = autoencoder_decoder(args.video_autoencoder, dev) if args.video_autoencoder else None
     vq = load_query_embeddings(args.video_query_embeddings) if args.video_query_embeddings else None
@@ -372,9 +411,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for i, scene in enumerate(args.scene):
         if args.fields:
             src: FieldSource = OurFields(args.fields[i], dataset=args.dataset)
-        else:
+        elif args.renders:
             dirs = args.renders[i].split(",")
             src = RendersNpyFields(dirs, args.video_renders[i] if args.video_renders else None)
+        elif args.targets is not None:
+            src = TargetFields(scene, features=args.targets, dataset=args.dataset)
+        else:
+            src = GroundTruthFields(scene, encode_text)
         name = Path(scene).name
         results.append(evaluate_scene(
             scene, src, encode_text, decode=decode, video_decode=vdecode, video_query_embeddings=vq,

@@ -49,6 +49,18 @@ class FieldSource:
     def has_video(self) -> bool:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def semantic_indexed(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Optional compact form of :meth:`semantic`: (L, H, W) int64 row indices (-1 = zero feature) + (N, k) rows.
+
+        Sources whose pixels share few distinct features (targets, ground truth) return it so the evaluator
+        scores N rows instead of L*H*W pixels; None = use :meth:`semantic`.
+        """
+        return None
+
+    def video_indexed(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Optional compact form of :meth:`video`: (H, W) int64 row indices (-1 = zero) + (N, c) rows."""
+        return None
+
     def _missing(self, index: int, where: Path) -> KeyError:
         return KeyError(f"no field for frame index {index} in {where} (have {len(self.frame_indices())} frames); "
                         "run inference on every annotated frame (the whole sequence)")
@@ -184,3 +196,142 @@ def autoencoder_decoder(path: str | Path, device: str | torch.device = "cpu") ->
         return out.reshape(*lead, out.shape[-1])
 
     return decode
+
+
+def _gather_rows(index_map: np.ndarray, rows: torch.Tensor) -> torch.Tensor:
+    """(H, W) int row indices (-1 = none) + (N, D) rows -> (H, W, D), zeros where -1 (or out of range)."""
+    idx = torch.from_numpy(np.asarray(index_map).astype(np.int64))
+    valid = (idx >= 0) & (idx < rows.shape[0])
+    out = torch.zeros(*idx.shape, rows.shape[1], dtype=torch.float32)
+    out[valid] = rows[idx[valid]].float()
+    return out
+
+
+def _clean_index(seg: np.ndarray, n_rows: int) -> torch.Tensor:
+    """Float/int index map -> int64 tensor with -1 wherever there is no valid row."""
+    idx = torch.from_numpy(np.rint(np.asarray(seg, dtype=np.float64)).astype(np.int64))
+    return torch.where((idx >= 0) & (idx < n_rows), idx, torch.full_like(idx, -1))
+
+
+class TargetFields(FieldSource):
+    """The 4D LangSplat *targets* read as fields (an oracle / target-quality check through the evaluator).
+
+    ``<scene>/<features>/<key>_s.npy`` (4, H, W) default|small|middle|large row indices (-1 none) and
+    ``<key>_f.npy`` (N, D); levels 1..3 are gathered per pixel (zeros where -1). The optional video targets
+    ``<scene>/<video>/<key>_s.npy`` (1, H, W) + ``<key>_f.npy`` give the time-sensitive field.
+    Pass ``features="clip_features-language_features_dim3"`` plus a decoder to check autoencoded targets.
+    """
+
+    def __init__(self, scene_dir: str | Path, features: str = "clip_features", video: str | None = "video_features",
+                 dataset: str = "hypernerf") -> None:
+        scene_dir = Path(scene_dir)
+        self.dir = scene_dir / features
+        if not self.dir.is_dir():
+            raise FileNotFoundError(f"target folder {self.dir} not found; run preprocess.extract_semantics first")
+        self._keys = {key_to_index(p.name[:-len("_s.npy")], dataset): p.name[:-len("_s.npy")]
+                      for p in self.dir.glob("*_s.npy")}
+        vdir = scene_dir / video if video else None
+        self.video_dir = vdir if vdir is not None and vdir.is_dir() else None
+
+    def frame_indices(self) -> list[int]:
+        return sorted(self._keys)
+
+    def has_video(self) -> bool:
+        return self.video_dir is not None
+
+    def _key(self, index: int) -> str:
+        if index not in self._keys:
+            raise self._missing(index, self.dir)
+        return self._keys[index]
+
+    def semantic_indexed(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        key = self._key(index)
+        seg = np.asarray(load_npy(self.dir / f"{key}_s.npy"))
+        rows = torch.from_numpy(np.asarray(load_npy(self.dir / f"{key}_f.npy"), dtype=np.float32))
+        if seg.ndim != 3 or seg.shape[0] != 4:
+            raise ValueError(f"{self.dir / (key + '_s.npy')}: expected (4, H, W), got {seg.shape}")
+        return _clean_index(seg[1:4], rows.shape[0]), rows
+
+    def semantic(self, index: int) -> torch.Tensor:
+        imap, rows = self.semantic_indexed(index)
+        return torch.stack([_gather_rows(m.numpy(), rows) for m in imap])
+
+    def video_indexed(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.video_dir is None:
+            return None
+        key = self._key(index)
+        seg = np.asarray(load_npy(self.video_dir / f"{key}_s.npy"))
+        rows = torch.from_numpy(np.asarray(load_npy(self.video_dir / f"{key}_f.npy"), dtype=np.float32))
+        return _clean_index(seg.reshape(-1, *seg.shape[-2:])[0], rows.shape[0]), rows
+
+    def video(self, index: int) -> torch.Tensor | None:
+        ind = self.video_indexed(index)
+        return None if ind is None else _gather_rows(ind[0].numpy(), ind[1])
+
+
+class GroundTruthFields(FieldSource):
+    """Oracle fields of a synthetic scene straight from its ground truth (no files written).
+
+    Semantic level l at a pixel = ``encode_text(region name)`` of ``gt/labels/<key>.npy[l]`` (zeros for -1);
+    the time-sensitive field = the embedding of the object's current state caption on its large-level pixels
+    (``gt/names.json`` ``states``), zeros elsewhere. Embeddings are computed once per distinct text.
+    """
+
+    def __init__(self, scene_dir: str | Path, encode_text: Callable[[list[str]], torch.Tensor],
+                 video_encode_text: Callable[[list[str]], torch.Tensor] | None = None) -> None:
+        import json
+
+        scene_dir = Path(scene_dir)
+        names_path = scene_dir / "gt" / "names.json"
+        if not names_path.is_file():
+            raise FileNotFoundError(f"{names_path} not found: GroundTruthFields needs a synthetic scene "
+                                    "(python -m preprocess.make_synthetic)")
+        self.names = json.loads(names_path.read_text())
+        self.labels_dir = scene_dir / "gt" / "labels"
+        self._keys = {key_to_index(p.stem): p.stem for p in self.labels_dir.glob("*.npy")}
+        regions = sorted(self.names["regions"], key=lambda r: int(r["id"]))
+        ids = [int(r["id"]) for r in regions]
+        texts = [str(r["name"]) for r in regions]
+        emb = torch.as_tensor(encode_text(texts)).detach().float().cpu()
+        self.rows = torch.zeros(max(ids) + 1, emb.shape[1])
+        self.rows[ids] = emb
+        self.region_object = {int(r["id"]): str(r["object"]) for r in regions if r["level"] == "large"}
+        self.states = self.names.get("states", {}) or {}
+        captions = sorted({str(s["caption"]) for v in self.states.values() for s in v})
+        venc = video_encode_text or encode_text
+        cap_emb = torch.as_tensor(venc(captions)).detach().float().cpu() if captions else torch.zeros(0, 1)
+        self.caption_rows = dict(zip(captions, cap_emb, strict=True))
+
+    def frame_indices(self) -> list[int]:
+        return sorted(self._keys)
+
+    def has_video(self) -> bool:
+        return bool(self.states)
+
+    def _labels(self, index: int) -> np.ndarray:
+        if index not in self._keys:
+            raise self._missing(index, self.labels_dir)
+        return np.asarray(load_npy(self.labels_dir / f"{self._keys[index]}.npy"))
+
+    def semantic_indexed(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return _clean_index(self._labels(index), self.rows.shape[0]), self.rows
+
+    def semantic(self, index: int) -> torch.Tensor:
+        imap, rows = self.semantic_indexed(index)
+        return torch.stack([_gather_rows(m.numpy(), rows) for m in imap])
+
+    def video_indexed(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if not self.states:
+            return None
+        large = torch.from_numpy(self._labels(index)[2].astype(np.int64))
+        captions = list(self.caption_rows)
+        imap = torch.full_like(large, -1)
+        for rid, obj in self.region_object.items():
+            for st in self.states.get(obj, []):
+                if any(lo <= index <= hi for lo, hi in st["intervals"]):
+                    imap[large == rid] = captions.index(str(st["caption"]))
+        return imap, torch.stack([self.caption_rows[c] for c in captions])
+
+    def video(self, index: int) -> torch.Tensor | None:
+        ind = self.video_indexed(index)
+        return None if ind is None else _gather_rows(ind[0].numpy(), ind[1])

@@ -54,12 +54,14 @@ def build_text_encoder(name: str = "ViT-B-16", pretrained: str = "laion2b_s34b_b
     from model.clip import ClipEncoder  # lazy: heavy import, separate owner
 
     if name == "tiny":
-        enc = ClipEncoder.tiny(seed=seed)
-    else:
-        enc = ClipEncoder.from_pretrained(name, pretrained)
-    if hasattr(enc, "to"):
-        try:
-            enc = enc.to(device)
-        except TypeError:
-            pass
-    return enc.encode_text
+        return ClipEncoder.tiny(seed=seed, device=device).encode_text
+    return ClipEncoder.from_pretrained(name, pretrained, device=device).encode_text
+
+
+def text_encoder_from_args(args, device: str = "cpu") -> TextEncoder:
+    """The encoder asked for by ``--hash-text`` or the shared ``model.clip.add_clip_args`` flags."""
+    if getattr(args, "hash_text", False):
+        return HashTextEncoder(seed=args.clip_seed).encode_text
+    from model.clip import clip_from_args
+
+    return clip_from_args(args, device=device).encode_text

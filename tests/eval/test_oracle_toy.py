@@ -40,12 +40,12 @@ def test_renders_layout_and_cli(toy, tmp_path, monkeypatch):
     res = evaluate_scene(toy.scene, RendersNpyFields(toy.dirs, toy.vdir), toy.enc, device="cpu",
                          time_sensitive=True)
     assert res["time_agnostic"]["miou"] >= 0.95 and res["time_sensitive"]["acc"] == 1.0
-    # the CLI builds its encoder through eval.text.build_text_encoder: substitute the toy vocabulary encoder
-    monkeypatch.setattr(eval.text, "build_text_encoder", lambda *a, **k: toy.enc)
+    # the CLI builds its encoder through eval.text.text_encoder_from_args: substitute the toy vocabulary encoder
+    monkeypatch.setattr(eval.text, "text_encoder_from_args", lambda *a, **k: toy.enc)
     qe = tmp_path / "q.json"  # precomputed state-query embeddings path
     qe.write_text(json.dumps({q: toy.enc([q])[0].tolist() for q in ("empty glass cup", "full glass cup")}))
     summary = main(["--scene", str(toy.scene), "--renders", ",".join(map(str, toy.dirs)),
-                    "--video-renders", str(toy.vdir), "--clip", "hash", "--video-query-embeddings", str(qe),
+                    "--video-renders", str(toy.vdir), "--hash-text", "--video-query-embeddings", str(qe),
                     "--device", "cpu", "--overlays", "--out", str(tmp_path / "res")])
     data = json.loads((tmp_path / "res" / "results.json").read_text())
     assert (tmp_path / "res" / "results.md").read_text().startswith("# Evaluation results")
