@@ -7,6 +7,7 @@ with key/value caches; equals the batched pass up to float rounding), ``from_pre
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,7 +144,9 @@ class StreamVGGT(nn.Module):
         if unknown:
             raise ValueError(f"unknown heads {sorted(unknown)}; choose from camera, depth, points")
         out: dict[str, Any] = {"tokens": tokens, "patch_start_idx": psi}
-        with torch.autocast(images.device.type, enabled=False):
+        no_autocast = (torch.autocast(images.device.type, enabled=False) if images.device.type in ("cuda", "cpu")
+                       else contextlib.nullcontext())
+        with no_autocast:  # the official heads run in fp32
             ftok = [t.float() for t in tokens]
             if "camera" in heads:
                 pose_list = self.camera_head(ftok, num_iterations=self.config.camera_iterations, cache=camera_cache)

@@ -40,3 +40,20 @@ def test_aggregator_keys_with_conv_patch_embed():
     assert {"camera_token", "register_token", "patch_embed.proj.weight", "frame_blocks.3.attn.q_norm.weight",
             "global_blocks.0.attn.k_norm.bias", "global_blocks.3.ls2.gamma"} <= keys
     assert not any("resnet" in k for k in keys)
+
+
+def test_full_size_aggregator_shapes_on_meta_device():
+    """DINOv2 path (pos-embed resize 37x37 -> 21x37), 24 block pairs, streaming with a window: shapes only."""
+    from model.streamvggt.aggregator import Aggregator
+
+    with torch.device("meta"):
+        agg = Aggregator.from_config(StreamVGGTConfig()).eval()
+        imgs = torch.rand(1, 2, 3, 294, 518)
+    with torch.inference_mode():
+        tokens, psi = agg(imgs)
+        cache = agg.new_cache(window=128)
+        agg(imgs[:, :1], cache=cache)
+        streamed, _ = agg(imgs[:, 1:], cache=cache)
+    assert psi == 5 and len(tokens) == 24
+    assert tokens[0].shape == (1, 2, 5 + 21 * 37, 2048) and streamed[-1].shape == (1, 1, 782, 2048)
+    assert len(cache) == 2 and cache.num_frames_seen == 2
