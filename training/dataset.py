@@ -222,7 +222,6 @@ class SceneDataset(Dataset):
         if (grid[0] * patch, grid[1] * patch) != tuple(crop.input_hw):
             problems.append(f"{cache.dir}/meta.json: grid {grid} x patch {patch} does not match the crop input "
                             f"size {crop.input_hw}")
-        n_before = len(problems)
         missing = [f.key for f in frames if f.key not in cache or not cache.path(f.key).is_file()]
         if missing:
             problems.append(f"{cache.dir}: {len(missing)} frame(s) have no token file (e.g. {missing[:5]}); "
@@ -240,8 +239,6 @@ class SceneDataset(Dataset):
                 if size != tuple(crop.orig_hw):
                     problems.append(f"{f.path}: frame is {size[1]}x{size[0]} but the token cache was made from "
                                     f"{crop.orig_hw[1]}x{crop.orig_hw[0]} frames")
-        if len(problems) > n_before:
-            return
         evals = eval_frame_indices(root)
         if evals is None:
             logger.warning("%s: no annotations/ or gt/names.json, so no frame is held out for validation", root)
