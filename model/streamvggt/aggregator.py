@@ -104,9 +104,10 @@ class Aggregator(nn.Module):
         b, s, _, h, w = images.shape
         t0 = cache.num_frames_seen if cache is not None else 0
         frame_ids = list(range(t0, t0 + s))
-        mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 1, 3, 1, 1)
-        x = (images - mean) / std
+        dtype = self.camera_token.dtype  # the official mean/std buffers follow the model's dtype
+        mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=dtype).view(1, 1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=images.device, dtype=dtype).view(1, 1, 3, 1, 1)
+        x = ((images - mean) / std).to(dtype)
         patch_tokens = self.patch_embed(x.reshape(b * s, 3, h, w))
         tokens = torch.cat([self.special_tokens(frame_ids, b), patch_tokens], dim=1)
         p, c = tokens.shape[1], tokens.shape[2]

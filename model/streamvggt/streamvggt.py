@@ -147,7 +147,8 @@ class StreamVGGT(nn.Module):
         no_autocast = (torch.autocast(images.device.type, enabled=False) if images.device.type in ("cuda", "cpu")
                        else contextlib.nullcontext())
         with no_autocast:  # the official heads run in fp32
-            ftok = [t.float() for t in tokens]
+            head_dtype = self.camera_head.token_norm.weight.dtype  # fp32 unless the whole model was cast
+            ftok = [t.to(head_dtype) for t in tokens]
             if "camera" in heads:
                 pose_list = self.camera_head(ftok, num_iterations=self.config.camera_iterations, cache=camera_cache)
                 out["pose_enc"] = pose_list[-1]

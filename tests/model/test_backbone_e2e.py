@@ -65,3 +65,16 @@ def test_streaming_end_to_end(model_and_ref, chunk):
     assert close(torch.cat([p["pose_enc"] for p in parts], dim=1), ref["streaming.pose_enc"])
     depth = torch.cat([p["depth"] for p in parts], dim=1)
     assert close(depth, ref["batched.depth"])  # streaming tokens == batched tokens, so depth matches too
+
+
+def test_bf16_model_streams_close_to_fp32():
+    imgs = torch.rand(1, 4, 3, 28, 42, generator=torch.Generator().manual_seed(0))
+    ref = StreamVGGT.tiny()(imgs)
+    model = StreamVGGT.tiny().to(torch.bfloat16)
+    state = model.new_state(window=2)
+    outs = [model.stream(imgs[:, i].bfloat16(), state) for i in range(4)]
+    assert state.aggregator.layers[0].k.dtype == torch.bfloat16 and len(state.aggregator) == 2
+    tokens = torch.cat([o["tokens"][-1] for o in outs], dim=1).float()
+    assert (tokens[:, :3] - ref["tokens"][-1][:, :3]).abs().max() < 0.05 * ref["tokens"][-1].abs().max()
+    depth = torch.cat([o["depth"] for o in outs], dim=1).float()
+    assert depth.shape == ref["depth"].shape and torch.isfinite(depth).all()
