@@ -244,7 +244,13 @@ class TargetFields(FieldSource):
             raise self._missing(index, self.dir)
         return self._keys[index]
 
-    def semantic_indexed(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def semantic_indexed(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return self._sem_ind(index)
+
+    def video_indexed(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return self._vid_ind(index)
+
+    def _sem_ind(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         key = self._key(index)
         seg = np.asarray(load_npy(self.dir / f"{key}_s.npy"))
         rows = torch.from_numpy(np.asarray(load_npy(self.dir / f"{key}_f.npy"), dtype=np.float32))
@@ -253,10 +259,10 @@ class TargetFields(FieldSource):
         return _clean_index(seg[1:4], rows.shape[0]), rows
 
     def semantic(self, index: int) -> torch.Tensor:
-        imap, rows = self.semantic_indexed(index)
+        imap, rows = self._sem_ind(index)
         return torch.stack([_gather_rows(m.numpy(), rows) for m in imap])
 
-    def video_indexed(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _vid_ind(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.video_dir is None:
             return None
         key = self._key(index)
@@ -265,7 +271,7 @@ class TargetFields(FieldSource):
         return _clean_index(seg.reshape(-1, *seg.shape[-2:])[0], rows.shape[0]), rows
 
     def video(self, index: int) -> torch.Tensor | None:
-        ind = self.video_indexed(index)
+        ind = self._vid_ind(index)
         return None if ind is None else _gather_rows(ind[0].numpy(), ind[1])
 
 
@@ -313,14 +319,20 @@ class GroundTruthFields(FieldSource):
             raise self._missing(index, self.labels_dir)
         return np.asarray(load_npy(self.labels_dir / f"{self._keys[index]}.npy"))
 
-    def semantic_indexed(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def semantic_indexed(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return self._sem_ind(index)
+
+    def video_indexed(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return self._vid_ind(index)
+
+    def _sem_ind(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return _clean_index(self._labels(index), self.rows.shape[0]), self.rows
 
     def semantic(self, index: int) -> torch.Tensor:
-        imap, rows = self.semantic_indexed(index)
+        imap, rows = self._sem_ind(index)
         return torch.stack([_gather_rows(m.numpy(), rows) for m in imap])
 
-    def video_indexed(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _vid_ind(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         if not self.states:
             return None
         large = torch.from_numpy(self._labels(index)[2].astype(np.int64))
@@ -333,5 +345,5 @@ class GroundTruthFields(FieldSource):
         return imap, torch.stack([self.caption_rows[c] for c in captions])
 
     def video(self, index: int) -> torch.Tensor | None:
-        ind = self.video_indexed(index)
+        ind = self._vid_ind(index)
         return None if ind is None else _gather_rows(ind[0].numpy(), ind[1])

@@ -26,6 +26,7 @@ class HashTextEncoder:
         self.dim = dim
         self.seed = seed
         self.embed_dim = dim
+        self.identity = f"hash-bow(dim={dim},seed={seed})"
 
     def _word(self, word: str) -> torch.Tensor:
         h = hashlib.sha256(f"{self.seed}:{word}".encode()).digest()
