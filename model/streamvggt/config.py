@@ -34,6 +34,8 @@ class StreamVGGTConfig:
     dpt_layers: tuple[int, ...] = (4, 11, 17, 23)
     track_features: int = 128
     track_hidden_size: int = 384
+    track_corr_levels: int = 7
+    track_corr_radius: int = 4
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -51,7 +53,7 @@ class StreamVGGTConfig:
         """The tiny config of ``shared/fixtures/streamvggt_tiny_reference.*`` (conv patch embed, width 64)."""
         return cls(img_size=70, embed_dim=64, depth=4, num_heads=4, patch_embed="conv", camera_trunk_depth=2,
                    camera_num_heads=4, dpt_features=32, dpt_out_channels=(16, 32, 64, 64), dpt_layers=(0, 1, 2, 3),
-                   track_features=16, track_hidden_size=32)
+                   track_features=16, track_hidden_size=32, track_corr_levels=2, track_corr_radius=2)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (tuples become lists)."""

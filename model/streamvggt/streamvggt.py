@@ -62,7 +62,8 @@ class StreamVGGT(nn.Module):
         self.point_head = DPTHead(dim_in=dim, output_dim=4, activation="inv_log", conf_activation="expp1", **dpt)
         self.depth_head = DPTHead(dim_in=dim, output_dim=2, activation="exp", conf_activation="expp1", **dpt)
         self.track_head = TrackHead(dim_in=dim, patch_size=cfg.patch_size, features=cfg.track_features,
-                                    hidden_size=cfg.track_hidden_size, out_channels=tuple(cfg.dpt_out_channels),
+                                    hidden_size=cfg.track_hidden_size, corr_levels=cfg.track_corr_levels,
+                                    corr_radius=cfg.track_corr_radius, out_channels=tuple(cfg.dpt_out_channels),
                                     intermediate_layer_idx=tuple(cfg.dpt_layers))
 
     # ------------------------------------------------------------------ construction / loading

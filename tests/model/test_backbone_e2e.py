@@ -78,3 +78,14 @@ def test_bf16_model_streams_close_to_fp32():
     assert (tokens[:, :3] - ref["tokens"][-1][:, :3]).abs().max() < 0.05 * ref["tokens"][-1].abs().max()
     depth = torch.cat([o["depth"] for o in outs], dim=1).float()
     assert depth.shape == ref["depth"].shape and torch.isfinite(depth).all()
+
+
+def test_forward_with_query_points_runs_track_head():
+    model = StreamVGGT.tiny()
+    imgs = torch.rand(1, 3, 3, 28, 42, generator=torch.Generator().manual_seed(0))
+    out = model(imgs, query_points=torch.tensor([[[10.0, 12.0], [20.0, 5.0]]]), heads=("camera",))
+    assert len(out["track"]) == 4 and out["track"][-1].shape == (1, 3, 2, 2)
+    assert out["vis"].shape == (1, 3, 2) and out["conf"].shape == (1, 3, 2)
+    assert "depth" not in out and out["pose_enc"].shape == (1, 3, 9)
+    with pytest.raises(ValueError, match="unknown heads"):
+        model(imgs, heads=("normals",))
