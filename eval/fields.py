@@ -183,11 +183,13 @@ class RendersNpyFields(FieldSource):
 
 
 def autoencoder_decoder(path: str | Path, device: str | torch.device = "cpu") -> Decoder:
-    """``decode(z (..., k)) -> (..., 512)`` from a saved ``model.autoencoder.FeatureAutoencoder`` folder."""
+    """``decode(z (..., k)) -> (..., D)`` unit features from a saved ``model.autoencoder.FeatureAutoencoder``.
+
+    ``path`` is a folder written by ``FeatureAutoencoder.save`` (or a LangSplat state-dict file).
+    """
     from model.autoencoder import FeatureAutoencoder  # lazy: separate owner
 
-    ae = FeatureAutoencoder.load(path)
-    ae = ae.to(device).eval()
+    ae = FeatureAutoencoder.load(path, device=device)
 
     @torch.no_grad()
     def decode(z: torch.Tensor) -> torch.Tensor:

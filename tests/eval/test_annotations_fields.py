@@ -83,3 +83,40 @@ def test_field_layouts_agree(toy, tmp_path):
         ours.semantic(99)
     with pytest.raises(FileNotFoundError, match="safetensors"):
         OurFields(tmp_path / "nothing_here_dir_missing")
+
+
+def test_autoencoded_fields_decode_like_predecoded(toy, tmp_path):
+    """k=3 fields + a saved FeatureAutoencoder score exactly like the same fields decoded beforehand."""
+    from eval.evaluate import evaluate_scene
+    from eval.fields import FieldSource, autoencoder_decoder
+    from model.autoencoder import FeatureAutoencoder
+
+    torch.manual_seed(0)
+    ae = FeatureAutoencoder(in_dim=toy.enc.dim, encoder_dims=(16, 3), decoder_dims=(16, toy.enc.dim)).eval()
+    ae.save(tmp_path / "ae")
+    decode = autoencoder_decoder(tmp_path / "ae")
+    ours = OurFields(toy.out)
+    with torch.no_grad():
+        latents = {i: ae.encode(ours.semantic(i)) for i in ours.frame_indices()}
+
+    class Latent(FieldSource):
+        def __init__(self, pre: bool) -> None:
+            self.pre = pre
+
+        def frame_indices(self):
+            return sorted(latents)
+
+        def has_video(self):
+            return False
+
+        def semantic(self, i):
+            return decode(latents[i]) if self.pre else latents[i]
+
+    a = evaluate_scene(toy.scene, Latent(False), toy.enc, decode=decode, device="cpu")
+    b = evaluate_scene(toy.scene, Latent(True), toy.enc, device="cpu")
+    assert a["time_sensitive"] is None
+    for q, qa in a["time_agnostic"]["queries"].items():
+        assert [f["iou"] for f in qa["frames"]] == pytest.approx(
+            [f["iou"] for f in b["time_agnostic"]["queries"][q]["frames"]], abs=1e-6)
+    with pytest.raises(ValueError, match="autoencoder"):
+        evaluate_scene(toy.scene, Latent(False), toy.enc, device="cpu")

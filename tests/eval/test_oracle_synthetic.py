@@ -67,7 +67,7 @@ def test_dense_path_equals_indexed_path(oracle_scene):
     dense = Dense.__new__(Dense)
     dense.__dict__.update(gt.__dict__)
     coco = load_coco_masks(scene)
-    for idx in coco.frame_indices[2:]:  # two frames keep the dense 512-d path fast
+    for idx in coco.frame_indices[1:]:  # one frame keeps the dense 512-d path fast
         del coco.masks[idx]
     a = evaluate_scene(scene, gt, enc.encode_text, coco=coco, device="cpu")
     b = evaluate_scene(scene, dense, enc.encode_text, coco=coco, device="cpu")
