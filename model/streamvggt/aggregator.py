@@ -7,6 +7,7 @@ Batched (no cache), frame-by-frame streaming and chunked streaming all give the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 
 import torch
@@ -85,8 +86,8 @@ class Aggregator(nn.Module):
         special = torch.cat([self.camera_token[0, idx], self.register_token[0, idx]], dim=1)  # (S, 1+R, C)
         return special.unsqueeze(0).expand(batch, -1, -1, -1).reshape(batch * len(frame_ids), *special.shape[1:])
 
-    def forward(self, images: torch.Tensor, cache: AggregatorCache | None = None,
-                window: int | None = None) -> tuple[list[torch.Tensor], int]:
+    def forward(self, images: torch.Tensor, cache: AggregatorCache | None = None, window: int | None = None,
+                layers: Sequence[int] | None = None) -> tuple[list[torch.Tensor], int]:
         """Aggregate S frames.
 
         Args:
@@ -95,6 +96,8 @@ class Aggregator(nn.Module):
                 frames each frame sees). With a cache, the S frames are appended after the frames already
                 streamed (one frame or a chunk), attending to the cached keys/values; the cache is updated in
                 place and its own ``window`` applies.
+            layers: only build these outputs (others are None in the list), e.g. (4, 11, 17, 23) for token
+                extraction: saves the memory of the other 20 concatenated layers.
         Returns:
             (list of ``depth`` tensors (B, S, P, 2C) = cat(frame-block out, global-block out), patch_start_idx),
             with P = patch_start_idx + (H/p)(W/p).
@@ -123,7 +126,8 @@ class Aggregator(nn.Module):
                 attend = partial(frame_causal_attention, q_frames=frame_ids, k_frames=frame_ids,
                                  tokens_per_frame=p, window=window)
             tokens = self.global_blocks[i](tokens.reshape(b, s * p, c), rope=rope, attend=attend)
-            outputs.append(torch.cat([frame_out, tokens.view(b, s, p, c)], dim=-1))
+            keep = layers is None or i in layers
+            outputs.append(torch.cat([frame_out, tokens.view(b, s, p, c)], dim=-1) if keep else None)
             tokens = tokens.view(b * s, p, c)
         if cache is not None:
             cache.num_frames_seen += s

@@ -86,6 +86,9 @@ def test_streaming_equals_batched_equals_chunked(window):
         frame_by_frame = stream(agg, imgs, 1, window)
         chunks_of_3 = stream(agg, imgs, 3, window)
     assert batched[0].shape == (1, 7, 5 + 2 * 3, 128)
+    with torch.inference_mode():
+        some, _ = agg(imgs, window=window, layers=(1, 3))
+    assert some[0] is None and some[2] is None and torch.equal(some[3], batched[3])
     assert max_err(batched, frame_by_frame) <= 1e-5
     assert max_err(batched, chunks_of_3) <= 1e-5
 
