@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+import torch
+
 import eval.text
 from eval.evaluate import evaluate_scene, main
 from eval.fields import OurFields, RendersNpyFields
@@ -53,3 +56,37 @@ def test_renders_layout_and_cli(toy, tmp_path, monkeypatch):
     assert summary["overall"]["acc"] == data["overall"]["acc"] == 1.0
     assert data["overall"]["miou"] >= 0.95
     assert any((tmp_path / "res" / "overlays" / "toy" / "time_sensitive").glob("*.png"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(toy):
+    a = evaluate_scene(toy.scene, OurFields(toy.out), toy.enc, device="cpu")
+    b = evaluate_scene(toy.scene, OurFields(toy.out), toy.enc, device="cuda")
+    assert a["time_agnostic"]["miou"] == pytest.approx(b["time_agnostic"]["miou"], abs=1e-4)
+    assert a["time_sensitive"]["acc"] == b["time_sensitive"]["acc"]
+    assert a["time_sensitive"]["viou"] == pytest.approx(b["time_sensitive"]["viou"], abs=1e-4)
+
+
+def test_fields_at_lower_resolution_are_resized(toy):
+    """Fields at half the annotation resolution: relevancy and the video field are resized to the GT size."""
+    from eval.fields import FieldSource
+
+    ours = OurFields(toy.out)
+
+    class Half(FieldSource):
+        def frame_indices(self):
+            return ours.frame_indices()
+
+        def has_video(self):
+            return True
+
+        def semantic(self, i):
+            return ours.semantic(i)[:, ::2, ::2]
+
+        def video(self, i):
+            return ours.video(i)[::2, ::2]
+
+    res = evaluate_scene(toy.scene, Half(), toy.enc, device="cpu")
+    frame = res["time_agnostic"]["queries"]["red apple"]["frames"][0]
+    assert frame["iou"] >= 0.9
+    assert res["time_agnostic"]["miou"] >= 0.9 and res["time_sensitive"]["acc"] == 1.0
