@@ -27,3 +27,14 @@ def fixtures_dir() -> Path:
     if d is None:
         pytest.skip("reference fixtures not found: set LANGVGGT4D_FIXTURES or place shared/fixtures beside the repo")
     return d
+
+
+@pytest.fixture(autouse=True)
+def _single_thread_torch():
+    """Tiny models are dominated by thread overhead: one thread is ~100x faster on a loaded 2-core machine."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
