@@ -164,9 +164,11 @@ def _point_values(layout: OutputLayout, key: str, heat: np.ndarray) -> np.ndarra
     d, _ = read_depth(layout.depth(key), names=("extrinsics", "intrinsics"))
     uv, _ = project_points(ply["xyz"], d["intrinsics"].numpy(), d["extrinsics"].numpy())
     H, W = heat.shape
+    ok = np.isfinite(uv).all(axis=1)
+    uv = np.where(ok[:, None], uv, 0.0)
     col = np.clip(np.floor(uv[:, 0]).astype(int), 0, W - 1)
     row = np.clip(np.floor(uv[:, 1]).astype(int), 0, H - 1)
-    return heat[row, col].astype(np.float32)
+    return np.where(ok, heat[row, col], 0.0).astype(np.float32)
 
 
 def _write_relevancy_ply(layout: OutputLayout, scratch: Path, out_path: Path, keys: Sequence[str]) -> int:
