@@ -276,17 +276,26 @@ class SceneDataset(Dataset):
             scene.grid_yx = input_grid_to_original(scene.crop)
         oy, ox, valid = scene.grid_yx
         s_path = scene.root / sub / f"{key}_s.npy"
-        seg = load_npy(s_path, mmap=True)[levels]
-        idx = np.asarray(seg[:, oy, ox]).astype(np.int64)
-        idx[:, ~valid] = -1
-        feats = load_npy(scene.root / sub / f"{key}_f.npy", mmap=True)
+        seg = load_npy(s_path)  # (levels, H, W), read whole: faster than fancy indexing a memmap
+        n_lvl = len(range(*levels.indices(seg.shape[0])))
+        flat = (oy * seg.shape[2] + ox).reshape(-1)
+        idx = np.take(seg[levels].reshape(n_lvl, -1), flat, axis=1).astype(np.int64)  # (L, h*w)
+        idx[:, ~valid.reshape(-1)] = -1
+        feats = load_npy(scene.root / sub / f"{key}_f.npy")
         mask = idx >= 0
         if mask.any() and idx.max() >= feats.shape[0]:
             raise DatasetError(f"{s_path}: region index {idx.max()} but {key}_f.npy has only {feats.shape[0]} rows; "
                                "the _s/_f pair is inconsistent, regenerate the targets")
-        rows = np.asarray(feats, dtype=np.float32)[np.where(mask, idx, 0)]  # (L, h, w, k)
-        rows[~mask] = 0.0
-        return torch.from_numpy(np.ascontiguousarray(rows.transpose(0, 3, 1, 2))), torch.from_numpy(mask)
+        feats = np.concatenate([np.asarray(feats, dtype=np.float32), np.zeros((1, feats.shape[1]), np.float32)])
+        rows = np.take(feats, np.where(mask, idx, -1), axis=0)  # (L, h*w, k); -1 -> the zero row
+        h, w = oy.shape
+        rows = rows.transpose(0, 2, 1).reshape(n_lvl, -1, h, w)
+        mask = mask.reshape(n_lvl, h, w)
+        return torch.from_numpy(np.ascontiguousarray(rows)), torch.from_numpy(mask)
+
+    def load_tokens(self, scene_index: int, key: str) -> list[torch.Tensor]:
+        """The cached layers of frame ``key``: list of (P, 2C) memory-mapped tensors (storage dtype)."""
+        return self.scenes[scene_index].cache.load(key)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         if i in self._memory:
@@ -296,7 +305,7 @@ class SceneDataset(Dataset):
         key = item.ref.key
         frame, _ = scene.preprocessor.prepare(read_frame(item.ref))
         lang, mask = self._gather(scene, self.features_subdir, key, slice(1, 4))
-        sample: dict[str, Any] = {"tokens": scene.cache.load(key), "frame": frame, "lang_target": lang,
+        sample: dict[str, Any] = {"tokens": self.load_tokens(item.scene, key), "frame": frame, "lang_target": lang,
                                   "lang_mask": mask, "key": key, "scene": item.scene, "index": i}
         if self.video_subdir:
             v, vm = self._gather(scene, self.video_subdir, key, slice(0, 1))
