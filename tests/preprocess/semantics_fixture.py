@@ -1,7 +1,7 @@
-"""A tiny synthetic scene in the interfaces.md layout (frames + gt/names.json + gt/labels), for semantics tests.
+"""Tiny synthetic scenes in the interfaces.md layout (frames + gt/names.json + gt/labels), for semantics tests.
 
-Uses ``preprocess.make_synthetic`` when it exists (small config), else draws rectangles itself.
-Regions: 0 "table" (large), 1 "cup" (middle + large), 2 "cup handle" (small), 3 "cup body" (small),
+``synthetic_scene`` uses ``preprocess.make_synthetic`` (8 frames, 64x48) when it exists, else ``make_scene``.
+``make_scene`` draws rectangles with known content. Regions: 0 "table" (large), 1 "cup" (middle + large), 2 "cup handle" (small), 3 "cup body" (small),
 4 "red ball" (small + middle + large, moves right over time).
 """
 
@@ -12,6 +12,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+try:
+    from preprocess import make_synthetic
+except ImportError:  # the generator is written in parallel; fall back to the rectangle scene
+    make_synthetic = None
 
 REGIONS = [
     {"id": 0, "name": "table", "object": "table", "level": "large"},
@@ -62,3 +67,14 @@ def make_scene(root: str | Path, frames: int = 4, height: int = 48, width: int =
         cv2.imwrite(str(scene / "rgb" / "2x" / f"{key}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         np.save(scene / "gt" / "labels" / f"{key}.npy", lab)
     return scene
+
+
+def synthetic_scene(root: str | Path, frames: int = 8, height: int = 48, width: int = 64) -> Path:
+    """A scene from ``preprocess.make_synthetic`` (small config) when available, else :func:`make_scene`."""
+    if make_synthetic is None:
+        return make_scene(root, frames=frames, height=height, width=width)
+    out = Path(root)
+    code = make_synthetic.main(["--out", str(out), "--frames", str(frames), "--width", str(width),
+                                "--height", str(height), "--no-progress"])
+    assert code == 0 and (out / "gt" / "names.json").is_file()
+    return out
