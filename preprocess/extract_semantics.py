@@ -64,7 +64,8 @@ class TextCache:
     def rows(self, strings: list[str]) -> np.ndarray:
         new = sorted({s for s in strings if s not in self.cache})
         if new:
-            for s, e in zip(new, self.encoder.encode_text(new).numpy(), strict=True):
+            emb = torch.as_tensor(self.encoder.encode_text(new)).detach().float().cpu().numpy()
+            for s, e in zip(new, emb, strict=True):
                 self.cache[s] = e
         if not strings:
             return np.zeros((0, self.encoder.embed_dim), np.float32)
@@ -87,8 +88,12 @@ def _run_staged(out: StagedOutput, body) -> Path:
 
 # ---------------------------------------------------------------------- oracle
 def extract_oracle(scene: str | Path, encoder: ClipEncoder, overwrite: bool = False, output_name: str = "clip_features",
-                   video: bool = True, frames_dir: str | Path | None = None) -> dict[str, Path]:
-    """Oracle targets of a synthetic scene; returns ``{"clip": folder, "video": folder}`` written."""
+                   video: bool = True, frames_dir: str | Path | None = None, progress: bool = True) -> dict[str, Path]:
+    """Oracle targets of a synthetic scene; returns ``{"clip": folder, "video": folder}`` written.
+
+    ``encoder``: a :class:`ClipEncoder`, or any object with ``encode_text(list[str]) -> (N, D)`` unit rows,
+    ``embed_dim`` and ``identity`` (e.g. a weightless hash text encoder for evaluation checks).
+    """
     scene = Path(scene)
     frames = list_scene_frames(scene, frames_dir)
     gt = GroundTruth.load(scene)
@@ -102,7 +107,7 @@ def extract_oracle(scene: str | Path, encoder: ClipEncoder, overwrite: bool = Fa
     rows_meta: dict[str, list[list[int]]] = {}
 
     def clip_body() -> None:
-        for fr in tqdm(frames, desc="oracle clip_features", unit="frame"):
+        for fr in tqdm(frames, desc="oracle clip_features", unit="frame", disable=not progress):
             lab = gt.labels(fr.key, image_hw(fr.path))
             maps = [pool_levels(lab[0], lab[1], lab[2]), lab[0], lab[1], lab[2]]
             local, feats, ids_per_level = [], [], []
@@ -123,12 +128,12 @@ def extract_oracle(scene: str | Path, encoder: ClipEncoder, overwrite: bool = Fa
 
     written["clip"] = _run_staged(out, clip_body)
     if video:
-        written["video"] = extract_oracle_video(scene, encoder, gt, frames, texts, overwrite)
+        written["video"] = extract_oracle_video(scene, encoder, gt, frames, texts, overwrite, progress=progress)
     return written
 
 
 def extract_oracle_video(scene: Path, encoder: ClipEncoder, gt: GroundTruth, frames, texts: TextCache,
-                         overwrite: bool = False, output_name: str = "video_features") -> Path:
+                         overwrite: bool = False, output_name: str = "video_features", progress: bool = True) -> Path:
     """Time-sensitive oracle targets: ``_s`` (1, H, W) object index (large level), ``_f`` (n_objects, D)."""
     obj_index = {o: i for i, o in enumerate(gt.objects)}
     region_obj = {}
@@ -145,7 +150,7 @@ def extract_oracle_video(scene: Path, encoder: ClipEncoder, gt: GroundTruth, fra
     captions: dict[str, list[str]] = {}
 
     def body() -> None:
-        for fr in tqdm(frames, desc="oracle video_features", unit="frame"):
+        for fr in tqdm(frames, desc="oracle video_features", unit="frame", disable=not progress):
             caps = [gt.caption(o, fr.index) for o in gt.objects]
             captions[fr.key] = caps
             if out.has(f"{fr.key}_s.npy", f"{fr.key}_f.npy"):
@@ -195,7 +200,7 @@ def embed_levels(image: np.ndarray, level_maps: list[np.ndarray], encoder: ClipE
 
 def extract_clip(scene: str | Path, encoder: ClipEncoder, proposer, overwrite: bool = False,
                  output_name: str = "clip_features", batch_size: int = 64, masks: str = "skimage",
-                 frames_dir: str | Path | None = None) -> Path:
+                 frames_dir: str | Path | None = None, progress: bool = True) -> Path:
     """CLIP-image targets of a real (or synthetic) video; returns the written folder."""
     scene = Path(scene)
     frames = list_scene_frames(scene, frames_dir)
@@ -207,7 +212,7 @@ def extract_clip(scene: str | Path, encoder: ClipEncoder, proposer, overwrite: b
     out = StagedOutput(scene / output_name, cfg, overwrite)
 
     def body() -> None:
-        for fr in tqdm(frames, desc="clip_features", unit="frame"):
+        for fr in tqdm(frames, desc="clip_features", unit="frame", disable=not progress):
             if out.has(f"{fr.key}_s.npy", f"{fr.key}_f.npy"):
                 continue
             image = read_rgb(fr.path)
@@ -239,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="crops per CLIP image-encoder batch")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
     p.add_argument("--overwrite", action="store_true", help="replace existing output folders")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     add_clip_args(p)
     return p
 
@@ -260,10 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         encoder = clip_from_args(args, device=device)
         if args.mode == "oracle":
             written = extract_oracle(args.scene, encoder, args.overwrite, args.output_name, video=not args.no_video,
-                                     frames_dir=args.frames_dir)
+                                     frames_dir=args.frames_dir, progress=not args.no_progress)
         else:
             written = {"clip": extract_clip(args.scene, encoder, proposer, args.overwrite, args.output_name,
-                                            args.batch_size, args.masks, args.frames_dir)}
+                                            args.batch_size, args.masks, args.frames_dir,
+                                            progress=not args.no_progress)}
     except (SemanticsInputError, FileExistsError, FileNotFoundError, RuntimeError) as exc:
         raise SystemExit(f"error: {exc}") from None
     for kind, path in written.items():

@@ -78,7 +78,8 @@ def recipe(in_dim: int, dim: int) -> dict:
 
 def train(x: torch.Tensor, dim: int = 3, epochs: int = 100, batch_size: int = 64, lr: float | None = None,
           cos_weight: float | None = None, encoder_dims=None, decoder_dims=None, seed: int = 0,
-          device: str | torch.device = "cpu", best_of_last: float = 0.1) -> tuple[FeatureAutoencoder, dict]:
+          device: str | torch.device = "cpu", best_of_last: float = 0.1,
+          progress: bool = True) -> tuple[FeatureAutoencoder, dict]:
     """Train an autoencoder on rows ``x`` (M, D); returns (model in eval mode, stats)."""
     device = resolve_device(device)
     in_dim = x.shape[1]
@@ -97,7 +98,7 @@ def train(x: torch.Tensor, dim: int = 3, epochs: int = 100, batch_size: int = 64
     m = x.shape[0]
     best, best_state, best_epoch = float("inf"), None, -1
     first_eval = int(epochs * (1.0 - best_of_last))
-    bar = tqdm(range(epochs), desc="autoencoder", unit="epoch")
+    bar = tqdm(range(epochs), desc="autoencoder", unit="epoch", disable=not progress)
     for epoch in bar:
         model.train()
         perm = torch.randperm(m, generator=gen).to(device)
@@ -133,7 +134,7 @@ def train(x: torch.Tensor, dim: int = 3, epochs: int = 100, batch_size: int = 64
 
 
 def encode_scene(model: FeatureAutoencoder, scene: str | Path, features: str = "clip_features",
-                 output_name: str = "language_features", overwrite: bool = False) -> Path:
+                 output_name: str = "language_features", overwrite: bool = False, progress: bool = True) -> Path:
     """Write ``<scene>/<features>-<output_name>_dim<k>/`` (encoded ``_f.npy``, copied ``_s.npy``), atomically."""
     scene = Path(scene)
     files = feature_files(scene, features)
@@ -141,7 +142,7 @@ def encode_scene(model: FeatureAutoencoder, scene: str | Path, features: str = "
     final = scene / f"{features}-{output_name}_dim{k}"
     out = StagedOutput(final, {"features": features, "dim": k}, overwrite=overwrite)
     try:
-        for f in tqdm(files, desc=f"encode {scene.name}", unit="frame"):
+        for f in tqdm(files, desc=f"encode {scene.name}", unit="frame", disable=not progress):
             key = f.name[: -len("_f.npy")]
             s_src = f.with_name(f"{key}_s.npy")
             if not s_src.is_file():
@@ -179,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-encode", action="store_true", help="only train and save; do not write encoded targets")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
     p.add_argument("--overwrite", action="store_true", help="replace existing encoded folders / autoencoder")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return p
 
 
@@ -203,12 +205,14 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--in-dim {args.in_dim} but the {args.features} rows have D={x.shape[1]}")
             logger.info("training on %d rows of dim %d from %d scene(s)", x.shape[0], x.shape[1], len(args.scenes))
             model, stats = train(x, args.dim, args.epochs, args.batch_size, args.lr, args.cos_weight,
-                                 args.encoder_dims, args.decoder_dims, args.seed, device)
+                                 args.encoder_dims, args.decoder_dims, args.seed, device,
+                                 progress=not args.no_progress)
             model.save(out, extra={"features": args.features, "scenes": [str(s) for s in args.scenes],
                                    "train": stats})
             save_json_atomic(stats, out / "train_stats.json")
         written = [] if args.no_encode else [
-            encode_scene(model, s, args.features, args.output_name, args.overwrite) for s in args.scenes]
+            encode_scene(model, s, args.features, args.output_name, args.overwrite, progress=not args.no_progress)
+            for s in args.scenes]
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
     if stats:

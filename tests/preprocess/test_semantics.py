@@ -216,7 +216,7 @@ def test_cli_oracle_overwrite_and_sam_error(tmp_path, capsys):
     with pytest.raises(SystemExit, match="--overwrite"):
         es.main(["--scene", str(scene), "--mode", "oracle", "--clip", "tiny", "--device", "cpu"])
     assert es.main(["--scene", str(scene), "--mode", "oracle", "--clip", "tiny", "--device", "cpu",
-                    "--overwrite", "--no-video"]) == 0
+                    "--overwrite", "--no-video", "--no-progress"]) == 0
     with pytest.raises(SystemExit, match="segment_anything|sam-checkpoint"):
         es.main(["--scene", str(scene), "--mode", "clip", "--masks", "sam", "--clip", "tiny", "--device", "cpu"])
     with pytest.raises(SystemExit, match="masks-dir"):
