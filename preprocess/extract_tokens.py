@@ -73,7 +73,7 @@ from utils.device import autocast, resolve_device, resolve_dtype  # noqa: E402
 logger = logging.getLogger(__name__)
 
 DEFAULT_WINDOW = 128
-DEFAULT_CHUNK = 4
+DEFAULT_CHUNK = 1
 
 
 # --------------------------------------------------------------------------------------------- backbone
@@ -267,7 +267,7 @@ def extract_tokens(backbone: Backbone, frames: Sequence[FrameRef], tokens_dir: s
         except (OSError, ValueError):
             old = None
         if old is not None:
-            diffs = describe_mismatch(old, {f: scene[f] for f in RUN_FIELDS})
+            diffs = describe_mismatch(old, {f: scene[f] for f in RUN_FIELDS}, skip_none=False)
             if diffs:
                 raise TokenCacheError(
                     f"{meta_path}: this folder holds tokens extracted with other settings ({'; '.join(diffs)}). "
@@ -492,8 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compute-dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="backbone precision (autocast, CUDA only; fp32 on CPU)")
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK,
-                   help="frames per backbone call (block-causal within a chunk; same tokens as 1, more speed "
-                        "and memory)")
+                   help="frames per backbone call (block-causal within a chunk: the same tokens as 1 up to "
+                        "rounding). With a window, 1 is fastest and smallest on CPU (a chunk needs an attention "
+                        "mask); larger chunks can pay off on GPU. Recorded in the metadata: resume with the same")
     p.add_argument("--window", type=_window_arg, default=DEFAULT_WINDOW,
                    help="max past frames each frame attends to (KV cache size; the published extraction uses "
                         "128); 'none' = unbounded (memory grows with the video)")

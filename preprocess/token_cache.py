@@ -201,11 +201,12 @@ def load_token_file(path: str | os.PathLike, verify: bool = False, mmap: bool = 
     return [views[layer_name(li)] for li in meta["layers"]], meta
 
 
-def describe_mismatch(meta: dict[str, Any], expected: dict[str, Any]) -> list[str]:
-    """Human-readable differences between ``meta`` and the ``expected`` fields (only those given)."""
+def describe_mismatch(meta: dict[str, Any], expected: dict[str, Any], skip_none: bool = True) -> list[str]:
+    """Human-readable differences between ``meta`` and the ``expected`` fields. With ``skip_none`` an expected
+    value of None means "not checked"; without, None must match too (e.g. an unbounded window)."""
     out = []
     for k, v in expected.items():
-        if v is None:
+        if v is None and skip_none:
             continue
         got = meta.get(k)
         if isinstance(v, tuple):
@@ -228,7 +229,7 @@ def frame_mismatches(meta: dict[str, Any], scene_meta: dict[str, Any], key: str,
     """Differences between a frame file's metadata and what its folder's meta.json implies."""
     expected = {f: scene_meta.get(f) for f in RUN_FIELDS}
     expected.update(frame_key=key, frame_index=int(index))
-    return describe_mismatch(meta, expected)
+    return describe_mismatch(meta, expected, skip_none=False)
 
 
 def check_frame_file(path: str | os.PathLike, scene_meta: dict[str, Any], key: str, index: int) -> str | None:

@@ -130,6 +130,9 @@ def test_metadata_mismatch_is_refused_with_the_fix(tmp_path):
     with pytest.raises(TokenCacheError, match=r"000002\.safetensors: does not match .*window is 8 but 4"):
         cache.load("000002")
     assert "window" in check_frame_file(cache.path("000002"), cache.meta, "000002", 1)
+    unbounded = dict(cache.meta, window=None)  # None (unbounded window) is a value, not "unchecked"
+    write_token_file(cache.path("000003"), toks, LAYERS, frame_meta_for(unbounded, "000003", 2))
+    assert "window is None but 4" in check_frame_file(cache.path("000003"), cache.meta, "000003", 2)
     assert check_frame_file(cache.path("000001"), cache.meta, "000001", 0) is None
     assert "frame_index" in check_frame_file(cache.path("000001"), cache.meta, "000001", 1)
 
