@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -92,6 +93,20 @@ class PublishedTokens(SceneDataset):
         return [torch.from_numpy(a)[0, 0] for a in d["aggregated_tokens_list"]]
 
 
+def evict_page_cache(root: Path) -> None:
+    """Drop the page cache of every file under ``root`` (posix_fadvise DONTNEED; no root needed), so the next
+    epoch reads from disk as a dataset larger than RAM would (the published 6-scene set is ~600 GB of pickles)."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    for path in root.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
 def run_path(name: str, ds: SceneDataset, model: torch.nn.Module | None, device: torch.device, args) -> float:
     """samples/s over ``args.epochs - 1`` timed epochs (the first is a warm-up)."""
     loader = DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
@@ -101,6 +116,8 @@ def run_path(name: str, ds: SceneDataset, model: torch.nn.Module | None, device:
     pick = list(LAYERS) if isinstance(ds, PublishedTokens) else list(range(len(LAYERS)))
     n, t0 = 0, 0.0
     for epoch in range(args.epochs):
+        if args.cold:
+            evict_page_cache(ds.scenes[0].root)
         if epoch == 1:
             if device.type == "cuda":
                 torch.cuda.synchronize()
@@ -134,6 +151,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--cold", action="store_true",
+                   help="evict the scene's files from the page cache before every epoch (disk-bound reads, as "
+                   "for a dataset larger than RAM)")
+    p.add_argument("--skip-train", action="store_true", help="only measure the data path")
     p.add_argument("--workdir", default=None, help="where to write the scene (default: a temp folder, removed)")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
@@ -152,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
         cfg_kw = {"dim_in": args.dim, "layers": LAYERS, "rgb": True}
         cfg = DecoderConfig.tiny(**cfg_kw) if args.decoder == "tiny" else DecoderConfig(**cfg_kw)
         results: dict = {"device": str(device), "config": vars(args) | {"grid": list(args.grid)}, **sizes}
-        for label, model_on in (("data", False), ("train", True)):
+        for label, model_on in (("data", False), ("train", True))[: 1 if args.skip_train else 2]:
             for name, ds in (("ours", ours), ("published", pub)):
                 model = None
                 if model_on:
