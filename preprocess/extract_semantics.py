@@ -44,8 +44,8 @@ from preprocess.semantics.scene import (
     SemanticsInputError,
     StagedOutput,
     image_hw,
+    iter_rgb,
     list_scene_frames,
-    read_rgb,
 )
 from utils.device import resolve_device
 from utils.io import save_json_atomic, save_npy_atomic
@@ -212,10 +212,11 @@ def extract_clip(scene: str | Path, encoder: ClipEncoder, proposer, overwrite: b
     out = StagedOutput(scene / output_name, cfg, overwrite)
 
     def body() -> None:
-        for fr in tqdm(frames, desc="clip_features", unit="frame", disable=not progress):
-            if out.has(f"{fr.key}_s.npy", f"{fr.key}_f.npy"):
-                continue
-            image = read_rgb(fr.path)
+        todo = [fr for fr in frames if not out.has(f"{fr.key}_s.npy", f"{fr.key}_f.npy")]
+        if len(todo) < len(frames):
+            logger.info("resuming: %d of %d frames already done", len(frames) - len(todo), len(frames))
+        for fr, image in tqdm(iter_rgb(todo), total=len(todo), desc="clip_features", unit="frame",
+                              disable=not progress):
             s, f = embed_levels(image, _frame_levels(proposer, image, fr.key), encoder, batch_size)
             _write_frame(out, fr.key, s, f)
         save_json_atomic(dict(cfg, format="4dlangsplat-clip_features", levels=list(LEVELS),

@@ -6,18 +6,16 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import cv2
 import numpy as np
 
 from utils.io import load_npy, save_json_atomic
 
 logger = logging.getLogger(__name__)
-
-IMAGE_EXTS = (".png", ".jpg", ".jpeg")
-FRAME_SUBDIRS = ("rgb/2x", "images")
 
 
 class SemanticsInputError(ValueError):
@@ -26,40 +24,41 @@ class SemanticsInputError(ValueError):
 
 @dataclass(frozen=True)
 class Frame:
-    """One video frame: ``key`` = file stem (e.g. ``000001``), ``index`` = 0-based position, ``path``."""
+    """One video frame: ``key`` (file stem, e.g. ``000001``), 0-based ``index``, ``path``, ``ref`` (FrameRef)."""
 
     key: str
     index: int
     path: Path
+    ref: Any = None
 
 
 def list_scene_frames(scene: str | Path, frames_dir: str | Path | None = None) -> list[Frame]:
-    """Frames of a HyperNeRF-layout scene (``<scene>/rgb/2x/*.png``; ``<scene>/images`` also accepted), sorted."""
-    scene = Path(scene)
-    if frames_dir is not None:
-        cands = [Path(frames_dir)]
-    else:
-        cands = [scene / sub for sub in FRAME_SUBDIRS]
-    for d in cands:
-        if d.is_dir():
-            files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
-            if not files:
-                raise SemanticsInputError(f"frame folder {d} contains no .png/.jpg frames")
-            return [Frame(p.stem, i, p) for i, p in enumerate(files)]
-    raise SemanticsInputError(f"no frames found for scene {scene}: expected {cands[0]}/000001.png ... "
-                              f"(HyperNeRF layout) or pass --frames-dir")
+    """Frames of a scene via ``preprocess.frames.list_frames`` (same keys and order as the token cache).
+
+    ``frames_dir`` (a frame folder or a video file) overrides the scene's ``rgb/2x`` / ``images`` folder.
+    """
+    from preprocess.frames import list_frames
+
+    src = Path(frames_dir) if frames_dir is not None else Path(scene)
+    try:
+        refs = list_frames(src)
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        raise SemanticsInputError(f"no usable frames for scene {scene}: {exc} (HyperNeRF layout: "
+                                  f"<scene>/rgb/2x/000001.png ..., or pass --frames-dir)") from exc
+    return [Frame(r.key, r.index, Path(r.path), r) for r in refs]
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Read an image file as uint8 (H, W, 3) RGB; a clear error if it cannot be decoded."""
-    path = Path(path)
-    if not path.is_file():
-        raise SemanticsInputError(f"frame {path} is missing")
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise SemanticsInputError(f"frame {path} cannot be read as an image (corrupt or not an image); "
-                                  f"replace or remove it")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+def iter_rgb(frames: list[Frame]) -> Iterator[tuple[Frame, np.ndarray]]:
+    """Yield ``(frame, uint8 (H, W, 3) RGB)`` in order (videos decoded sequentially); unreadable -> clear error."""
+    from preprocess.frames import iter_frames
+
+    it = iter_frames([f.ref for f in frames])
+    for fr in frames:
+        try:
+            _, rgb = next(it)
+        except OSError as exc:
+            raise SemanticsInputError(f"frame {fr.path} ({fr.key}) cannot be read: {exc}; replace or remove it") from exc
+        yield fr, rgb
 
 
 def image_hw(path: str | Path) -> tuple[int, int]:

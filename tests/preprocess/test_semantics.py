@@ -194,7 +194,7 @@ def test_unreadable_frame_and_missing_frames(tmp_path, enc):
     with pytest.raises(SemanticsInputError, match="000003.png"):
         es.extract_oracle(scene, enc)
     _assert_nothing_written(scene)
-    with pytest.raises(SemanticsInputError, match="no frames"):
+    with pytest.raises(SemanticsInputError, match="no usable frames"):
         es.extract_clip(tmp_path / "empty", enc, SkimageProposer())
 
 
