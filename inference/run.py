@@ -88,8 +88,10 @@ def open_token_cache(args: argparse.Namespace, source: Path, decoder) -> object 
     if args.tokens:
         tdir = Path(args.tokens)
     else:
-        scene = source if source.is_dir() else source.parent
-        candidates = [scene / "tokens", scene.parent.parent / "tokens"]  # scene/ or scene/rgb/2x
+        if source.is_dir():  # scene/, or scene/rgb/2x
+            candidates = [source / "tokens", source.parent.parent / "tokens"]
+        else:  # a video: <video dir>/<video stem>/tokens (the extractor's default)
+            candidates = [source.parent / source.stem / "tokens"]
         tdir = next((c for c in candidates if (c / "meta.json").is_file()), None)
         if tdir is None:
             return None
