@@ -78,10 +78,13 @@ class ClipEncoder:
         self.identity = identity
         size = getattr(self.model.visual, "image_size", 224)
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
-        self.embed_dim = int(self.model.text_projection.shape[1]) if getattr(
-            self.model, "text_projection", None) is not None else int(TINY_CONFIG["embed_dim"])
         self._mean = torch.tensor(CLIP_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(CLIP_STD, device=self.device).view(1, 3, 1, 1)
+        dim = getattr(self.model.visual, "output_dim", None)
+        if not isinstance(dim, int):  # towers without that attribute: measure it once
+            with torch.inference_mode():
+                dim = int(self.model.encode_text(self.tokenizer([""]).to(self.device)).shape[-1])
+        self.embed_dim = int(dim)
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -137,7 +140,8 @@ class ClipEncoder:
         source = str(as_path) if is_file else pretrained
         try:
             model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=source, precision=precision,
-                                                                device="cpu", cache_dir=cache_dir)
+                                                                device="cpu", cache_dir=cache_dir,
+                                                                require_pretrained=True)
         except Exception as exc:  # network / cache / bad file: turn into one actionable sentence
             if is_file:
                 raise RuntimeError(f"could not load open_clip {model_name} weights from {as_path}: {exc}") from exc
