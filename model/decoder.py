@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -149,3 +150,27 @@ class SemanticBridgingDecoder(nn.Module):
         if self.rgb_encoder is not None:
             out["rgb"] = torch.sigmoid(fit(self.rgb_decoder(self.rgb_encoder(feats))))
         return out
+
+
+def init_feature_extractor_from_backbone(decoder: SemanticBridgingDecoder, source: str | Path,
+                                         head: str = "depth_head") -> list[str]:
+    """Copy the backbone DPT head's weights (``depth_head`` by default) into the decoder's feature extractor.
+
+    ``source``: a StreamVGGT checkpoint (``.pth``/``.safetensors``/folder/Hub id, as ``StreamVGGT.from_pretrained``).
+    Only tensors whose name and shape match are copied (with ``dpt_features=128`` that is the token norm, the
+    four projections and the resize layers; the fusion layers of a 256-wide head do not fit). Returns the
+    copied names; raises ValueError when the token projections do not fit.
+    """
+    from model.streamvggt.loading import read_state_dict, resolve_checkpoint
+
+    path = resolve_checkpoint(source)
+    sd = read_state_dict(path)
+    prefix = head + "."
+    own = decoder.feature_extractor.state_dict()
+    take = {k[len(prefix):]: v for k, v in sd.items()
+            if k.startswith(prefix) and k[len(prefix):] in own and own[k[len(prefix):]].shape == v.shape}
+    if not any(k.startswith("projects.") for k in take):
+        raise ValueError(f"{path}: no {head}.* tensor matches the decoder's DPT feature extractor (token width "
+                         f"{decoder.config.dim_in}, out_channels {decoder.config.dpt_out_channels}); check the backbone")
+    decoder.feature_extractor.load_state_dict(take, strict=False)
+    return sorted(take)

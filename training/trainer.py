@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from model.decoder import DecoderConfig, SemanticBridgingDecoder
+from model.decoder import DecoderConfig, SemanticBridgingDecoder, init_feature_extractor_from_backbone
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.dataset import SceneDataset, collate_samples
 from training.distributed import DistInfo, all_reduce_sum, barrier, cleanup_distributed, init_distributed
@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decoder width preset (default = the published widths)")
     m.add_argument("--decoder-config", default=None,
                    help="JSON file or JSON string of DecoderConfig fields overriding the preset")
+    m.add_argument("--init-dpt-from", default=None,
+                   help="initialise the DPT feature extractor from this StreamVGGT checkpoint's depth head "
+                   "(matching tensors only; default: random init)")
     m.add_argument("--lang-dim", type=int, default=None, help="language feature channels (default: from the targets)")
     o = p.add_argument_group("optimisation")
     o.add_argument("--epochs", type=int, default=100, help="total epochs")
@@ -194,7 +197,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             cfg = _decoder_config(args, ds, video_dim)
 
         seed_everything(args.seed)
-        model = SemanticBridgingDecoder(cfg).to(device)
+        model = SemanticBridgingDecoder(cfg)
+        if args.init_dpt_from and resume_state is None:
+            copied = init_feature_extractor_from_backbone(model, args.init_dpt_from)
+            if dist_info.is_main:
+                logger.info("DPT feature extractor: %d tensors from %s", len(copied), args.init_dpt_from)
+        model = model.to(device)
         optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr, betas=tuple(args.betas))
         amp_dtype = _precision(args, device)
         scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)

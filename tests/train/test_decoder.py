@@ -58,3 +58,22 @@ def test_published_widths():
     model = SemanticBridgingDecoder(cfg)
     assert model.feature_extractor.scratch.output_conv1.out_channels == 128
     assert model.lang_decoders["small"].out.out_channels == 3
+
+
+def test_init_dpt_from_backbone_depth_head(tmp_path):
+    from model.decoder import init_feature_extractor_from_backbone
+    from model.streamvggt.streamvggt import StreamVGGT
+    from utils.io import save_safetensors_atomic
+
+    bb = StreamVGGT.tiny(seed=0)
+    save_safetensors_atomic(bb.state_dict(), tmp_path / "bb.safetensors")
+    cfg = DecoderConfig.tiny(dim_in=128, dpt_out_channels=(16, 32, 64, 64), dpt_features=32)
+    dec = SemanticBridgingDecoder(cfg)
+    copied = init_feature_extractor_from_backbone(dec, tmp_path / "bb.safetensors")
+    assert "projects.0.weight" in copied and "norm.weight" in copied
+    assert "scratch.output_conv1.weight" not in copied  # 32->32 (feature only) vs 32->16 in the depth head
+    for k in copied:
+        assert torch.equal(dec.feature_extractor.state_dict()[k], bb.depth_head.state_dict()[k])
+    with pytest.raises(ValueError, match="no depth_head"):
+        init_feature_extractor_from_backbone(SemanticBridgingDecoder(DecoderConfig.tiny(dim_in=32)),
+                                             tmp_path / "bb.safetensors")
