@@ -1,0 +1,285 @@
+"""Benchmark: our token cache vs the published storage scheme, and extraction memory vs video length.
+
+    python benchmarks/bench_token_cache.py                 # defaults below; prints a table and a JSON line
+
+(1) Storage, on the same backbone config and frames. The backbone is a random StreamVGGT with the official
+    depth (24 block pairs, so that keeping the 4 DPT layers of 24 matters) but a small width (embed 64) so it
+    runs on a CPU; token bytes scale with the width identically for both schemes.
+    * published: all 24 layers, fp32, one pickled dict per frame ``{'aggregated_tokens_list': [24 x (1,1,P,2C)],
+      'patch_start_idx': 5}`` -- re-created here with ``pickle.dump`` (and read back with ``pickle.load`` of the
+      files this script just wrote: the only pickle use in the project, confined to this baseline);
+    * ours: ``preprocess.extract_tokens`` files (layers 4, 11, 17, 23, fp16, safetensors, checksummed).
+    Reported per frame: bytes, write time (tokens already computed), read time (load the 4 decoder layers as
+    torch tensors and touch every value; files are in the page cache for both, so this measures parsing and
+    copying, not the disk), and end-to-end extraction time (backbone + write).
+(2) Peak memory (max RSS of a fresh process) of extracting 50 vs 200 frames with window 16, tiny config
+    (``StreamVGGT.tiny``), measured in child processes; also the increase over the RSS after model set-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from preprocess import extract_tokens as ex  # noqa: E402
+from preprocess.frames import FramePreprocessor, iter_frames, list_frames  # noqa: E402
+from preprocess.token_cache import (  # noqa: E402
+    SUFFIX,
+    TokenCache,
+    frame_meta_for,
+    write_scene_meta,
+    write_token_file,
+)
+
+
+def make_frames(folder: Path, n: int, hw: tuple[int, int] = (536, 960)) -> Path:
+    """n smooth moving synthetic RGB frames as HyperNeRF-style PNGs ``000001.png``..; returns the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    h, w = hw
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    for i in range(n):
+        p = folder / f"{i + 1:06d}.png"
+        if p.exists():
+            continue
+        rgb = np.stack([127 + 90 * np.sin((xx + 7 * i) / 41.0), 127 + 90 * np.cos(yy / 29.0 + 0.05 * i),
+                        127 + 60 * np.sin((xx + yy) / 53.0 - 0.03 * i)], -1)
+        cv2.imwrite(str(p), np.clip(rgb, 0, 255).astype(np.uint8)[:, :, ::-1])
+    return folder
+
+
+def bench_backbone(seed: int = 0) -> ex.Backbone:
+    """Random StreamVGGT aggregator with 24 block pairs, width 64 (conv patch embed), DPT layers 4/11/17/23."""
+    from model.streamvggt.aggregator import Aggregator
+    from model.streamvggt.config import StreamVGGTConfig
+
+    cfg = StreamVGGTConfig(embed_dim=64, depth=24, num_heads=4, patch_embed="conv")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        agg = Aggregator.from_config(cfg).eval().requires_grad_(False)
+    bid = f"bench-depth24-width64-random-seed{seed}"
+    return ex.Backbone(aggregator=agg, config=cfg, id=bid, info={"id": bid, "config": cfg.to_dict()})
+
+
+def stream_all_layers(backbone: ex.Backbone, frames, width: int, window: int, chunk: int):
+    """Yield (ref, list of depth tensors (P, 2C) fp32) per frame, streamed exactly like the extractor."""
+    prep = FramePreprocessor(width, "crop")
+    cache = backbone.aggregator.new_cache(window)
+    batch = []
+    for ref, rgb in iter_frames(frames):
+        batch.append((ref, prep.prepare(rgb)[0]))
+        if len(batch) == chunk or ref is frames[-1]:
+            with torch.inference_mode():
+                out, _ = backbone.aggregator(torch.stack([b[1] for b in batch])[None], cache)
+            for j, (r, _) in enumerate(batch):
+                yield r, [o[0, j].clone() for o in out]
+            batch = []
+
+
+def write_published(path: Path, layers_fp32: list[torch.Tensor]) -> None:
+    obj = {"aggregated_tokens_list": [t[None, None].numpy() for t in layers_fp32], "patch_start_idx": 5}
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def read_published(path: Path, layers: list[int]) -> list[torch.Tensor]:
+    with open(path, "rb") as f:
+        obj = pickle.load(f)  # our own just-written baseline files, never third-party data
+    return [torch.from_numpy(obj["aggregated_tokens_list"][li][0, 0]) for li in layers]
+
+
+def storage_benchmark(n: int, width: int, window: int, chunk: int, work: Path, repeats: int = 3) -> dict:
+    frames = list_frames(make_frames(work / "frames", n))
+    bb = bench_backbone()
+    layers = list(bb.config.dpt_layers)
+    per_frame = list(stream_all_layers(bb, frames, width, window, chunk))  # tokens computed once, kept in memory
+    res: dict = {"frames": n, "input_hw": list(per_frame[0][1][0].shape), "layers_kept": layers,
+                 "depth": bb.config.depth, "embed_dim": bb.config.embed_dim}
+
+    pub = work / "published"
+    pub.mkdir()
+
+    def timed(fn) -> float:
+        """Best of `repeats` passes over all frames, per frame (noisy shared machine)."""
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            best = min(best, (time.perf_counter() - t) / n)
+        return best
+
+    res["published_write_s"] = timed(lambda: [write_published(pub / f"{r.key}.pkl", toks) for r, toks in per_frame])
+    res["published_bytes"] = sum(p.stat().st_size for p in pub.iterdir()) / n
+
+    ours = work / "ours" / "tokens"
+    s = ex.ExtractionSettings(target_width=width, window=window, chunk_size=chunk, progress=False)
+    crop = FramePreprocessor(width, "crop").plan((536, 960))
+    scene = {**ex._scene_meta(bb, frames, crop, layers, s, "fp32"), "complete": True}
+    write_scene_meta(ours, scene)
+    res["ours_write_s"] = timed(lambda: [
+        write_token_file(ours / f"{r.key}{SUFFIX}", [toks[li].half() for li in layers], layers,
+                         frame_meta_for(scene, r.key, r.index)) for r, toks in per_frame])
+    res["ours_bytes"] = sum((ours / f"{r.key}{SUFFIX}").stat().st_size for r, _ in per_frame) / n
+
+    cache = TokenCache(ours)
+    # read = the 4 decoder layers as torch tensors in RAM (the mapped pages copied, as a DataLoader collate
+    # does); "+fp32" additionally converts to fp32 on the CPU (on a GPU this happens after the transfer)
+    res["published_read_s"] = timed(lambda: [[x.clone() for x in read_published(pub / f"{r.key}.pkl", layers)]
+                                             for r, _ in per_frame])
+    res["ours_read_s"] = timed(lambda: [[x.clone() for x in cache.load(r.key)] for r, _ in per_frame])
+    res["published_read_fp32_s"] = timed(lambda: [[x.float().clone() for x in read_published(pub / f"{r.key}.pkl",
+                                                                                              layers)]
+                                                  for r, _ in per_frame])
+    res["ours_read_fp32_s"] = timed(lambda: [[x.float() for x in cache.load(r.key)] for r, _ in per_frame])
+    a = sum(float(x.sum()) for r, _ in per_frame for x in read_published(pub / f"{r.key}.pkl", layers))
+    b = sum(float(x.float().sum()) for r, _ in per_frame for x in cache.load(r.key))
+    res["read_sum_rel_diff"] = abs(a - b) / max(abs(a), 1e-9)  # fp16 rounding only
+
+    # end to end: backbone + storage, same streaming; alternating, best of `repeats`
+    s_over = ex.ExtractionSettings(target_width=width, window=window, chunk_size=chunk, progress=False,
+                                   overwrite=True)
+
+    def published_e2e() -> None:
+        for ref, toks in stream_all_layers(bb, frames, width, window, chunk):
+            write_published(pub / f"e2e_{ref.key}.pkl", toks)
+
+    res["published_extract_s"], res["ours_extract_s"] = float("inf"), float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        published_e2e()
+        res["published_extract_s"] = min(res["published_extract_s"], (time.perf_counter() - t) / n)
+        t = time.perf_counter()
+        ex.extract_tokens(bb, frames, work / "ours_e2e" / "tokens", s_over)
+        res["ours_extract_s"] = min(res["ours_extract_s"], (time.perf_counter() - t) / n)
+    return res
+
+
+def _maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _proc_status_mb(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) so the extraction's own peak can be seen (Linux >= 4.0)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def memory_child(frames_dir: str, n: int, width: int, window: int, chunk: int, out: str) -> None:
+    """Run in a fresh process: tiny backbone, extract the first n frames, print peak RSS as JSON."""
+    torch.set_num_threads(1)
+    bb = ex.load_backbone("tiny", seed=0)
+    frames = list_frames(frames_dir)[:n]
+    prep = FramePreprocessor(width, "crop")
+    with torch.inference_mode():  # warm up allocator/kernels on one chunk so the baseline includes them
+        bb.aggregator(torch.stack([prep.prepare(r)[0] for _, r in iter_frames(frames[:chunk])])[None],
+                      bb.aggregator.new_cache(window))
+    setup_peak = _maxrss_mb()  # imports + model + warm-up
+    reset = _reset_peak_rss()
+    base = _proc_status_mb("VmRSS") if reset else setup_peak
+    s = ex.ExtractionSettings(target_width=width, window=window, chunk_size=chunk, progress=False)
+    t = time.perf_counter()
+    rep = ex.extract_tokens(bb, frames, out, s)
+    secs = time.perf_counter() - t
+    peak = _proc_status_mb("VmHWM") if reset else _maxrss_mb()
+    print(json.dumps({"frames": n, "written": rep.written, "setup_peak_mb": setup_peak, "start_mb": base,
+                      "extract_peak_mb": peak, "process_peak_mb": max(peak, setup_peak),
+                      "peak_reset": reset, "s_per_frame": secs / n}))
+
+
+def memory_benchmark(counts: list[int], width: int, window: int, chunk: int, work: Path) -> list[dict]:
+    frames_dir = make_frames(work / "frames", max(counts))
+    rows = []
+    for n in counts:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(frames_dir), str(n), str(width),
+               str(window), str(chunk), str(work / f"mem_{n}" / "tokens")]
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child":
+        a = argv[1:]
+        memory_child(a[0], int(a[1]), int(a[2]), int(a[3]), int(a[4]), a[5])
+        return 0
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--frames", type=int, default=8, help="frames for the storage comparison (960x536 inputs)")
+    p.add_argument("--width", type=int, default=518, help="network input width for both parts (518 -> 518x294)")
+    p.add_argument("--window", type=int, default=16, help="KV-cache window (past frames)")
+    p.add_argument("--chunk-size", type=int, default=1, help="frames per backbone call (extractor default 1)")
+    p.add_argument("--mem-frames", type=int, nargs=2, default=[50, 200], help="video lengths for the memory part")
+    p.add_argument("--repeats", type=int, default=3, help="timing passes for write/read (best is reported)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (1 avoids thread-barrier stalls on a shared machine; same for both)")
+    p.add_argument("--skip-storage", action="store_true", help="only run the memory part")
+    p.add_argument("--skip-memory", action="store_true", help="only run the storage part")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    summary: dict = {"threads": args.threads}
+    with tempfile.TemporaryDirectory(prefix="bench_tokens_") as tmp:
+        work = Path(tmp)
+        if not args.skip_storage:
+            r = storage_benchmark(args.frames, args.width, args.window, args.chunk_size, work / "storage",
+                                  args.repeats)
+            summary["storage"] = r
+            print(f"storage ({r['frames']} frames, input {r['input_hw']} tokens x dim, depth {r['depth']}, "
+                  f"width {r['embed_dim']}):")
+            print(f"  {'':10s} {'MB/frame':>9s} {'write s/fr':>11s} {'read s/fr':>10s} {'read+fp32':>10s} "
+                  f"{'extract s/fr':>13s}")
+            for k in ("published", "ours"):
+                print(f"  {k:10s} {r[k + '_bytes'] / 1e6:9.3f} {r[k + '_write_s']:11.5f} {r[k + '_read_s']:10.5f} "
+                      f"{r[k + '_read_fp32_s']:10.5f} {r[k + '_extract_s']:13.3f}")
+            print(f"  size ratio published/ours: {r['published_bytes'] / r['ours_bytes']:.2f}x; write speed-up "
+                  f"{r['published_write_s'] / r['ours_write_s']:.2f}x; read speed-up "
+                  f"{r['published_read_s'] / r['ours_read_s']:.2f}x")
+        if not args.skip_memory:
+            rows = memory_benchmark(list(args.mem_frames), args.width, args.window, args.chunk_size,
+                                               work / "memory")
+            summary["memory"] = rows
+            print(f"peak memory, tiny config, window {args.window}, width {args.width}:")
+            for row in rows:
+                print(f"  {row['frames']:4d} frames: peak RSS during extraction {row['extract_peak_mb']:8.1f} MB "
+                      f"(RSS at its start {row['start_mb']:.1f} MB, +{row['extract_peak_mb'] - row['start_mb']:.1f} MB;"
+                      f" process peak incl. imports {row['process_peak_mb']:.1f} MB); {row['s_per_frame']:.3f} s/frame")
+            a, b = rows[0], rows[-1]
+            grow_a, grow_b = a["extract_peak_mb"] - a["start_mb"], b["extract_peak_mb"] - b["start_mb"]
+            print(f"  ratio {b['frames']}/{a['frames']} frames: extraction peak "
+                  f"{b['extract_peak_mb'] / a['extract_peak_mb']:.3f}x, growth over its start "
+                  f"{grow_b / max(grow_a, 1e-9):.3f}x, process peak {b['process_peak_mb'] / a['process_peak_mb']:.3f}x"
+                  + ("" if a["peak_reset"] else " (peak reset unavailable: whole-process peaks)"))
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
