@@ -1,0 +1,48 @@
+"""Atomic writes: complete file or nothing, normal permissions, no pickle on read."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from utils.io import atomic_path, load_npy, save_json_atomic, save_npy_atomic, save_safetensors_atomic
+
+
+def test_atomic_path_failure_leaves_old_file_and_no_temp(tmp_path):
+    target = tmp_path / "a.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_atomic_files_get_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        save_json_atomic({"a": 1}, tmp_path / "x.json")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_round_trips_are_exact(tmp_path):
+    t = {"w": torch.randn(3, 4, dtype=torch.float16), "i": torch.arange(5)}
+    save_safetensors_atomic(t, tmp_path / "t.safetensors", metadata={"k": "v"})
+    back = load_file(tmp_path / "t.safetensors")
+    assert all(torch.equal(t[k], back[k]) for k in t)
+    a = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    save_npy_atomic(a, tmp_path / "a.npy")
+    assert np.array_equal(load_npy(tmp_path / "a.npy"), a)
+
+
+def test_load_npy_refuses_object_arrays(tmp_path):
+    np.save(tmp_path / "o.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError):
+        load_npy(tmp_path / "o.npy")
