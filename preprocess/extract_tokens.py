@@ -48,11 +48,13 @@ from tqdm import tqdm  # noqa: E402
 
 from preprocess.frames import (  # noqa: E402
     MODES,
+    CropInfo,
     FramePreprocessor,
     FrameRef,
     is_video_file,
     iter_frames,
     list_frames,
+    read_frame,
     resolve_frame_folder,
 )
 from preprocess.token_cache import (  # noqa: E402
@@ -63,6 +65,7 @@ from preprocess.token_cache import (  # noqa: E402
     TokenCacheError,
     check_frame_file,
     describe_mismatch,
+    dtype_name,
     frame_meta_for,
     load_token_file,
     write_scene_meta,
@@ -186,6 +189,9 @@ class ExtractionSettings:
 
 @dataclass
 class ExtractionReport:
+    """Outcome of one :func:`extract_tokens` call: frames written, skipped (already valid, or not rewritten),
+    replayed (run through the backbone without writing), wall seconds and bytes written."""
+
     tokens_dir: Path
     num_frames: int
     written: int
@@ -204,11 +210,13 @@ def _effective_compute_dtype(name: str, device: torch.device) -> str:
     if dt != torch.float32 and device.type != "cuda":
         logger.warning("compute dtype %s is only used on CUDA; computing in fp32 on %s", name, device)
         return "fp32"
-    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dt]
+    return dtype_name(dt)
 
 
-def _scene_meta(backbone: Backbone, frames: Sequence[FrameRef], crop: Any, layers: list[int],
-                s: ExtractionSettings, compute: str) -> dict[str, Any]:
+def build_scene_meta(backbone: Backbone, frames: Sequence[FrameRef], crop: CropInfo, layers: list[int],
+                     s: ExtractionSettings, compute: str) -> dict[str, Any]:
+    """The content of ``tokens/meta.json`` for this run (``complete`` False; deterministic: no times, no
+    absolute paths)."""
     cfg = backbone.config
     p = cfg.patch_size
     grid = [crop.input_hw[0] // p, crop.input_hw[1] // p]
@@ -221,16 +229,10 @@ def _scene_meta(backbone: Backbone, frames: Sequence[FrameRef], crop: Any, layer
         "crop": crop.to_dict(), "window": s.window, "chunk_size": s.chunk_size, "mode": s.mode,
         "target_width": s.target_width,
         "source": {"kind": "video" if src.is_video else "frames",
-                   "name": src.path.name if src.is_video else src.path.parent.name},
+                   "name": src.path.name if src.is_video else "/".join(src.path.parent.parts[-3:])},
         "frames": [{"key": f.key, "index": f.index} for f in frames], "num_frames": len(frames),
         "complete": False,
     }
-
-
-def _first_frame_crop(frames: Sequence[FrameRef], prep: FramePreprocessor):
-    for _, rgb in iter_frames(frames[:1]):
-        return prep.plan(rgb.shape[:2])
-    raise FileNotFoundError("no frames")
 
 
 def extract_tokens(backbone: Backbone, frames: Sequence[FrameRef], tokens_dir: str | os.PathLike,
@@ -256,8 +258,8 @@ def extract_tokens(backbone: Backbone, frames: Sequence[FrameRef], tokens_dir: s
     store_dtype = STORAGE_DTYPES[s.dtype]
     compute = _effective_compute_dtype(s.compute_dtype, device)
     prep = FramePreprocessor(s.target_width, s.mode, cfg.patch_size)
-    crop = _first_frame_crop(frames, prep)
-    scene = _scene_meta(backbone, frames, crop, layers, s, compute)
+    crop = prep.plan(read_frame(frames[0]).shape[:2])
+    scene = build_scene_meta(backbone, frames, crop, layers, s, compute)
 
     # refuse to mix runs with different settings in one folder
     meta_path = tokens_dir / META_FILE
