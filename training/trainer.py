@@ -24,8 +24,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from model.decoder import DecoderConfig, SemanticBridgingDecoder, init_feature_extractor_from_backbone
+from preprocess.token_cache import TokenCacheError
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.dataset import SceneDataset, collate_samples
+from training.dataset import DatasetError, SceneDataset, collate_samples
 from training.distributed import DistInfo, all_reduce_sum, barrier, cleanup_distributed, init_distributed
 from training.loss import LossWeights, compute_loss
 from training.sampler import GlobalBatchSampler
@@ -312,7 +313,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
-    summary = run(args)
+    try:
+        summary = run(args)
+    except (DatasetError, TokenCacheError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
     if summary["rank"] == 0:
         fin = summary["final"]
         msg = ", ".join(f"{k}={v:.5g}" if isinstance(v, float) and math.isfinite(v) else f"{k}={v}"
