@@ -242,3 +242,45 @@ def test_interrupted_run_resumes_without_redoing_frames(tmp_path, enc):
     assert calls == ["000001", "000002", "000003", "000003"]  # frames 1-2 not recomputed
     assert len(list((scene / "clip_features").glob("*_f.npy"))) == 3
     assert not (scene / ".clip_features.partial").exists()
+
+
+def test_sam_proposer_with_a_stub_segment_anything(tmp_path, monkeypatch, enc):
+    """The SAM code path (point grid, 3-way multimask -> small/middle/large) end to end, with a stub SAM."""
+    import sys
+    import types
+
+    import torch
+
+    class Predictor:
+        def __init__(self, sam):
+            self.transform = types.SimpleNamespace(apply_coords_torch=lambda c, hw: c)
+
+        def set_image(self, image):
+            self.hw = image.shape[:2]
+
+        def predict_torch(self, point_coords, point_labels, multimask_output=True):
+            h, w = self.hw
+            ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+            masks = []
+            for (x, y) in point_coords[:, 0].tolist():
+                quads = [(ys // r == int(y) // r) & (xs // r == int(x) // r) for r in (8, 16, 32)]
+                masks.append(torch.stack(quads))
+            m = torch.stack(masks)
+            return m, torch.full(m.shape[:2], 0.95), None
+
+    stub = types.ModuleType("segment_anything")
+    stub.SamPredictor = Predictor
+    stub.sam_model_registry = {"vit_b": lambda checkpoint: types.SimpleNamespace(to=lambda d: None)}
+    monkeypatch.setitem(sys.modules, "segment_anything", stub)
+    ckpt = tmp_path / "sam_vit_b_01ec64.pth"
+    ckpt.write_bytes(b"stub")
+    from preprocess.semantics.proposals import SamProposer
+
+    scene = make_scene(tmp_path / "sam", frames=2)
+    out = es.extract_clip(scene, enc, SamProposer(ckpt, points_per_side=8), masks="sam")
+    s = np.load(out / "000001_s.npy")
+    counts = [len(np.unique(s[lvl][s[lvl] >= 0])) for lvl in range(4)]
+    assert counts[1] > counts[2] > counts[3] >= 1  # 8-, 16-, 32-pixel cells: small > middle > large
+    assert counts[0] == counts[1]  # pooled default = the finest level where it covers everything
+    with pytest.raises(SemanticsInputError, match="sam-checkpoint"):
+        SamProposer(tmp_path / "missing.pth")
