@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -179,23 +180,35 @@ def _frame_levels(proposer, image: np.ndarray, key: str) -> list[np.ndarray]:
     return [compact(m)[0] for m in maps]
 
 
-def embed_levels(image: np.ndarray, level_maps: list[np.ndarray], encoder: ClipEncoder,
-                 batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Crops + CLIP image embeddings of every region of four compact level maps -> (``_s``, ``_f``)."""
+def prepare_levels(image: np.ndarray, level_maps: list[np.ndarray],
+                   size: int) -> tuple[list[np.ndarray], np.ndarray, list[int]]:
+    """CPU half of :func:`embed_levels`: crops of every region (regions without a usable box removed).
+
+    Returns (compact level maps, uint8 crops (M, S, S, 3) in level order, region count per level).
+    """
     final_maps, crops_all, counts = [], [], []
     for m in level_maps:
-        kept, crops = region_crops(image, m, encoder.image_size)
+        kept, crops = region_crops(image, m, size)
         # regions without a usable box are removed from the map, the rest re-indexed 0..k-1
         lut = np.full(int(m.max()) + 2 if (m >= 0).any() else 1, -1, np.int64)
         lut[kept] = np.arange(kept.size)
         final_maps.append(np.where(m >= 0, lut[np.maximum(m, 0)], -1))
         crops_all.append(crops)
         counts.append(kept.size)
-    crops = np.concatenate(crops_all)
+    return final_maps, np.concatenate(crops_all), counts
+
+
+def _encode_prepared(prepared, encoder: ClipEncoder, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    final_maps, crops, counts = prepared
     feats = encoder.encode_image(crops, batch_size=batch_size).numpy() if len(crops) else \
         np.zeros((0, encoder.embed_dim), np.float32)
-    per_level = np.split(feats, np.cumsum(counts)[:-1])
-    return assemble(final_maps, per_level)
+    return assemble(final_maps, np.split(feats, np.cumsum(counts)[:-1]))
+
+
+def embed_levels(image: np.ndarray, level_maps: list[np.ndarray], encoder: ClipEncoder,
+                 batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Crops + CLIP image embeddings of every region of four compact level maps -> (``_s``, ``_f``)."""
+    return _encode_prepared(prepare_levels(image, level_maps, encoder.image_size), encoder, batch_size)
 
 
 def extract_clip(scene: str | Path, encoder: ClipEncoder, proposer, overwrite: bool = False,
@@ -215,10 +228,24 @@ def extract_clip(scene: str | Path, encoder: ClipEncoder, proposer, overwrite: b
         todo = [fr for fr in frames if not out.has(f"{fr.key}_s.npy", f"{fr.key}_f.npy")]
         if len(todo) < len(frames):
             logger.info("resuming: %d of %d frames already done", len(frames) - len(todo), len(frames))
-        for fr, image in tqdm(iter_rgb(todo), total=len(todo), desc="clip_features", unit="frame",
-                              disable=not progress):
-            s, f = embed_levels(image, _frame_levels(proposer, image, fr.key), encoder, batch_size)
-            _write_frame(out, fr.key, s, f)
+        def prepare(image: np.ndarray, key: str):
+            return prepare_levels(image, _frame_levels(proposer, image, key), encoder.image_size)
+
+        def finish(key: str, job: Future) -> None:
+            s, f = _encode_prepared(job.result(), encoder, batch_size)
+            _write_frame(out, key, s, f)
+
+        # proposals + crops of frame t+1 (CPU, worker thread) overlap the CLIP encoding of frame t
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = None
+            for fr, image in tqdm(iter_rgb(todo), total=len(todo), desc="clip_features", unit="frame",
+                                  disable=not progress):
+                job = pool.submit(prepare, image, fr.key)
+                if pending is not None:
+                    finish(*pending)
+                pending = (fr.key, job)
+            if pending is not None:
+                finish(*pending)
         save_json_atomic(dict(cfg, format="4dlangsplat-clip_features", levels=list(LEVELS),
                               default_level=DEFAULT_LEVEL_DOC if masks != "precomputed" else "as precomputed",
                               embed_dim=encoder.embed_dim, image_size=encoder.image_size), out.path("meta.json"))
