@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -132,10 +133,16 @@ def test_video_features_float64_zero_rows_dim6(tmp_path):
         np.save(vd / f"{t + 1:06d}_s.npy", np.full((1, 6, 8), -1.0, np.float32))
     x = ta.load_rows([scene], "video_features")
     assert x.shape == (9, 64) and x.dtype == torch.float32
-    assert ta.main(["--scenes", str(scene), "--features", "video_features", "--dim", "6", "--in-dim", "64",
-                    "--out", str(tmp_path / "ae6"), "--epochs", "2", "--batch-size", "4"]) == 0
-    z = np.load(scene / "video_features-language_features_dim6" / "000001_f.npy")
-    assert z.shape == (4, 6)
+    second = tmp_path / "v2"
+    shutil.copytree(scene, second)
+    assert ta.load_rows([scene, second], "video_features").shape == (18, 64)  # many scenes pooled
+    assert ta.main(["--scenes", str(scene), str(second), "--features", "video_features", "--dim", "6",
+                    "--in-dim", "64", "--out", str(tmp_path / "ae6"), "--epochs", "2", "--batch-size", "4",
+                    "--no-progress"]) == 0
+    for sc in (scene, second):  # one shared autoencoder encodes every scene
+        z = np.load(sc / "video_features-language_features_dim6" / "000001_f.npy")
+        assert z.shape == (4, 6) and z.dtype == np.float32
+    assert json.loads((tmp_path / "ae6" / "config.json").read_text())["encoder_dims"][-1] == 6
     with pytest.raises(SystemExit, match="in-dim"):
         ta.main(["--scenes", str(scene), "--features", "video_features", "--dim", "6", "--in-dim", "512",
                  "--out", str(tmp_path / "ae7")])
