@@ -244,7 +244,8 @@ def memory_child(frames_dir: str, n: int, width: int, window: int, chunk: int, o
     with torch.inference_mode():  # warm up allocator/kernels on one chunk so the baseline includes them
         bb.aggregator(torch.stack([prep.prepare(r)[0] for _, r in iter_frames(frames[:chunk])])[None],
                       bb.aggregator.new_cache(window))
-    setup_peak = _maxrss_mb()  # imports + model + warm-up
+    # imports + model + warm-up; VmHWM is this process's own (ru_maxrss would inherit the parent's across exec)
+    setup_peak = _proc_status_mb("VmHWM") or _maxrss_mb()
     reset = _reset_peak_rss()
     base = _proc_status_mb("VmRSS") if reset else setup_peak
     s = ex.ExtractionSettings(target_width=width, window=window, chunk_size=chunk, progress=False)
