@@ -17,14 +17,3 @@ def toy(tmp_path_factory):
     synth.write_our_fields(root / "out", enc)
     dirs, vdir = synth.write_renders(root / "renders", enc)
     return SimpleNamespace(root=root, scene=scene, enc=enc, out=root / "out", dirs=dirs, vdir=vdir)
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """The evaluator's tensors are tiny: one intra-op thread avoids OpenMP contention on the shared 2-core box."""
-    import torch
-
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)

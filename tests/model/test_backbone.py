@@ -11,31 +11,7 @@ from model.streamvggt.cache import KVRing, frame_causal_attention
 from model.streamvggt.config import StreamVGGTConfig
 from model.streamvggt.dinov2 import DinoV2
 from model.streamvggt.rope import RoPE2D, patch_positions
-
-FIXTURE = "streamvggt_tiny_reference.safetensors"
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin contention on shared 2-core machines (100x)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def load_reference(fixtures_dir):
-    from safetensors.torch import load_file
-
-    path = fixtures_dir / FIXTURE
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    return load_file(str(path))
-
-
-def module_weights(ref: dict, module: str) -> dict:
-    prefix = f"weights.{module}."
-    return {k[len(prefix):]: v for k, v in ref.items() if k.startswith(prefix)}
+from tests.model.reference import load_module_weights
 
 
 def tiny_aggregator(seed: int = 0) -> Aggregator:
@@ -62,10 +38,9 @@ def stream(agg: Aggregator, imgs: torch.Tensor, chunk: int, window: int | None) 
     return [torch.cat([p[layer] for p in parts], dim=1) for layer in range(agg.depth)]
 
 
-def test_reference_tokens_batched_and_streaming(fixtures_dir):
-    ref = load_reference(fixtures_dir)
-    agg = Aggregator.from_config(StreamVGGTConfig.tiny()).eval()
-    agg.load_state_dict(module_weights(ref, "aggregator"), strict=True)
+def test_reference_tokens_batched_and_streaming(tiny_reference):
+    ref = tiny_reference
+    agg = load_module_weights(Aggregator.from_config(StreamVGGTConfig.tiny()).eval(), ref, "aggregator")
     imgs = ref["inputs.images"]
     with torch.inference_mode():
         batched, psi = agg(imgs)

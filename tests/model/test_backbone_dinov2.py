@@ -12,14 +12,6 @@ from model.streamvggt.dinov2 import DinoV2
 timm = pytest.importorskip("timm")
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_dinov2_matches_timm():
     torch.manual_seed(0)
     ours = DinoV2(img_size=56, patch_size=14, embed_dim=32, depth=2, num_heads=2, num_register_tokens=4).eval()

@@ -10,30 +10,15 @@ pytest.importorskip("model.streamvggt.heads.dpt_head", reason="DPT head not writ
 pytest.importorskip("model.streamvggt.heads.track_head", reason="track head not written yet")
 
 from model.streamvggt.streamvggt import StreamVGGT  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from tests.model.reference import load_module_weights  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def model_and_ref(fixtures_dir):
-    from safetensors.torch import load_file
-
-    path = fixtures_dir / "streamvggt_tiny_reference.safetensors"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    ref = load_file(str(path))
+def model_and_ref(tiny_reference):
     model = StreamVGGT.tiny()
     for name in ("aggregator", "camera_head", "depth_head", "point_head"):
-        prefix = f"weights.{name}."
-        getattr(model, name).load_state_dict({k[len(prefix):]: v for k, v in ref.items() if k.startswith(prefix)},
-                                             strict=True)
-    return model, ref
+        load_module_weights(getattr(model, name), tiny_reference, name)
+    return model, tiny_reference
 
 
 def close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-4) -> bool:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from model.streamvggt.config import StreamVGGTConfig
+from tests.model.reference import checkpoint_shapes
 
 
 def test_default_model_keys_and_shapes_match_official(fixtures_dir):
@@ -13,13 +14,7 @@ def test_default_model_keys_and_shapes_match_official(fixtures_dir):
     pytest.importorskip("model.streamvggt.heads.track_head", reason="track head not written yet")
     from model.streamvggt.streamvggt import StreamVGGT
 
-    tsv = fixtures_dir / "streamvggt_keys.tsv"
-    if not tsv.is_file():
-        pytest.skip(f"{tsv} not found")
-    expected = {}
-    for line in tsv.read_text().splitlines()[1:]:
-        key, shape, _ = line.split("\t")
-        expected[key] = tuple(int(x) for x in shape.split("x")) if shape else ()
+    expected = checkpoint_shapes(fixtures_dir)
     with torch.device("meta"):
         model = StreamVGGT(StreamVGGTConfig())
     state = model.state_dict()

@@ -7,31 +7,12 @@ import pytest
 import torch
 
 from model.streamvggt.heads.camera_head import CameraHead, activate_pose
+from tests.model.reference import load_module_weights
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def reference(fixtures_dir):
-    from safetensors.torch import load_file
-
-    path = fixtures_dir / "streamvggt_tiny_reference.safetensors"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    ref = load_file(str(path))
-    head = CameraHead(dim_in=128, trunk_depth=2, num_heads=4).eval()
-    prefix = "weights.camera_head."
-    head.load_state_dict({k[len(prefix):]: v for k, v in ref.items() if k.startswith(prefix)}, strict=True)
-    return ref, head
-
-
-def test_reference_pose_batched_and_streaming(fixtures_dir):
-    ref, head = reference(fixtures_dir)
+def test_reference_pose_batched_and_streaming(tiny_reference):
+    ref = tiny_reference
+    head = load_module_weights(CameraHead(dim_in=128, trunk_depth=2, num_heads=4).eval(), ref, "camera_head")
     tokens = [ref[f"batched.tokens.{i}"] for i in range(4)]
     with torch.inference_mode():
         batched = head(tokens)

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from model.streamvggt.heads.dpt_head import DPTHead, ResidualConvUnit, uv_grid
 from model.streamvggt.heads.head_act import activate_head, inverse_log_transform
-
-
-def checkpoint_shapes(fixtures_dir: Path, prefix: str) -> dict[str, tuple[int, ...]]:
-    """Rows of streamvggt_keys.tsv under ``prefix.`` -> {key without prefix: shape}."""
-    out = {}
-    lines = (fixtures_dir / "streamvggt_keys.tsv").read_text().splitlines()[1:]
-    for line in lines:
-        key, shape, _ = line.split("\t")
-        if key.startswith(prefix + "."):
-            out[key[len(prefix) + 1:]] = tuple(int(v) for v in shape.split("x"))
-    return out
+from tests.model.reference import checkpoint_shapes, load_module_weights, load_reference_meta
 
 
 @pytest.mark.parametrize("name,output_dim,activation", [("depth_head", 2, "exp"), ("point_head", 4, "inv_log")])
@@ -42,9 +28,8 @@ def tiny_head(output_dim: int, activation: str, **kw) -> DPTHead:
 
 
 @pytest.fixture(scope="module")
-def reference(fixtures_dir):
-    meta = json.loads((fixtures_dir / "streamvggt_tiny_reference.json").read_text())
-    return meta, load_file(str(fixtures_dir / "streamvggt_tiny_reference.safetensors"))
+def reference(fixtures_dir, tiny_reference):
+    return load_reference_meta(fixtures_dir), tiny_reference
 
 
 @pytest.mark.parametrize("name,output_dim,activation,value_key,conf_key", [
@@ -54,9 +39,7 @@ def reference(fixtures_dir):
 def test_reproduces_reference_tiny_heads(reference, name, output_dim, activation, value_key, conf_key):
     meta, tensors = reference
     assert meta["config"]["layers"] == [0, 1, 2, 3] and meta["config"]["dpt_features"] == 32
-    head = tiny_head(output_dim, activation).eval()
-    prefix = f"weights.{name}."
-    head.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
+    head = load_module_weights(tiny_head(output_dim, activation).eval(), tensors, name)
     tokens = [tensors[f"batched.tokens.{i}"] for i in range(4)]
     images = tensors["inputs.images"]
     with torch.no_grad():

@@ -19,14 +19,6 @@ INSTRUCTION = ("download checkpoints.pth from https://huggingface.co/lch01/Strea
                "ckpt/streamvggt/checkpoints.pth")
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tiny():
     return StreamVGGT.tiny(seed=3)

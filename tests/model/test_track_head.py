@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,16 +14,7 @@ from model.streamvggt.heads.track_modules.utils import (
     grid_sincos_pos_embed,
     sample_features4d,
 )
-
-
-def checkpoint_shapes(fixtures_dir: Path, prefix: str) -> dict[str, tuple[int, ...]]:
-    """Rows of streamvggt_keys.tsv under ``prefix.`` -> {key without prefix: shape}."""
-    out = {}
-    for line in (fixtures_dir / "streamvggt_keys.tsv").read_text().splitlines()[1:]:
-        key, shape, _ = line.split("\t")
-        if key.startswith(prefix + "."):
-            out[key[len(prefix) + 1:]] = tuple(int(v) for v in shape.split("x"))
-    return out
+from tests.model.reference import checkpoint_shapes
 
 
 def test_keys_and_shapes_match_checkpoint(fixtures_dir):
