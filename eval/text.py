@@ -1,47 +1,17 @@
-"""Text encoders for evaluation: a deterministic bag-of-words hash encoder and the open_clip wrapper.
+"""Text encoders for evaluation: the weight-free hash encoder (``model.text.HashTextEncoder``) and open_clip.
 
 Every consumer depends only on a callable ``encode_text(list[str]) -> (N, D)`` unit-norm tensor.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
+
+from model.text import HashTextEncoder  # noqa: F401  (re-exported: the encoder lives in model/text.py)
 
 TextEncoder = Callable[[list[str]], torch.Tensor]
-
-
-class HashTextEncoder:
-    """Deterministic text encoder with no weights: the normalised sum of one seeded random unit vector per word.
-
-    Texts that share words get a positive cosine (``"closed chicken container"`` vs ``"chicken container"``:
-    2/sqrt(6) ~ 0.82); unrelated words are nearly orthogonal for large ``dim``. Used for oracle checks.
-    """
-
-    def __init__(self, dim: int = 512, seed: int = 0) -> None:
-        self.dim = dim
-        self.seed = seed
-        self.embed_dim = dim
-        self.identity = f"hash-bow(dim={dim},seed={seed})"
-
-    def _word(self, word: str) -> torch.Tensor:
-        h = hashlib.sha256(f"{self.seed}:{word}".encode()).digest()
-        g = torch.Generator().manual_seed(int.from_bytes(h[:8], "little") & ((1 << 63) - 1))
-        return F.normalize(torch.randn(self.dim, generator=g), dim=0)
-
-    def encode_text(self, texts: list[str]) -> torch.Tensor:
-        """(N, dim) float32 unit embeddings."""
-        rows = []
-        for t in texts:
-            words = re.findall(r"[a-z0-9]+", t.lower()) or [""]
-            rows.append(torch.stack([self._word(w) for w in words]).sum(0))
-        return F.normalize(torch.stack(rows), dim=-1)
-
-    __call__ = encode_text
 
 
 def build_text_encoder(name: str = "ViT-B-16", pretrained: str = "laion2b_s34b_b88k", device: str = "cpu",

@@ -1,4 +1,4 @@
-"""Semantic Bridging Decoder: frozen geometry tokens (+ the frame size) -> CLIP-aligned feature fields.
+"""Semantic Bridging Decoder: frozen geometry tokens (+ the frame) -> CLIP-aligned feature fields.
 
 Published design (DESIGN §5, protocol_facts §3, ``LanguageHead_Multi``):
 
@@ -11,6 +11,14 @@ Published design (DESIGN §5, protocol_facts §3, ``LanguageHead_Multi``):
 - an RGB branch with its own UNet encoder/decoder and a sigmoid;
 - ours only: an optional time-sensitive decoder (``video_dim`` channels, 6 in 4D LangSplat) on the
   shared language encoder, trained when video targets exist.
+- ours only, ``frame_input=True`` (default): the frame itself, normalised with the ImageNet mean/std, is
+  concatenated to the DPT features before the shared language UNet encoder (so the three language decoders
+  and the video decoder see it). The published ``LanguageHead_Multi`` feeds only the DPT features; the
+  project brief says the decoder reads "the cached tokens (+ the frame)", and we add the frame because the
+  tokens are at patch resolution (14x14 px): pixel-accurate region boundaries and small parts come from
+  the frame. With a random tiny backbone (no weights) the frame is what makes small objects learnable at
+  all. The RGB branch never sees the frame (it would copy it). ``frame_input=False`` gives the published
+  architecture; checkpoints whose config predates the option load with ``frame_input=False``.
 
 All outputs are bilinearly resized to the frame size when it differs from the DPT output size.
 """
@@ -30,6 +38,8 @@ from torch import nn
 from model.unet import UNetDecoder, UNetEncoder
 
 LEVELS = ("small", "middle", "large")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -51,6 +61,7 @@ class DecoderConfig:
     video_dim: int = 0
     rgb: bool = True
     norm: str = "group"
+    frame_input: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -71,6 +82,7 @@ class DecoderConfig:
         if unknown:
             raise ValueError(f"unknown decoder config keys {sorted(unknown)}; known: {sorted(names)}")
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        kw.setdefault("frame_input", False)  # configs written before the option had no frame input
         return cls(**kw)
 
 
@@ -101,7 +113,8 @@ class SemanticBridgingDecoder(nn.Module):
         super().__init__()
         self.config = cfg = config or DecoderConfig()
         self.feature_extractor = feature_extractor if feature_extractor is not None else build_feature_extractor(cfg)
-        self.lang_encoder = UNetEncoder(cfg.dpt_features, cfg.lang_widths, norm=cfg.norm)
+        self.lang_encoder = UNetEncoder(cfg.dpt_features + (3 if cfg.frame_input else 0), cfg.lang_widths,
+                                        norm=cfg.norm)
         self.lang_decoders = nn.ModuleDict(
             {lvl: UNetDecoder(cfg.lang_dim, cfg.lang_widths, norm=cfg.norm) for lvl in LEVELS}
         )
@@ -113,6 +126,8 @@ class SemanticBridgingDecoder(nn.Module):
             self.rgb_decoder = UNetDecoder(3, cfg.rgb_widths, norm=cfg.norm)
         else:
             self.rgb_encoder = self.rgb_decoder = None
+        self.register_buffer("rgb_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("rgb_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def features(self, tokens: Sequence[torch.Tensor], frame: torch.Tensor, patch_start_idx: int) -> torch.Tensor:
         """DPT features: tokens = list of len(layers) tensors (B, P, 2C) or (B, S=1, P, 2C),
@@ -130,7 +145,8 @@ class SemanticBridgingDecoder(nn.Module):
     def forward(
         self, tokens: Sequence[torch.Tensor], frame: torch.Tensor, patch_start_idx: int = 5
     ) -> dict[str, Any]:
-        """tokens: list of cached layers, each (B, P, 2C); frame: (B, 3, h, w) in [0, 1] (only its size is used).
+        """tokens: list of cached layers, each (B, P, 2C); frame: (B, 3, h, w) in [0, 1] (the network input the
+        tokens were computed from; only its size is used when ``frame_input=False``).
 
         Returns ``{"lang": {"small"|"middle"|"large": (B, lang_dim, h, w)}, "rgb": (B, 3, h, w) in (0, 1)
         (absent when ``rgb=False``), "video": (B, video_dim, h, w) (only when ``video_dim > 0``)}``.
@@ -143,7 +159,14 @@ class SemanticBridgingDecoder(nn.Module):
                 x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
             return x
 
-        enc = self.lang_encoder(feats)
+        lang_in = feats
+        if self.config.frame_input:
+            img = frame.to(feats.dtype)
+            if tuple(img.shape[-2:]) != tuple(feats.shape[-2:]):
+                img = F.interpolate(img, size=feats.shape[-2:], mode="bilinear", align_corners=False)
+            img = (img - self.rgb_mean.to(img.dtype)) / self.rgb_std.to(img.dtype)
+            lang_in = torch.cat([feats, img], dim=1)
+        enc = self.lang_encoder(lang_in)
         out: dict[str, Any] = {"lang": {lvl: fit(dec(enc)) for lvl, dec in self.lang_decoders.items()}}
         if self.video_decoder is not None:
             out["video"] = fit(self.video_decoder(enc))

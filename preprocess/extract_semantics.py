@@ -20,6 +20,7 @@ built in ``.<name>.partial/`` and renamed at the end (an interrupted run resumes
 Examples::
 
     python -m preprocess.extract_semantics --scene data/synthetic/demo --mode oracle --clip tiny
+    python -m preprocess.extract_semantics --scene data/synthetic/demo --mode oracle --text-encoder hash
     python -m preprocess.extract_semantics --scene data/hypernerf/americano --mode clip \\
         --clip-model ViT-B-16 --clip-pretrained laion2b_s34b_b88k --device auto
 """
@@ -273,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
     p.add_argument("--overwrite", action="store_true", help="replace existing output folders")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.add_argument("--text-encoder", choices=["clip", "hash"], default="clip",
+                   help="oracle mode text encoder: 'clip' (the --clip flags below) or 'hash', the weight-free "
+                        "bag-of-words model.text.HashTextEncoder (no weights needed; query with the same encoder, "
+                        "e.g. `python -m eval.evaluate --hash-text`)")
+    p.add_argument("--hash-dim", type=int, default=512, help="embedding size of --text-encoder hash")
     add_clip_args(p)
     return p
 
@@ -291,7 +297,15 @@ def main(argv: list[str] | None = None) -> int:
                 proposer = PrecomputedProposer(args.masks_dir)
             else:
                 proposer = SkimageProposer()
-        encoder = clip_from_args(args, device=device)
+        if args.text_encoder == "hash":
+            if args.mode != "oracle":
+                raise SemanticsInputError("--text-encoder hash only works with --mode oracle (clip mode embeds "
+                                          "image crops, which needs open_clip)")
+            from model.text import HashTextEncoder
+
+            encoder = HashTextEncoder(dim=args.hash_dim, seed=args.clip_seed)
+        else:
+            encoder = clip_from_args(args, device=device)
         if args.mode == "oracle":
             written = extract_oracle(args.scene, encoder, args.overwrite, args.output_name, video=not args.no_video,
                                      frames_dir=args.frames_dir, progress=not args.no_progress)

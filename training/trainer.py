@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--tokens-subdir", default="tokens", help="token cache folder inside each scene")
     d.add_argument("--features-subdir", default="clip_features-language_features_dim3",
                    help="folder of <key>_f.npy / <key>_s.npy language targets inside each scene")
-    d.add_argument("--video-features-subdir", default="video_features-dim6",
+    d.add_argument("--video-features-subdir", default="video_features-language_features_dim6",
                    help="folder of time-sensitive targets (<key>_f.npy, <key>_s.npy); the video head is trained "
                    "only when every scene has it")
     d.add_argument("--no-video", action="store_true", help="never train the time-sensitive head")

@@ -77,3 +77,27 @@ def test_init_dpt_from_backbone_depth_head(tmp_path):
     with pytest.raises(ValueError, match="no depth_head"):
         init_feature_extractor_from_backbone(SemanticBridgingDecoder(DecoderConfig.tiny(dim_in=32)),
                                              tmp_path / "bb.safetensors")
+
+
+def test_frame_input_option_feeds_the_language_branch_only():
+    torch.manual_seed(0)
+    toks = _tokens(1, (2, 2))
+    f1, f2 = torch.rand(1, 3, 28, 28), torch.rand(1, 3, 28, 28)
+    with_frame = SemanticBridgingDecoder(DecoderConfig.tiny(dim_in=32, video_dim=6)).eval()
+    assert with_frame.config.frame_input  # default on
+    a, b = with_frame(toks, f1), with_frame(toks, f2)
+    for lvl in LEVELS:
+        assert not torch.allclose(a["lang"][lvl], b["lang"][lvl])
+    assert not torch.allclose(a["video"], b["video"])
+    assert torch.allclose(a["rgb"], b["rgb"])  # the RGB branch must not copy the frame
+    published = SemanticBridgingDecoder(DecoderConfig.tiny(dim_in=32, frame_input=False)).eval()
+    a, b = published(toks, f1), published(toks, f2)
+    for lvl in LEVELS:
+        assert torch.allclose(a["lang"][lvl], b["lang"][lvl])
+    # a config written before the option (no frame_input key) is the published architecture
+    d = DecoderConfig.tiny(dim_in=32).to_dict()
+    d.pop("frame_input")
+    old = DecoderConfig.from_dict(d)
+    assert not old.frame_input
+    SemanticBridgingDecoder(old).load_state_dict(published.state_dict())
+    assert DecoderConfig.from_dict(DecoderConfig.tiny(dim_in=32).to_dict()).frame_input

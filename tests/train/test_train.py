@@ -25,7 +25,7 @@ def test_feature_loss_falls_tenfold(tmp_path):
     scene = make_tiny_scene(tmp_path / "s", n_frames=4, grid=(2, 2), layout="uniform")
     s = main(_args(scene, tmp_path / "run", "--epochs", 200, "--batch-size", 4, "--lr", 5e-3, "--warmup-epochs", 0,
                    "--clip-grad", 0, "--weight-decay", 0, "--w-rgb", 0, "--train-on-eval-frames", "--no-val",
-                   "--save-every", 1000))
+                   "--save-every", 1000, "--decoder-config", json.dumps({"frame_input": False})))
     first, last = s["history"][0]["train_lang"], s["history"][-1]["train_lang"]
     assert s["global_step"] == 200
     assert last < first / 10, (first, last)

@@ -1,0 +1,45 @@
+"""Weight-free text encoder: a deterministic bag-of-words hash embedding.
+
+Used wherever the pipeline must run without CLIP weights (the one-command demo, oracle checks): semantic
+targets (``python -m preprocess.extract_semantics --mode oracle --text-encoder hash``) and queries
+(``python -m eval.evaluate --hash-text``) then share one embedding space. It is consistent, not semantic:
+only texts that share words are similar.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import torch
+import torch.nn.functional as F
+
+
+class HashTextEncoder:
+    """Deterministic text encoder with no weights: the normalised sum of one seeded random unit vector per word.
+
+    Texts that share words get a positive cosine (``"closed chicken container"`` vs ``"chicken container"``:
+    2/sqrt(6) ~ 0.82); unrelated words are nearly orthogonal for large ``dim``.
+    ``encode_text(list[str]) -> (N, dim)`` float32 unit rows; ``embed_dim`` and ``identity`` as ``ClipEncoder``.
+    """
+
+    def __init__(self, dim: int = 512, seed: int = 0) -> None:
+        self.dim = dim
+        self.seed = seed
+        self.embed_dim = dim
+        self.identity = f"hash-bow(dim={dim},seed={seed})"
+
+    def _word(self, word: str) -> torch.Tensor:
+        h = hashlib.sha256(f"{self.seed}:{word}".encode()).digest()
+        g = torch.Generator().manual_seed(int.from_bytes(h[:8], "little") & ((1 << 63) - 1))
+        return F.normalize(torch.randn(self.dim, generator=g), dim=0)
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """(N, dim) float32 unit embeddings."""
+        rows = []
+        for t in texts:
+            words = re.findall(r"[a-z0-9]+", t.lower()) or [""]
+            rows.append(torch.stack([self._word(w) for w in words]).sum(0))
+        return F.normalize(torch.stack(rows), dim=-1)
+
+    __call__ = encode_text
