@@ -6,8 +6,9 @@ Pixel coordinates are continuous with pixel ``i`` covering ``[i, i+1)``, so the 
 ``(u, v)`` is ``(u + 0.5, v + 0.5)`` and the principal point of an unshifted W x H camera is
 ``(W/2, H/2)``, exactly VGGT's ``cx = W/2, cy = H/2``.
 
-Crop mapping: the network sees a frame resized from (H, W) to (Hr, Wr) (per-axis scale
-``sy = Hr/H, sx = Wr/W``) and then cropped to the box ``(top, left, h, w)`` in resized pixels.
+Crop mapping (the record is :class:`preprocess.frames.CropInfo`): the network sees a frame resized from (H, W)
+to (Hr, Wr) (per-axis scale ``sy = Hr/H, sx = Wr/W``) and then cropped to the box ``(top, left, h, w)`` in
+resized pixels.
 A network pixel coordinate ``u_net`` maps to the original ``u = (u_net + left) / sx``.
 Predictions are placed back on the original grid by resizing the (h, w) map to the box's size in
 original pixels; pixels outside that box have no prediction: they are filled with the nearest edge
@@ -17,100 +18,41 @@ value (replicate padding) and marked invalid in a validity mask.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from preprocess.frames import CropInfo
 
 
 @dataclass(frozen=True)
-class CropBox:
-    """Where the network input came from in the original frame.
-
-    Attributes:
-        orig_hw: (H, W) of the original frame.
-        resized_hw: (Hr, Wr) after resizing (before cropping).
-        box: (top, left, h, w) of the crop in resized pixels; (h, w) is the network input size.
-    """
-
-    orig_hw: tuple[int, int]
-    resized_hw: tuple[int, int]
-    box: tuple[int, int, int, int]
-
-    @property
-    def scale(self) -> tuple[float, float]:
-        """(sy, sx) = resized / original."""
-        return self.resized_hw[0] / self.orig_hw[0], self.resized_hw[1] / self.orig_hw[1]
+class CropBox(CropInfo):
+    """The former inference-side name of :class:`preprocess.frames.CropInfo`, the project's one crop record
+    (kept so that ``CropBox(...)`` / ``CropBox.from_dict(...)`` callers keep working; new code uses CropInfo).
+    ``net_hw`` is ``input_hw``."""
 
     @property
     def net_hw(self) -> tuple[int, int]:
-        return self.box[2], self.box[3]
-
-    def clipped_window(self) -> tuple[int, int, int, int]:
-        """(y0, x0, y1, x1) of the network window clipped to the resized image (pad mode reaches outside it)."""
-        top, left, h, w = self.box
-        rh, rw = self.resized_hw
-        return max(top, 0), max(left, 0), min(top + h, rh), min(left + w, rw)
-
-    def box_in_original(self) -> tuple[int, int, int, int]:
-        """(top, left, bottom, right) of the predicted region in original pixels (rounded, clipped, non-empty)."""
-        sy, sx = self.scale
-        cy0, cx0, cy1, cx1 = self.clipped_window()
-        H, W = self.orig_hw
-        y0 = min(max(int(round(cy0 / sy)), 0), H - 1)
-        x0 = min(max(int(round(cx0 / sx)), 0), W - 1)
-        y1 = min(max(int(round(cy1 / sy)), y0 + 1), H)
-        x1 = min(max(int(round(cx1 / sx)), x0 + 1), W)
-        return y0, x0, y1, x1
-
-    def to_dict(self) -> dict:
-        return {k: list(v) for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> CropBox:
-        """Read ``to_dict()`` output or a ``preprocess.frames.CropInfo.to_dict()`` (same box convention)."""
-        return cls(tuple(d["orig_hw"]), tuple(d["resized_hw"]), tuple(d["box"]))
-
-    @classmethod
-    def identity(cls, hw: tuple[int, int]) -> CropBox:
-        return cls(tuple(hw), tuple(hw), (0, 0, hw[0], hw[1]))
+        return self.input_hw
 
 
-def uncrop_map(x: torch.Tensor, crop: CropBox, mode: str = "bilinear") -> tuple[torch.Tensor, torch.Tensor]:
-    """Map network-resolution predictions back onto the original frame.
+def uncrop_map(x: torch.Tensor, crop: CropInfo, mode: str = "bilinear") -> tuple[torch.Tensor, torch.Tensor]:
+    """Map network-resolution predictions back onto the original frame (:meth:`CropInfo.uncrop`, replicate).
 
     Args:
         x: (..., h, w) map on the network input grid (any number of leading dims).
         crop: where that grid came from.
-        mode: interpolation for the resize ("bilinear" or "nearest").
+        mode: interpolation for the resize ("bilinear" or "nearest"); integer maps always use "nearest".
     Returns:
         (y (..., H, W) same dtype, valid (H, W) bool): inside the crop box the resized prediction,
         outside it the nearest edge value (replicate) and ``valid`` False.
     """
-    if tuple(x.shape[-2:]) != tuple(crop.net_hw):
-        raise ValueError(f"uncrop_map expects (..., {crop.net_hw[0]}, {crop.net_hw[1]}) maps, got {tuple(x.shape)}")
-    H, W = crop.orig_hw
-    y0, x0, y1, x1 = crop.box_in_original()
-    top, left = crop.box[0], crop.box[1]
-    cy0, cx0, cy1, cx1 = crop.clipped_window()
-    lead = x.shape[:-2]
-    flat = x.reshape(1, -1, *x.shape[-2:])[..., cy0 - top:cy1 - top, cx0 - left:cx1 - left]
-    dtype = flat.dtype
-    if not flat.is_floating_point():
-        flat = flat.float()
-        mode = "nearest"
-    kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
-    inner = F.interpolate(flat, size=(y1 - y0, x1 - x0), mode=mode, **kwargs)
-    pad = (x0, W - x1, y0, H - y1)
-    if any(pad):
-        inner = F.pad(inner, pad, mode="replicate")
-    valid = torch.zeros(H, W, dtype=torch.bool, device=x.device)
-    valid[y0:y1, x0:x1] = True
-    return inner.to(dtype).reshape(*lead, H, W), valid
+    y = crop.uncrop(x, fill=None, interpolation=mode if x.is_floating_point() else "nearest")
+    return y, crop.valid_mask(device=x.device)
 
 
-def intrinsics_to_original(K_net: np.ndarray, crop: CropBox) -> np.ndarray:
+def intrinsics_to_original(K_net: np.ndarray, crop: CropInfo) -> np.ndarray:
     """Intrinsics of the network input (h, w) -> intrinsics of the original (H, W) frame.
 
     Args:
@@ -119,7 +61,7 @@ def intrinsics_to_original(K_net: np.ndarray, crop: CropBox) -> np.ndarray:
         (..., 3, 3) with ``fx/sx, fy/sy`` and the principal point shifted by the crop offset then
         scaled: ``cx = (cx_net + left) / sx``, ``cy = (cy_net + top) / sy`` (continuous pixels).
     """
-    sy, sx = crop.scale
+    sx, sy = crop.scale_xy
     top, left = crop.box[0], crop.box[1]
     K = np.array(K_net, dtype=np.float64, copy=True)
     K[..., 0, 0] /= sx

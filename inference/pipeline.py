@@ -19,7 +19,6 @@ import torch
 from tqdm import tqdm
 
 from inference.geometry import (
-    CropBox,
     camera_record,
     frame_points,
     intrinsics_to_original,
@@ -36,6 +35,7 @@ from inference.outputs import (
 )
 from inference.ply import PlyStreamWriter, read_ply, write_ply
 from inference.visualize import Mp4Writer, PCAProjector, load_png, save_png, to_uint8_image
+from preprocess.frames import CropInfo
 from utils.io import save_json_atomic
 
 log = logging.getLogger(__name__)
@@ -48,14 +48,14 @@ class Frame:
     Attributes:
         key: frame key (file stem); index: 0-based position in the video.
         rgb: (H, W, 3) uint8 original frame; image: (3, h, w) float network input in [0, 1].
-        crop: where ``image`` lies in ``rgb``.
+        crop: where ``image`` lies in ``rgb`` (:class:`preprocess.frames.CropInfo`).
     """
 
     key: str
     index: int
     rgb: np.ndarray
     image: torch.Tensor
-    crop: CropBox
+    crop: CropInfo
 
 
 @dataclass

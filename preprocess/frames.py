@@ -185,10 +185,10 @@ class CropInfo:
     """How an original frame was mapped onto the network input.
 
     The original (H, W) = ``orig_hw`` frame is first resized (bicubic) to ``resized_hw``; the network input is
-    then the window ``box = (top, left, h, w)`` of the resized image, in resized-image pixels (the same
-    convention as ``inference.geometry.CropBox``, which ``CropBox.from_dict(info.to_dict())`` reads). A window
+    then the window ``box = (top, left, h, w)`` of the resized image, in resized-image pixels. A window
     reaching outside the resized image (negative ``top``/``left``, or past the far edge) means white padding
-    (``pad`` mode). ``(h, w)`` = ``input_hw`` are multiples of the patch size.
+    (``pad`` mode). ``(h, w)`` = ``input_hw`` are multiples of the patch size. This is the one crop record of the
+    project: inference (``inference.geometry``) maps predictions and intrinsics back to the original frame with it.
     """
 
     orig_hw: tuple[int, int]
@@ -210,6 +210,28 @@ class CropInfo:
     def scale_xy(self) -> tuple[float, float]:
         """Resize factors (resized / original) along x and y."""
         return (self.resized_hw[1] / self.orig_hw[1], self.resized_hw[0] / self.orig_hw[0])
+
+    def clipped_window(self) -> tuple[int, int, int, int]:
+        """(y0, x0, y1, x1) of the input window clipped to the resized image (a ``pad`` window reaches outside it)."""
+        y0, x0, y1, x1 = self.window
+        rh, rw = self.resized_hw
+        return max(y0, 0), max(x0, 0), min(y1, rh), min(x1, rw)
+
+    def box_in_original(self) -> tuple[int, int, int, int]:
+        """(y0, x0, y1, x1) of the region the input covers, in original pixels (rounded, clipped, non-empty)."""
+        sx, sy = self.scale_xy
+        cy0, cx0, cy1, cx1 = self.clipped_window()
+        H, W = self.orig_hw
+        y0 = min(max(int(round(cy0 / sy)), 0), H - 1)
+        x0 = min(max(int(round(cx0 / sx)), 0), W - 1)
+        y1 = min(max(int(round(cy1 / sy)), y0 + 1), H)
+        x1 = min(max(int(round(cx1 / sx)), x0 + 1), W)
+        return y0, x0, y1, x1
+
+    @classmethod
+    def identity(cls, hw: tuple[int, int]) -> CropInfo:
+        """No resize and no crop: the network input is the whole (H, W) = ``hw`` frame."""
+        return cls(orig_hw=tuple(hw), resized_hw=tuple(hw), box=(0, 0, hw[0], hw[1]), mode="native")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -238,46 +260,47 @@ class CropInfo:
         out[..., 1] = (xy[..., 1] + 0.5) * sy - 0.5 - self.box[0]
         return out
 
-    def valid_mask(self) -> torch.Tensor:
-        """(H, W) bool: original pixels whose resized position lies inside the network input (not cropped)."""
-        m = torch.ones(1, 1, *self.input_hw)
-        return self.uncrop(m, fill=0.0, interpolation="bilinear")[0, 0] > 0.5
+    def valid_mask(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """(H, W) bool: original pixels inside :meth:`box_in_original` (those that have a prediction)."""
+        y0, x0, y1, x1 = self.box_in_original()
+        valid = torch.zeros(self.orig_hw, dtype=torch.bool, device=device)
+        valid[y0:y1, x0:x1] = True
+        return valid
 
     def uncrop(self, x: torch.Tensor, fill: float | None = None, interpolation: str = "bilinear") -> torch.Tensor:
         """Map a prediction on the network input grid back onto the original frame.
 
         x: (..., h, w) with (h, w) = ``input_hw``; returns (..., H, W) = ``orig_hw`` in ``x``'s dtype.
-        Parts of the resized frame that were cropped away get ``fill`` (None: replicate the nearest border
-        value). ``interpolation``: ``bilinear`` (continuous maps, features) or ``nearest`` (labels, ids).
+        The part of the input that shows the frame (padding dropped) is resized onto :meth:`box_in_original`;
+        original pixels outside that box (cropped away) get ``fill`` (None: replicate the nearest edge value of
+        the box). ``interpolation``: ``bilinear`` (continuous maps, features), ``bicubic``, or ``nearest``
+        (labels, ids; required for integer maps).
         """
         h, w = self.input_hw
         if tuple(x.shape[-2:]) != (h, w):
             raise ValueError(f"uncrop expects (..., {h}, {w}) maps, got {tuple(x.shape)}")
+        if not x.is_floating_point() and interpolation != "nearest":
+            raise ValueError("integer maps must be uncropped with interpolation='nearest'")
+        H, W = self.orig_hw
+        y0, x0, y1, x1 = self.box_in_original()
+        cy0, cx0, cy1, cx1 = self.clipped_window()
+        top, left = self.box[0], self.box[1]
         lead = x.shape[:-2]
-        y = x.reshape(1, -1, h, w)
+        y = x.reshape(1, -1, h, w)[..., cy0 - top:cy1 - top, cx0 - left:cx1 - left]
         orig_dtype = y.dtype
         if not y.is_floating_point():
-            if interpolation != "nearest":
-                raise ValueError("integer maps must be uncropped with interpolation='nearest'")
             y = y.double()
-        rh, rw = self.resized_hw
-        y0, x0, y1, x1 = self.window
-        # Window of the resized image that the input covers, clipped to the resized image.
-        cy0, cx0, cy1, cx1 = max(y0, 0), max(x0, 0), min(y1, rh), min(x1, rw)
-        y = y[..., cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
-        pads = (cx0, rw - cx1, cy0, rh - cy1)  # left, right, top, bottom
+        if interpolation == "nearest":
+            y = F.interpolate(y, size=(y1 - y0, x1 - x0), mode="nearest-exact")
+        else:
+            y = F.interpolate(y, size=(y1 - y0, x1 - x0), mode=interpolation, align_corners=False)
+        pads = (x0, W - x1, y0, H - y1)  # left, right, top, bottom
         if any(pads):
             if fill is None:
                 y = F.pad(y, pads, mode="replicate")
             else:
                 y = F.pad(y, pads, mode="constant", value=float(fill))
-        if (rh, rw) != tuple(self.orig_hw):
-            if interpolation == "nearest":
-                y = F.interpolate(y, size=self.orig_hw, mode="nearest-exact")
-            else:
-                y = F.interpolate(y, size=self.orig_hw, mode=interpolation, align_corners=False)
-        y = y.to(orig_dtype)
-        return y.reshape(*lead, *self.orig_hw)
+        return y.to(orig_dtype).reshape(*lead, H, W)
 
 
 def _round_to(v: float, m: int) -> int:
@@ -343,7 +366,7 @@ class FramePreprocessor:
             rgb = np.array(Image.fromarray(rgb).resize((rw, rh), Image.Resampling.BICUBIC))
         img = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
         y0, x0, y1, x1 = info.window
-        cy0, cx0, cy1, cx1 = max(y0, 0), max(x0, 0), min(y1, rh), min(x1, rw)
+        cy0, cx0, cy1, cx1 = info.clipped_window()
         img = img[:, cy0:cy1, cx0:cx1]
         pads = (cx0 - x0, x1 - cx1, cy0 - y0, y1 - cy1)
         if any(pads):

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from inference.geometry import (
-    CropBox,
     confidence_mask,
     fov_intrinsics,
     frame_points,
@@ -19,6 +18,7 @@ from inference.geometry import (
     unproject_depth,
 )
 from inference.ply import PlyStreamWriter, read_ply, read_ply_header, write_ply
+from preprocess.frames import CropInfo, FramePreprocessor
 
 
 def _rot(axis_angle):
@@ -76,7 +76,7 @@ def test_ply_reads_ascii(tmp_path):
 
 def test_uncrop_places_crop_and_marks_validity():
     # original 10x8 (H, W); resized x2 to 20x16; crop rows 4..16 (h=12), all columns
-    crop = CropBox(orig_hw=(10, 8), resized_hw=(20, 16), box=(4, 0, 12, 16))
+    crop = CropInfo(orig_hw=(10, 8), resized_hw=(20, 16), box=(4, 0, 12, 16))
     assert crop.box_in_original() == (2, 0, 8, 8)
     x = torch.arange(12.0).view(12, 1).expand(12, 16).unsqueeze(0)  # (1, 12, 16) row ramp
     y, valid = uncrop_map(x, crop)
@@ -92,7 +92,7 @@ def test_uncrop_places_crop_and_marks_validity():
 
 
 def test_intrinsics_to_original_matches_pixel_mapping():
-    crop = CropBox(orig_hw=(300, 200), resized_hw=(777, 518), box=(129, 0, 518, 518))
+    crop = CropInfo(orig_hw=(300, 200), resized_hw=(777, 518), box=(129, 0, 518, 518))
     K_net = fov_intrinsics(0.9, 0.8, (518, 518))
     K = intrinsics_to_original(K_net, crop)
     # a 3D point projects to net pixel u_net, and to original pixel u = (u_net + left) / sx
@@ -100,11 +100,11 @@ def test_intrinsics_to_original_matches_pixel_mapping():
     ext = np.hstack([np.eye(3), np.zeros((3, 1))])
     uv_net, _ = project_points(X, K_net, ext)
     uv, _ = project_points(X, K, ext)
-    sy, sx = crop.scale
+    sx, sy = crop.scale_xy
     np.testing.assert_allclose(uv[0, 0], (uv_net[0, 0] + 0) / sx, rtol=1e-9)
     np.testing.assert_allclose(uv[0, 1], (uv_net[0, 1] + 129) / sy, rtol=1e-9)
     # identity crop leaves intrinsics unchanged
-    np.testing.assert_allclose(intrinsics_to_original(K_net, CropBox.identity((518, 518))), K_net)
+    np.testing.assert_allclose(intrinsics_to_original(K_net, CropInfo.identity((518, 518))), K_net)
 
 
 def test_unproject_project_roundtrip_and_rotation():
@@ -147,22 +147,21 @@ def test_confidence_filter_and_frame_points():
 
 def test_uncrop_pad_mode_and_agreement_with_cropinfo():
     # pad mode: 8x16 frame -> resized 7x14 placed in a 14x14 white canvas at top=-3 (window starts above image)
-    crop = CropBox(orig_hw=(8, 16), resized_hw=(7, 14), box=(-3, 0, 14, 14))
+    crop = CropInfo(orig_hw=(8, 16), resized_hw=(7, 14), box=(-3, 0, 14, 14))
     x = torch.zeros(1, 14, 14)
     x[:, 3:10] = 1.0  # the image part of the padded input
     y, valid = uncrop_map(x, crop)
     assert valid.all() and torch.allclose(y, torch.ones(1, 8, 16))
-    frames = pytest.importorskip("preprocess.frames")
-    info = frames.FramePreprocessor(target_width=28, mode="crop").plan((40, 20))  # portrait: centre crop
-    box = CropBox.from_dict(info.to_dict())
+    info = FramePreprocessor(target_width=28, mode="crop").plan((40, 20))  # portrait: centre crop
     m = torch.rand(2, *info.input_hw)
-    ours, ours_valid = uncrop_map(m, box)
+    ours, ours_valid = uncrop_map(m, info)
     theirs = info.uncrop(m)
     assert ours.shape == theirs.shape
     torch.testing.assert_close(ours_valid, info.valid_mask())
     assert (ours - theirs)[:, ours_valid].abs().mean() < 0.05
+    assert torch.equal(ours, theirs)  # uncrop_map is CropInfo.uncrop with replicated edges
     # intrinsics agree with the preprocess pixel mapping (integer-centre there, +0.5 here)
-    K = intrinsics_to_original(fov_intrinsics(0.7, 0.9, info.input_hw), box)
+    K = intrinsics_to_original(fov_intrinsics(0.7, 0.9, info.input_hw), info)
     xy_net = np.array([[3.0, 5.0]])
     xy_orig = info.input_to_original_xy(xy_net.copy())
     Kn = fov_intrinsics(0.7, 0.9, info.input_hw)

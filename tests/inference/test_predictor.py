@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from inference.geometry import CropBox, is_rotation
+from inference.geometry import is_rotation
 from inference.pipeline import Frame
+from preprocess.frames import CropInfo
 
 sv = pytest.importorskip("model.streamvggt.streamvggt")
 dec = pytest.importorskip("model.decoder")
@@ -18,7 +19,7 @@ def _frames(n, h=28, w=42):
     for i in range(n):
         img = torch.rand(3, h, w, generator=g)
         yield Frame(f"{i + 1:06d}", i, (img.permute(1, 2, 0).numpy() * 255).astype(np.uint8), img,
-                    CropBox.identity((h, w)))
+                    CropInfo.identity((h, w)))
 
 
 def _predict(chunk, n=5, window=3):

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from inference.geometry import CropBox, fov_intrinsics
+from inference.geometry import fov_intrinsics
 from inference.pipeline import ChunkOutput, Frame, InferenceSettings, run_inference
 from inference.ply import read_ply
 from inference.visualize import load_png
+from preprocess.frames import CropInfo
 
 pytest.importorskip("eval.relevancy")
 pytest.importorskip("eval.masks")
@@ -53,7 +54,7 @@ def test_query_outputs_and_iou(tmp_path):
 
     enc = text_mod.HashTextEncoder(dim=512)
     frames = (Frame(f"{i + 1:06d}", i, np.full((H, W, 3), 90, np.uint8), torch.full((3, H, W), 0.3),
-                    CropBox.identity((H, W))) for i in range(3))
+                    CropInfo.identity((H, W))) for i in range(3))
     run_inference(frames, 3, OraclePredictor(enc.encode_text), tmp_path / "inf",
                   InferenceSettings(chunk=2, pca=False, conf_percentile=0.0, point_stride=4))
     res = query_fields(tmp_path / "inf", ["red ball"], tmp_path / "q", enc.encode_text, video=True, fps=3)
