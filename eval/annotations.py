@@ -15,6 +15,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -71,18 +72,23 @@ def polygon_to_mask(polygon: list[float], height: int, width: int) -> np.ndarray
     return mask.astype(bool)
 
 
+def _read_annotation_json(path: str | Path, relpath: Path, what: str) -> tuple[Path, Any]:
+    """``path`` is the JSON file or a scene folder holding it at ``relpath``: returns (file path, parsed JSON)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / relpath
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path} (expected <scene>/{relpath})")
+    return path, json.loads(path.read_text())
+
+
 def load_coco_masks(path: str | Path, dataset: str = "hypernerf") -> CocoFrames:
     """Read a COCO polygon file into per-frame category masks (see module doc for the conventions).
 
     ``path`` may be the JSON file itself or a scene folder containing ``annotations/train/_annotations.coco.json``.
     Images without annotations are kept with an empty category dict.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / COCO_RELPATH
-    if not path.is_file():
-        raise FileNotFoundError(f"COCO annotations not found: {path} (expected <scene>/{COCO_RELPATH})")
-    data = json.loads(path.read_text())
+    path, data = _read_annotation_json(path, COCO_RELPATH, "COCO annotations")
     cats = {int(c["id"]): str(c["name"]) for c in data.get("categories", [])}
     out = CocoFrames(categories=list(dict.fromkeys(cats.values())))
     image_index: dict[int, int] = {}
@@ -118,12 +124,7 @@ def load_video_annotations(path: str | Path) -> dict[str, dict[str, Intervals]]:
 
     ``path`` may be the JSON file or a scene folder containing ``annotations/video_annotations.json``.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / VIDEO_RELPATH
-    if not path.is_file():
-        raise FileNotFoundError(f"video annotations not found: {path} (expected <scene>/{VIDEO_RELPATH})")
-    data = json.loads(path.read_text())
+    path, data = _read_annotation_json(path, VIDEO_RELPATH, "video annotations")
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected {{object: {{state_query: [[l, r], ...]}}}}")
     out: dict[str, dict[str, Intervals]] = {}

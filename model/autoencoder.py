@@ -11,7 +11,7 @@ Presets: CLIP 512 -> (256, 128, 64, 32, 3) -> (16, 32, 64, 128, 256, 512); video
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -159,31 +159,29 @@ def autoencoder_loss(recon: torch.Tensor, target: torch.Tensor, cos_weight: floa
     return mse + cos_weight * (1.0 - cos)
 
 
-@torch.inference_mode()
-def decode(model: FeatureAutoencoder, z: torch.Tensor, chunk: int = 1 << 18) -> torch.Tensor:
-    """Decode latents of any leading shape, (..., k) -> (..., D) unit features, in chunks, eval mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        param = next(model.parameters())
-        flat = z.reshape(-1, z.shape[-1])
-        out = [model.decode(flat[i:i + chunk].to(param.device, param.dtype)) for i in range(0, flat.shape[0], chunk)]
-        res = torch.cat(out) if out else flat.new_zeros(0, model.in_dim)
-        return res.reshape(*z.shape[:-1], model.in_dim)
-    finally:
-        model.train(was_training)
-
-
-@torch.inference_mode()
-def encode(model: FeatureAutoencoder, x: torch.Tensor, chunk: int = 1 << 16) -> torch.Tensor:
-    """Encode features of any leading shape, (..., D) -> (..., k) unit latents, in eval mode."""
+def _apply_chunked(model: FeatureAutoencoder, method: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                   chunk: int, out_dim: int) -> torch.Tensor:
+    """``method`` (``model.encode`` or ``model.decode``) over rows: (..., d) -> (..., out_dim), ``chunk`` rows at a
+    time on the model's device and dtype, in eval mode (the model's training flag is restored afterwards)."""
     was_training = model.training
     model.eval()
     try:
         param = next(model.parameters())
         flat = x.reshape(-1, x.shape[-1])
-        out = [model.encode(flat[i:i + chunk].to(param.device, param.dtype)) for i in range(0, flat.shape[0], chunk)]
-        res = torch.cat(out) if out else flat.new_zeros(0, model.latent_dim)
-        return res.reshape(*x.shape[:-1], model.latent_dim)
+        out = [method(flat[i:i + chunk].to(param.device, param.dtype)) for i in range(0, flat.shape[0], chunk)]
+        res = torch.cat(out) if out else flat.new_zeros(0, out_dim)
+        return res.reshape(*x.shape[:-1], out_dim)
     finally:
         model.train(was_training)
+
+
+@torch.inference_mode()
+def decode(model: FeatureAutoencoder, z: torch.Tensor, chunk: int = 1 << 18) -> torch.Tensor:
+    """Decode latents of any leading shape, (..., k) -> (..., D) unit features, in chunks, eval mode."""
+    return _apply_chunked(model, model.decode, z, chunk, model.in_dim)
+
+
+@torch.inference_mode()
+def encode(model: FeatureAutoencoder, x: torch.Tensor, chunk: int = 1 << 16) -> torch.Tensor:
+    """Encode features of any leading shape, (..., D) -> (..., k) unit latents, in eval mode."""
+    return _apply_chunked(model, model.encode, x, chunk, model.latent_dim)
