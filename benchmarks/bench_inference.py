@@ -89,7 +89,6 @@ def run_published(video: Path, out: Path, window: int) -> int:
 
 
 def run_ours(video: Path, out: Path, window: int, chunk: int, full: bool) -> int:
-    from inference.geometry import CropBox
     from inference.pipeline import Frame, InferenceSettings, run_inference
     from inference.predictor import LangVGGTPredictor
     from preprocess.frames import FramePreprocessor, iter_frames, list_frames
@@ -101,7 +100,7 @@ def run_ours(video: Path, out: Path, window: int, chunk: int, full: bool) -> int
     def frames():
         for ref, rgb in iter_frames(refs):
             img, info = prep.prepare(rgb)
-            yield Frame(ref.key, ref.index, rgb, img, CropBox.from_dict(info.to_dict()))
+            yield Frame(ref.key, ref.index, rgb, img, info)
 
     pred = LangVGGTPredictor(decoder, backbone, None, window=window, geometry=full)
     settings = InferenceSettings(chunk=chunk, geometry=full, pca=full, rgb=full)

@@ -18,23 +18,11 @@ value (replicate padding) and marked invalid in a validity mask.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from preprocess.frames import CropInfo
-
-
-@dataclass(frozen=True)
-class CropBox(CropInfo):
-    """The former inference-side name of :class:`preprocess.frames.CropInfo`, the project's one crop record
-    (kept so that ``CropBox(...)`` / ``CropBox.from_dict(...)`` callers keep working; new code uses CropInfo).
-    ``net_hw`` is ``input_hw``."""
-
-    @property
-    def net_hw(self) -> tuple[int, int]:
-        return self.input_hw
 
 
 def uncrop_map(x: torch.Tensor, crop: CropInfo, mode: str = "bilinear") -> tuple[torch.Tensor, torch.Tensor]:

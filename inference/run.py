@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 
-from inference.geometry import CropBox
 from inference.outputs import LEVELS
 from inference.pipeline import Frame, InferenceSettings, run_inference
 from utils.device import resolve_device, resolve_dtype
@@ -108,7 +107,7 @@ def iter_prepared(refs, preprocessor) -> Iterator[Frame]:
 
     for ref, rgb in iter_frames(refs):
         image, info = preprocessor.prepare(rgb)
-        yield Frame(key=ref.key, index=ref.index, rgb=rgb, image=image, crop=CropBox.from_dict(info.to_dict()))
+        yield Frame(key=ref.key, index=ref.index, rgb=rgb, image=image, crop=info)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -29,7 +29,7 @@ def fixtures_dir() -> Path:
     return d
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="session")
 def _single_thread_torch():
     """Tiny models are dominated by thread overhead: one thread is ~100x faster on a loaded 2-core machine."""
     import torch

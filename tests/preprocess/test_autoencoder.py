@@ -24,15 +24,6 @@ from preprocess import train_autoencoder as ta
 from tests.preprocess.semantics_fixture import synthetic_scene
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny MLP batches gain nothing from threads; on a shared 2-core box extra threads only thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_clip_architecture_matches_langsplat():
     m = FeatureAutoencoder()
     kinds = [type(x).__name__ for x in m.encoder]

@@ -119,9 +119,6 @@ def test_uncrop_maps_back_to_original_pixels():
     assert torch.allclose(centre, torch.tensor([[99.5, 55.5]]), atol=1e-4)
 
 
-def test_cropinfo_dict_roundtrip_and_inference_cropbox_interop():
+def test_cropinfo_dict_roundtrip():
     info = FramePreprocessor(518, "crop").plan((960, 536))
     assert CropInfo.from_dict(info.to_dict()) == info
-    geometry = pytest.importorskip("inference.geometry")
-    box = geometry.CropBox.from_dict(info.to_dict())
-    assert box.net_hw == info.input_hw and box.resized_hw == info.resized_hw
