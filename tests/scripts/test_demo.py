@@ -1,0 +1,57 @@
+"""``bash scripts/demo.sh --quick``: the whole chain (synthetic scene -> tokens -> oracle targets -> autoencoders ->
+training -> inference -> evaluation) on a very small configuration, without weights (tiny random backbone, hash
+text encoder).
+
+Checks that the metrics table is printed, that the summary JSON holds the model, oracle and trivial-baseline
+rows, that the trained decoder beats the trivial baseline on the held-out annotated frames (time-agnostic
+mIoU), that both autoencoders keep the classes apart after decoding, and that a second run reuses every step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+for mod in ("preprocess.make_synthetic", "preprocess.extract_tokens", "preprocess.extract_semantics",
+            "preprocess.train_autoencoder", "inference.run", "eval.evaluate"):
+    pytest.importorskip(mod)
+
+pytestmark = pytest.mark.slow
+
+
+def _run(out, *extra):
+    env = dict(os.environ, PYTHON=sys.executable, DEVICE="cpu", THREADS="1")
+    return subprocess.run(["bash", str(REPO_ROOT / "scripts" / "demo.sh"), "--quick", "--out", str(out), *extra],
+                          env=env, capture_output=True, text=True, timeout=240)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_demo_quick_beats_trivial_and_resumes(tmp_path):
+    out = tmp_path / "demo"
+    r = _run(out)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    text = r.stdout
+    assert "| fields | mIoU | mAcc | Acc | vIoU |" in text and "trained decoder" in text
+    assert "tiny RANDOM StreamVGGT" in text or "official weights" in text  # says which backbone it used
+    s = json.loads((out / "demo_summary.json").read_text())
+    model, trivial, oracle = s["model"], s["trivial"], s["oracle_targets"]
+    for row in (model, oracle):
+        assert {"miou", "macc", "acc", "viou"} <= set(row)
+    print(f"\nquick demo: model {model}\n  oracle {oracle}\n  trivial {trivial}")
+    assert oracle["miou"] > model["miou"] - 0.05  # the targets themselves are the upper bound (up to noise)
+    assert model["miou"] > trivial["miou"] + 0.2, (model, trivial)
+    assert model["macc"] > trivial["macc"], (model, trivial)
+    assert all(v["separated"] for v in s["autoencoders"].values()), s["autoencoders"]
+    assert (out / "inference" / "fields").is_dir() and (out / "eval" / "results.md").is_file()
+
+    again = _run(out)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("done before, reused") >= 8
+    assert json.loads((out / "demo_summary.json").read_text())["model"] == model

@@ -1,0 +1,227 @@
+"""Checks and the final summary of the one-command demo (``bash scripts/demo.sh``).
+
+``python -m training.demo_checks autoencoder --scene S --autoencoder AE [--video-autoencoder AE6] --out J``
+    Decoded-cosine check of the feature autoencoders: every distinct target row (one per region name, and one
+    per state caption for the video targets) is encoded and decoded; for each we report the cosine of the
+    decoded vector with its own row and the best cosine with any other row. ``separated`` = every decoded
+    row is closest to its own target (so a query can tell the classes apart after decoding). Writes JSON.
+
+``python -m training.demo_checks summary --out OUT --backbone TEXT --text TEXT``
+    Prints the metrics table (mIoU, mAcc, Acc, vIoU) of ``OUT/eval``, the oracle upper bound of
+    ``OUT/eval_oracle`` (the targets themselves scored by the same protocol and text encoder) and trivial
+    baselines computed from the annotations of the held-out frames, then where the pictures are. Writes
+    ``OUT/demo_summary.json``.
+
+Trivial baselines (per query, averaged like the metrics):
+
+- mIoU: the better of an empty mask (IoU 0) and a whole-frame mask (IoU = object area / frame area);
+- mAcc: the better of the same two masks (empty: 1 - area fraction);
+- Acc: the best constant answer over the annotated frames (always "in state" or always "not");
+- vIoU: every frame predicted with a whole-frame mask (the all-frames answer with the best mask-free IoU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from utils.io import load_npy, save_json_atomic
+
+logger = logging.getLogger(__name__)
+
+
+def _distinct_rows(folder: Path) -> tuple[np.ndarray, list[str]]:
+    """Distinct unit rows of every ``<key>_f.npy`` in ``folder`` -> (R, D) float32 and a label per row."""
+    meta_path = folder / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    names = meta.get("region_names", {})
+    rows_meta = meta.get("rows", {})
+    captions = meta.get("captions", {})
+    seen: dict[bytes, int] = {}
+    rows: list[np.ndarray] = []
+    labels: list[str] = []
+    for f in sorted(folder.glob("*_f.npy")):
+        key = f.name[: -len("_f.npy")]
+        feats = np.asarray(load_npy(f), dtype=np.float32)
+        if key in rows_meta:
+            lab = [names.get(str(i), str(i)) for level in rows_meta[key] for i in level]
+        elif key in captions:
+            lab = list(captions[key])
+        else:
+            lab = [f"{key}[{i}]" for i in range(len(feats))]
+        for r, name in zip(feats, lab, strict=False):
+            if not np.any(r):
+                continue
+            h = np.round(r, 4).tobytes()
+            if h not in seen:
+                seen[h] = len(rows)
+                rows.append(r / max(float(np.linalg.norm(r)), 1e-12))
+                labels.append(name)
+    if not rows:
+        raise FileNotFoundError(f"{folder}: no *_f.npy feature rows; run preprocess.extract_semantics first")
+    return np.stack(rows), labels
+
+
+def check_autoencoder(feature_dir: str | Path, autoencoder: str | Path) -> dict[str, Any]:
+    """Decoded cosine per distinct target row (see the module doc); returns a JSON-able report."""
+    from model.autoencoder import FeatureAutoencoder
+
+    x_np, labels = _distinct_rows(Path(feature_dir))
+    model = FeatureAutoencoder.load(autoencoder).eval()
+    with torch.no_grad():
+        x = torch.from_numpy(x_np)
+        dec = model.decode(model.encode(x))
+        dec = dec / dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    cos = dec @ x.T  # (R, R): decoded row i vs target row j
+    own = cos.diagonal().clone()
+    others = cos.clone()
+    others.fill_diagonal_(-2.0)
+    best_other, best_idx = others.max(dim=1)
+    per_row = [{"label": labels[i], "own_cos": round(float(own[i]), 4), "best_other_cos": round(float(best_other[i]), 4),
+                "best_other": labels[int(best_idx[i])]} for i in range(len(labels))]
+    confused = [r for r in per_row if r["best_other_cos"] >= r["own_cos"]]
+    return {"features": str(feature_dir), "autoencoder": str(autoencoder), "rows": len(labels),
+            "min_own_cos": round(float(own.min()), 4), "mean_own_cos": round(float(own.mean()), 4),
+            "min_margin": round(float((own - best_other).min()), 4), "separated": not confused,
+            "confused": confused, "per_row": per_row}
+
+
+def trivial_baselines(scene: str | Path) -> dict[str, float]:
+    """Trivial-answer scores on the scene's annotations (see the module doc)."""
+    from eval.annotations import load_coco_masks, load_video_annotations
+
+    coco = load_coco_masks(scene)
+    frames = sorted(coco.masks)
+    per_query_iou: dict[str, list[float]] = {}
+    per_query_acc: dict[str, list[float]] = {}
+    for idx in frames:
+        for name, mask in coco.masks[idx].items():
+            frac = float(np.asarray(mask).mean())
+            per_query_iou.setdefault(name, []).append(frac)
+            per_query_acc.setdefault(name, []).append(max(frac, 1.0 - frac))
+    miou = float(np.mean([max(np.mean(v), 0.0) for v in per_query_iou.values()])) if per_query_iou else 0.0
+    macc = float(np.mean([np.mean(v) for v in per_query_acc.values()])) if per_query_acc else 0.0
+    accs, vious = [], []
+    try:
+        video = load_video_annotations(scene)
+    except (FileNotFoundError, ValueError):
+        video = {}
+    for obj, states in video.items():
+        for intervals in states.values():
+            label = np.array([any(lo <= i <= hi for lo, hi in intervals) for i in frames])
+            if not len(label):
+                continue
+            accs.append(max(label.mean(), 1.0 - label.mean()))
+            fracs = np.array([float(np.asarray(coco.masks[i].get(obj, np.zeros(1, bool))).mean()) for i in frames])
+            vious.append(float(fracs[label].sum() / len(frames)))
+    out = {"miou": miou, "macc": macc}
+    if accs:
+        out.update(acc=float(np.mean(accs)), viou=float(np.mean(vious)))
+    return out
+
+
+def _overall(path: Path) -> dict[str, float] | None:
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("overall")
+
+
+def summary(out: str | Path, backbone: str = "", text: str = "") -> dict[str, Any]:
+    """Collect the demo's results under ``out`` and print them (see the module doc)."""
+    out = Path(out)
+    scene = out / "scene"
+    result: dict[str, Any] = {"backbone": backbone, "text_encoder": text,
+                              "model": _overall(out / "eval" / "results.json"),
+                              "oracle_targets": _overall(out / "eval_oracle" / "results.json"),
+                              "trivial": trivial_baselines(scene)}
+    hist_path = out / "run" / "metrics.jsonl"
+    if hist_path.is_file():
+        hist = [json.loads(line) for line in hist_path.read_text().splitlines() if line.strip()]
+        if hist:
+            last = hist[-1]
+            result["training"] = {k: last[k] for k in ("epoch", "train_loss", "val_loss", "val_lang") if k in last}
+            result["training"]["seconds"] = round(sum(h.get("seconds", 0.0) for h in hist), 1)
+    ae = out / "autoencoder_check.json"
+    if ae.is_file():
+        checks = json.loads(ae.read_text())
+        result["autoencoders"] = {k: {f: v[f] for f in ("rows", "min_own_cos", "min_margin", "separated")}
+                                  for k, v in checks.items()}
+    result["pictures"] = {
+        "feature PCA (per level)": str(out / "inference" / "pca"),
+        "RGB reconstruction": str(out / "inference" / "rgb"),
+        "query overlays": str(out / "eval" / "overlays"),
+        "results tables": str(out / "eval" / "results.md"),
+    }
+    save_json_atomic(result, out / "demo_summary.json")
+
+    def fmt(row: dict[str, float] | None, key: str) -> str:
+        if not row or row.get(key) is None:
+            return "-"
+        return f"{100 * row[key]:.2f}"
+
+    cols = ("miou", "macc", "acc", "viou")
+    lines = ["", "=" * 72, "Demo results (4D LangSplat protocol; held-out annotated frames)",
+             f"  backbone: {backbone}", f"  text encoder: {text}", "",
+             "| fields | mIoU | mAcc | Acc | vIoU |", "|---|---|---|---|---|"]
+    for name, row in (("trained decoder", result["model"]), ("oracle: the targets themselves", result["oracle_targets"]),
+                      ("trivial baseline", result["trivial"])):
+        lines.append(f"| {name} | " + " | ".join(fmt(row, c) for c in cols) + " |")
+    if "training" in result:
+        t = result["training"]
+        lines.append("")
+        lines.append(f"training: {t.get('epoch')} epochs in {t.get('seconds')} s, train loss {t.get('train_loss', 0):.4f}, "
+                     f"held-out val loss {t.get('val_loss', float('nan')):.4f}")
+    for k, v in result.get("autoencoders", {}).items():
+        lines.append(f"{k} autoencoder: {v['rows']} distinct targets, min decoded cos {v['min_own_cos']:.3f}, "
+                     f"classes {'separated' if v['separated'] else 'NOT all separated'} (min margin {v['min_margin']:.3f})")
+    lines.append("")
+    lines.append("pictures:")
+    lines.extend(f"  {k}: {v}" for k, v in result["pictures"].items())
+    lines.append(f"summary JSON: {out / 'demo_summary.json'}")
+    print("\n".join(lines))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.demo_checks", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("autoencoder", help="decoded-cosine check of the feature autoencoders")
+    a.add_argument("--scene", required=True, help="scene folder with clip_features/ (and video_features/)")
+    a.add_argument("--autoencoder", required=True, help="autoencoder folder of clip_features")
+    a.add_argument("--video-autoencoder", default=None, help="autoencoder folder of video_features")
+    a.add_argument("--out", required=True, help="JSON report to write")
+    a.add_argument("--strict", action="store_true", help="exit 1 when some class is not separated")
+    s = sub.add_parser("summary", help="print the demo's metrics table and where the pictures are")
+    s.add_argument("--out", required=True, help="the demo's output folder")
+    s.add_argument("--backbone", default="", help="description of the backbone used (printed)")
+    s.add_argument("--text", default="", help="description of the text encoder used (printed)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.cmd == "autoencoder":
+        scene = Path(args.scene)
+        report = {"semantic": check_autoencoder(scene / "clip_features", args.autoencoder)}
+        if args.video_autoencoder:
+            report["video"] = check_autoencoder(scene / "video_features", args.video_autoencoder)
+        save_json_atomic(report, args.out)
+        bad = False
+        for k, r in report.items():
+            print(f"{k} autoencoder: {r['rows']} distinct targets, decoded cos min {r['min_own_cos']:.3f} "
+                  f"mean {r['mean_own_cos']:.3f}, min margin over the closest other class {r['min_margin']:.3f}")
+            for c in r["confused"]:
+                bad = True
+                print(f"  NOT separated: {c['label']!r} decodes closer to {c['best_other']!r} "
+                      f"({c['best_other_cos']:.3f} vs own {c['own_cos']:.3f})")
+        return 1 if bad and args.strict else 0
+    summary(args.out, args.backbone, args.text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
