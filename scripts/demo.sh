@@ -10,21 +10,22 @@
 # whole chain learns and is scored honestly, not a measure of open-vocabulary quality.
 #
 # Flags (or environment variables; flags win):
-#   --out DIR      OUT=outputs/demo          everything goes here (scene, autoencoders, run, inference, eval)
+#   --out DIR      OUT=<repo>/outputs/demo   everything goes here (scene, autoencoders, run, inference, eval)
 #   --frames N     FRAMES=64                 synthetic frames (every 4th from frame 2 is annotated and held out)
 #   --epochs N     EPOCHS=30                 decoder training epochs
 #   --device D     DEVICE=auto               cpu | cuda | auto
 #   --fresh        FRESH=1                   delete OUT first (otherwise finished steps are reused)
 #   --quick        QUICK=1                   a tiny, fast configuration (tests): 12 frames, small frames/decoder
 #   WIDTH=200 HEIGHT=150 TARGET_WIDTH=196    synthetic frame size; network input width (multiple of 14)
-#   BATCH=4 LR=2e-3 WARMUP=1 W_RGB=1        training recipe of the demo (train.py's defaults are the published
+#   BATCH=4 LR=2e-3 WARMUP=1                 training recipe of the demo (train.py's defaults are the published
 #                                            recipe: lr 4e-5, 20 warmup epochs, 100 epochs, batch 8)
+#   W_RGB=1 W_COS=0.1 W_VIDEO=1              loss weights (RGB term, feature cosine (train.py: 0.01), video term)
 #   AE_EPOCHS=200 VIDEO_AE_EPOCHS=100        autoencoder epochs (200: rare part names need them to stay apart)
 #   DECODER_CONFIG='{...}'                   DecoderConfig JSON (default: a small decoder, frame input on)
 #   THREADS=$(nproc)  PYTHON=python  SEED=0  ORACLE=1 (also score the targets themselves: the upper bound)
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
@@ -43,9 +44,10 @@ if [[ "${QUICK:-0}" == "1" ]]; then
   : "${VIDEO_AE_EPOCHS:=300}"
   [[ -n "${DECODER_CONFIG:-}" ]] || DECODER_CONFIG='{"dpt_features": 16, "dpt_out_channels": [8, 16, 32, 32], "lang_widths": [16, 16, 32, 32], "rgb_widths": [8, 8, 8, 8]}'
 fi
-OUT="${OUT:-outputs/demo}"; FRAMES="${FRAMES:-64}"; EPOCHS="${EPOCHS:-30}"; DEVICE="${DEVICE:-auto}"
+OUT="${OUT:-$REPO/outputs/demo}"; [[ "$OUT" == /* ]] || OUT="$PWD/$OUT"; FRAMES="${FRAMES:-64}"; EPOCHS="${EPOCHS:-30}"; DEVICE="${DEVICE:-auto}"
 WIDTH="${WIDTH:-200}"; HEIGHT="${HEIGHT:-150}"; TARGET_WIDTH="${TARGET_WIDTH:-196}"
 BATCH="${BATCH:-4}"; LR="${LR:-2e-3}"; WARMUP="${WARMUP:-1}"; SEED="${SEED:-0}"; W_RGB="${W_RGB:-1}"
+W_COS="${W_COS:-0.1}"; W_VIDEO="${W_VIDEO:-1}"
 AE_EPOCHS="${AE_EPOCHS:-200}"; VIDEO_AE_EPOCHS="${VIDEO_AE_EPOCHS:-100}"
 [[ -n "${DECODER_CONFIG:-}" ]] || DECODER_CONFIG='{"dpt_features": 32, "dpt_out_channels": [16, 32, 64, 64], "lang_widths": [16, 32, 64, 64], "rgb_widths": [8, 8, 16, 16]}'
 THREADS="${THREADS:-$(nproc)}"; PYTHON="${PYTHON:-python}"; ORACLE="${ORACLE:-1}"
@@ -121,13 +123,13 @@ step autoencoder_check "" \
   "$PYTHON" -m training.demo_checks autoencoder --scene "$SCENE" --autoencoder "$OUT/autoencoder" \
   --video-autoencoder "$OUT/autoencoder_video" --out "$OUT/autoencoder_check.json"
 rm -rf "$OUT/run.partial"
-step train "$EPOCHS $BATCH $LR $WARMUP $W_RGB $DECODER_CONFIG $THREADS" \
+step train "$EPOCHS $BATCH $LR $WARMUP $W_RGB $W_COS $W_VIDEO $DECODER_CONFIG $THREADS" \
   bash -c 'rm -rf "$1" && "$2" "$3/train.py" --scenes "$4" --out "$1" --decoder tiny --decoder-config "$5" \
     --epochs "$6" --batch-size "$7" --lr "$8" --warmup-epochs "$9" --schedule cosine --min-lr 1e-5 \
-    --device "${10}" --threads "${11}" --seed "${12}" --w-rgb "${13}" --cache-in-memory --save-every 1000 \
+    --device "${10}" --threads "${11}" --seed "${12}" --w-rgb "${13}" --w-cos "${14}" --w-video "${15}" --cache-in-memory --save-every 1000 \
     --no-progress' _ \
   "$OUT/run" "$PYTHON" "$REPO" "$SCENE" "$DECODER_CONFIG" "$EPOCHS" "$BATCH" "$LR" "$WARMUP" "$DEVICE" \
-  "$THREADS" "$SEED" "$W_RGB"
+  "$THREADS" "$SEED" "$W_RGB" "$W_COS" "$W_VIDEO"
 step inference "" \
   env PYTHON="$PYTHON" DECODER="$OUT/run" BACKBONE="" AUTOENCODER="$OUT/autoencoder" DEVICE="$DEVICE" VIDEO=0 \
   bash "$REPO/scripts/infer.sh" "$SCENE" "$OUT/inference" -- --overwrite -q
