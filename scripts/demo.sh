@@ -53,6 +53,11 @@ AE_EPOCHS="${AE_EPOCHS:-200}"; VIDEO_AE_EPOCHS="${VIDEO_AE_EPOCHS:-100}"
 THREADS="${THREADS:-$(nproc)}"; PYTHON="${PYTHON:-python}"; ORACLE="${ORACLE:-1}"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
 cd "$REPO"
+if ! "$PYTHON" -c "import torch, cv2, open_clip, safetensors" 2>/dev/null; then
+  echo "demo.sh: '$PYTHON' cannot import the project's dependencies (torch, opencv, open_clip, safetensors);" \
+       "activate the project's environment or set PYTHON=/path/to/venv/bin/python" >&2
+  exit 2
+fi
 
 if [[ "${FRESH:-0}" == "1" && -d "$OUT" ]]; then rm -rf -- "$OUT"; fi
 mkdir -p "$OUT/.done"
