@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.io import atomic_path
+from utils.io import CloseOnSuccess, atomic_path
 
 # PLY scalar type names -> numpy dtypes (little-endian).
 _PLY_TYPES = {
@@ -88,7 +88,7 @@ def write_ply(path: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray | None =
     return len(data)
 
 
-class PlyStreamWriter:
+class PlyStreamWriter(CloseOnSuccess):
     """Write a PLY whose vertex count is only known at the end, in bounded memory.
 
     Vertices are appended to a temporary body file; :meth:`close` writes the header, appends the
@@ -136,14 +136,6 @@ class PlyStreamWriter:
         self._body.close()
         self._body_path.unlink(missing_ok=True)
 
-    def __enter__(self) -> PlyStreamWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def read_ply_header(path: str | os.PathLike) -> tuple[str, int, list[tuple[str, str]], int]:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from utils.io import atomic_path
+from utils.io import CloseOnSuccess, atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def load_png(path: str | os.PathLike) -> np.ndarray:
         return np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im)
 
 
-class Mp4Writer:
+class Mp4Writer(CloseOnSuccess):
     """Append RGB frames to an mp4 (OpenCV ``mp4v``), written to a temp file and renamed on close.
 
     The size is fixed by the first frame; later frames of another size are resized to it.
@@ -173,11 +173,3 @@ class Mp4Writer:
                 pass
             self._writer = None
 
-    def __enter__(self) -> Mp4Writer:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

@@ -52,6 +52,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+class CloseOnSuccess:
+    """Mixin for streaming writers: as a context manager, ``close()`` on success and ``abort()`` on error,
+    so a failed run never leaves a half-written file behind."""
+
+    def close(self):  # pragma: no cover - implemented by subclasses
+        raise NotImplementedError
+
+    def abort(self) -> None:  # pragma: no cover - implemented by subclasses
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
 def save_safetensors_atomic(
     tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None
 ) -> None:
