@@ -1,7 +1,8 @@
 """Crash-safe file writing: every file this project writes goes through a temp file and a rename.
 
 An interrupted run therefore leaves either the old file or the complete new one, never a
-half-written file. Nothing here (or anywhere in the project) reads or writes pickles.
+half-written file. Nothing here (or anywhere in the library) reads or writes pickles; only the benchmarks
+re-create the published pickled baseline, in their own temporary folders.
 """
 
 from __future__ import annotations

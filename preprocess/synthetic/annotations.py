@@ -1,6 +1,6 @@
 """Annotation writers for synthetic scenes: COCO polygons, video (state) annotations and ``gt/names.json``.
 
-Formats follow /work/interfaces.md ("Synthetic scenes and semantic targets") and the 4D LangSplat
+Formats follow the scene layout of ``preprocess.make_synthetic`` (module docstring) and the 4D LangSplat
 evaluation protocol: only ``segmentation[0]`` of an annotation is rasterised (``cv2.fillPoly``), and
 same-category polygons of one image are OR-ed. A mask with holes is therefore written as one "keyhole"
 polygon per connected piece: each hole's boundary is spliced into the outer boundary through a zero-width
