@@ -64,11 +64,15 @@ class CocoFrames:
 
 
 def polygon_to_mask(polygon: list[float], height: int, width: int) -> np.ndarray:
-    """Rasterise one flat COCO polygon ``[x0, y0, x1, y1, ...]`` into a bool (H, W) mask."""
+    """Rasterise one flat COCO polygon ``[x0, y0, x1, y1, ...]`` into a bool (H, W) mask.
+
+    Vertices are truncated to integers before ``cv2.fillPoly``, as the published ``polygon_to_mask`` does
+    (``np.asarray(points, dtype=np.int32)``); rounding instead would shift every mask by up to half a pixel.
+    """
     pts = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
     mask = np.zeros((height, width), dtype=np.uint8)
     if len(pts) >= 3:
-        cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
+        cv2.fillPoly(mask, [pts.astype(np.int32)], 1)
     return mask.astype(bool)
 
 

@@ -230,8 +230,14 @@ class TargetFields(FieldSource):
         self.dir = scene_dir / features
         if not self.dir.is_dir():
             raise FileNotFoundError(f"target folder {self.dir} not found; run preprocess.extract_semantics first")
-        self._keys = {key_to_index(p.name[:-len("_s.npy")], dataset): p.name[:-len("_s.npy")]
-                      for p in self.dir.glob("*_s.npy")}
+        self._keys: dict[int, str] = {}
+        for p in sorted(self.dir.glob("*_s.npy")):
+            key = p.name[:-len("_s.npy")]
+            idx = key_to_index(key, dataset)
+            if idx in self._keys:
+                raise ValueError(f"{self.dir}: {self._keys[idx]}_s.npy and {key}_s.npy both hold frame {idx} "
+                                 "(several cameras in one folder?); keep only the test camera's targets (cam00)")
+            self._keys[idx] = key
         vdir = scene_dir / video if video else None
         self.video_dir = vdir if vdir is not None and vdir.is_dir() else None
 

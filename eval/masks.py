@@ -47,8 +47,14 @@ def normalize_relevancy(smoothed: torch.Tensor) -> torch.Tensor:
 
 
 def cleanup_mask(mask: torch.Tensor, kernel: int = CLEANUP_KERNEL) -> torch.Tensor:
-    """(..., H, W) bool -> bool: 7x7 average (no padding counted) ``> 0.5``."""
-    return _pool(mask.float(), kernel) > 0.5
+    """(..., H, W) bool -> bool: 7x7 average (no padding counted) ``> 0.5``.
+
+    A direct (not separable) pool: at borders an exactly half-full window must give exactly 0.5 (and fail
+    ``> 0.5``) as the published ``AvgPool2d`` does; two divisions can round it to just above.
+    """
+    x = mask.reshape(-1, 1, *mask.shape[-2:]).float()
+    pooled = F.avg_pool2d(x, kernel_size=kernel, stride=1, padding=kernel // 2, count_include_pad=False)
+    return pooled.reshape(mask.shape) > 0.5
 
 
 @dataclass

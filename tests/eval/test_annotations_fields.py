@@ -120,3 +120,24 @@ def test_autoencoded_fields_decode_like_predecoded(toy, tmp_path):
             [f["iou"] for f in b["time_agnostic"]["queries"][q]["frames"]], abs=1e-6)
     with pytest.raises(ValueError, match="autoencoder"):
         evaluate_scene(toy.scene, Latent(False), toy.enc, device="cpu")
+
+
+def test_polygon_vertices_are_truncated_like_the_published_reader():
+    from eval.annotations import polygon_to_mask
+
+    m = polygon_to_mask([1.6, 1.6, 6.7, 1.6, 6.7, 5.9, 1.6, 5.9], 8, 8)
+    assert m[1, 1] and m[5, 6] and not m[6, 6] and not m[1, 7]  # int32 truncation: corners (1,1)-(6,5)
+
+
+def test_target_fields_refuse_two_cameras_on_one_frame(tmp_path):
+    import numpy as np
+
+    from eval.fields import TargetFields
+
+    d = tmp_path / "clip_features"
+    d.mkdir()
+    for cam in ("cam00", "cam01"):
+        np.save(d / f"{cam}-0000_s.npy", -np.ones((4, 2, 2), np.float32))
+        np.save(d / f"{cam}-0000_f.npy", np.zeros((1, 4), np.float32))
+    with pytest.raises(ValueError, match="cam00"):
+        TargetFields(tmp_path, dataset="neu3d")

@@ -108,3 +108,17 @@ def test_masks_and_level_choice():
     assert lm.chosen_raw.shape == (40, 40)
     # ties go to the first level
     assert choose_level(torch.ones(3, 4, 4)) == 0
+
+
+def test_cleanup_border_ties_match_published_avgpool():
+    # published: AvgPool2d(7, stride 1, padding 3, count_include_pad=False) then > 0.5; at a border pixel whose
+    # window is exactly half full the result is exactly 0.5 and must stay False
+    import torch.nn.functional as F
+
+    from eval.masks import cleanup_mask
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        m = torch.rand(60, 80, generator=g) > 0.5
+        ref = F.avg_pool2d(m[None, None].float(), 7, 1, 3, count_include_pad=False)[0, 0] > 0.5
+        assert torch.equal(cleanup_mask(m), ref)

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from eval.annotations import polygon_to_mask
 from preprocess import make_synthetic
 from preprocess.make_synthetic import SyntheticConfig, generate_synthetic_scene
 from preprocess.synthetic import annotations as synth_annotations
@@ -57,11 +58,10 @@ def test_coco_polygons_rasterise_onto_their_objects(scene):
         gt = np.load(scene / "gt" / "labels" / f"{t + 1:06d}.npy", allow_pickle=False)[2]
         by_cat: dict[str, np.ndarray] = {}
         for ann in (a for a in coco["annotations"] if a["image_id"] == im["id"]):
-            poly = np.asarray(ann["segmentation"][0], dtype=np.float64).reshape(-1, 2)
-            m = np.zeros((im["height"], im["width"]), np.uint8)
-            cv2.fillPoly(m, [np.round(poly).astype(np.int32)], 1)
+            # rasterised exactly as the evaluator (and the published protocol) does: segmentation[0], fillPoly
+            m = polygon_to_mask(ann["segmentation"][0], im["height"], im["width"])
             name = cats[ann["category_id"]]
-            by_cat[name] = by_cat.get(name, np.zeros_like(m, bool)) | m.astype(bool)
+            by_cat[name] = by_cat.get(name, np.zeros_like(m)) | m
         for name, pred in by_cat.items():
             truth = gt == large_id[name]
             iou = (pred & truth).sum() / max((pred | truth).sum(), 1)
