@@ -20,6 +20,7 @@ import torch
 
 from inference.outputs import LEVELS
 from inference.pipeline import Frame, InferenceSettings, run_inference
+from preprocess.frames import MODES
 from utils.device import resolve_device, resolve_dtype
 
 log = logging.getLogger("inference.run")
@@ -47,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="past frames kept in the streaming caches (bounds memory on long videos)")
     p.add_argument("--target-width", type=int, default=None,
                    help="network input width (multiple of 14); default: the token cache's, else 518")
-    p.add_argument("--mode", default=None, choices=["crop", "pad", "native"],
-                   help="preprocessing mode; default: the token cache's, else crop")
+    p.add_argument("--mode", default=None, choices=MODES,
+                   help="preprocessing mode (see preprocess.extract_tokens --help); default: the token cache's, "
+                        "else resize")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto (CUDA when available)")
     p.add_argument("--dtype", default="fp32", help="fp32, fp16 or bf16 (reduced precision only on CUDA)")
     p.add_argument("--max-frames", type=int, default=None, help="only the first N frames (debugging)")
@@ -76,6 +78,26 @@ def load_backbone(spec: str, device: torch.device) -> torch.nn.Module:
         seed = int(spec.split(":", 1)[1]) if ":" in spec else 0
         return StreamVGGT.tiny(seed=seed).to(device).eval()
     return StreamVGGT.from_pretrained(spec, device=device).eval()
+
+
+def _usable_cache(cache, refs, decoder, backbone_spec: str | None):
+    """The cache if it holds a valid file for every frame to process, else None (stream through the backbone).
+
+    Tokens depend on every earlier frame of the stream, so a cache is used for all frames or none: mixing cached
+    frames with freshly streamed ones would restart the backbone's context mid-video.
+    """
+    from preprocess.token_cache import TokenCacheError
+
+    try:
+        cache.validate(layers=list(decoder.config.layers), token_dim=decoder.config.dim_in,
+                       keys=[r.key for r in refs], check_files=True)
+    except TokenCacheError as e:
+        if backbone_spec is None:
+            raise SystemExit(f"{e}\n(the token cache must hold every frame: finish the extraction with "
+                             "python -m preprocess.extract_tokens, or pass --backbone to stream the frames)") from None
+        log.warning("not using the token cache (%s); streaming every frame through the backbone instead", e)
+        return None
+    return cache
 
 
 def open_token_cache(args: argparse.Namespace, source: Path, decoder) -> object | None:
@@ -130,10 +152,12 @@ def main(argv: list[str] | None = None) -> dict:
     if geometry and args.backbone is None:
         log.warning("no --backbone: geometry (depth, cameras, point clouds) is skipped")
         geometry = False
+    if cache is not None:
+        cache = _usable_cache(cache, refs, decoder, args.backbone)
     backbone = load_backbone(args.backbone, device) if args.backbone else None
     crop = cache.crop if cache is not None else {}
     width = args.target_width or (crop.get("resized_hw", [None, 518])[1] if crop else 518)
-    mode = args.mode or crop.get("mode", "crop")
+    mode = args.mode or crop.get("mode", "resize")
     preprocessor = FramePreprocessor(target_width=int(width), mode=mode,
                                      patch_size=decoder.config.patch_size)
     if cache is not None:

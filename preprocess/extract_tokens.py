@@ -167,7 +167,7 @@ class ExtractionSettings:
     chunk_size: int = DEFAULT_CHUNK
     window: int | None = DEFAULT_WINDOW
     target_width: int = 518
-    mode: str = "crop"
+    mode: str = "resize"
     overwrite: bool = False
     resume_replay: str = "full"
     verify: bool = False
@@ -284,7 +284,7 @@ def extract_tokens(backbone: Backbone, frames: Sequence[FrameRef], tokens_dir: s
         if s.overwrite or not path.exists():
             needs.append(True)
             continue
-        reason = check_frame_file(path, scene, f.key, f.index)
+        reason = check_frame_file(path, scene, f.key, f.index, require_full_history=s.resume_replay == "full")
         if reason is None and s.verify:
             try:
                 load_token_file(path, verify=True)
@@ -504,9 +504,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="aggregator layers to store (default: the backbone's DPT layers, 4 11 17 23; tiny 0 1 2 3)")
     p.add_argument("--target-width", type=int, default=518,
                    help="network input width (multiple of 14); with --mode pad the longer side")
-    p.add_argument("--mode", choices=MODES, default="crop",
-                   help="crop: width -> target, height rounded to a multiple of 14 (centre-cropped to square if "
-                        "taller); pad: longer side -> target, white-padded square; native: no resize, centre-crop "
+    p.add_argument("--mode", choices=MODES, default="resize",
+                   help="resize: width -> target, height rounded to a multiple of 14, nothing cropped (the whole "
+                        "frame is seen); crop: the same, but centre-cropped to a square if taller (the published "
+                        "StreamVGGT crop); pad: longer side -> target, white-padded square; native: no resize, centre-crop "
                         "to multiples of 14. Never rotates; the mapping is stored in the metadata")
     p.add_argument("--overwrite", action="store_true",
                    help="rewrite every frame (needed to change settings of an existing tokens folder)")

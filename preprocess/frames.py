@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
-MODES = ("crop", "pad", "native")
+MODES = ("resize", "crop", "pad", "native")
 
 
 @dataclass(frozen=True)
@@ -311,7 +311,10 @@ class FramePreprocessor:
     """Resize and crop/pad frames to multiples of ``patch_size``; never rotates.
 
     Modes:
-      * ``crop`` (default; the published StreamVGGT ``crop``): width -> ``target_width``, height ->
+      * ``resize`` (default): width -> ``target_width``, height -> ``round(H * target_width / W / 14) * 14``,
+        bicubic, nothing cropped: the network sees the whole frame (portrait 536x960 -> 518x924), so fields cover
+        every original pixel. Landscape frames get the same input as ``crop``.
+      * ``crop`` (the published StreamVGGT ``crop``): width -> ``target_width``, height ->
         ``round(H * target_width / W / 14) * 14`` (keeps the aspect up to the rounding), bicubic; a height above
         ``target_width`` (portrait) is centre-cropped to ``target_width``. 960x536 -> 518x294 (37x21 patches).
       * ``pad`` (published ``pad``): the longer side -> ``target_width``, the other rounded to a multiple of 14,
@@ -320,7 +323,7 @@ class FramePreprocessor:
         mode without its 90-degree rotation of landscape frames).
     """
 
-    def __init__(self, target_width: int = 518, mode: str = "crop", patch_size: int = 14) -> None:
+    def __init__(self, target_width: int = 518, mode: str = "resize", patch_size: int = 14) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown preprocessing mode {mode!r}; choose one of {', '.join(MODES)}")
         if mode != "native" and (target_width <= 0 or target_width % patch_size):
@@ -334,17 +337,17 @@ class FramePreprocessor:
         """The :class:`CropInfo` for a frame of size ``orig_hw`` = (H, W), without touching pixels."""
         H, W = int(orig_hw[0]), int(orig_hw[1])
         p, t = self.patch_size, self.target_width
-        if self.mode == "crop":
-            rh, rw = _round_to(H * t / W, p), t
-            if rh > t:
+        if self.mode in ("resize", "crop"):
+            rh, rw = _round_to(H * (t / W), p), t
+            if rh > t and self.mode == "crop":
                 box = ((rh - t) // 2, 0, t, t)
             else:
                 box = (0, 0, rh, rw)
         elif self.mode == "pad":
             if W >= H:
-                rh, rw = _round_to(H * t / W, p), t
+                rh, rw = _round_to(H * (t / W), p), t
             else:
-                rh, rw = t, _round_to(W * t / H, p)
+                rh, rw = t, _round_to(W * (t / H), p)
             top, left = (t - rh) // 2, (t - rw) // 2
             box = (-top, -left, t, t)
         else:  # native

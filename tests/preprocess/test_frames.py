@@ -122,3 +122,15 @@ def test_uncrop_maps_back_to_original_pixels():
 def test_cropinfo_dict_roundtrip():
     info = FramePreprocessor(518, "crop").plan((960, 536))
     assert CropInfo.from_dict(info.to_dict()) == info
+
+
+def test_resize_mode_keeps_the_whole_portrait_frame():
+    # HyperNeRF-style portrait 536x960 (W x H): crop would keep only a 518x518 square (about 56 % of the frame)
+    full = FramePreprocessor(518, "resize").plan((960, 536))
+    assert full.resized_hw == (924, 518) and full.input_hw == (924, 518) and full.box == (0, 0, 924, 518)
+    assert bool(full.valid_mask().all())
+    square = FramePreprocessor(518, "crop").plan((960, 536))
+    assert square.input_hw == (518, 518) and not bool(square.valid_mask().all())
+    # landscape frames: resize and crop give the same network input
+    assert FramePreprocessor(518, "resize").plan((536, 960)).box == FramePreprocessor(518, "crop").plan((536, 960)).box
+    assert FramePreprocessor().mode == "resize"
