@@ -101,9 +101,9 @@ class LangVGGTPredictor:
                 del outs
             idx = torch.tensor([i for i, k in enumerate(keep) if k], dtype=torch.long, device=self.device)
             fields, rgb = self._decode(by_layer, images, psi, idx, S)
-            depth = conf = extr = intr = None
-            if self.geometry:
-                depth, conf, extr, intr = self._geometry(by_layer, images, psi, idx, S, (h, w))
+        depth = conf = extr = intr = None
+        if self.geometry:  # outside autocast: the official heads run in fp32 (their own dtype)
+            depth, conf, extr, intr = self._geometry(by_layer, images, psi, idx, S, (h, w))
         return ChunkOutput(fields=fields, rgb=rgb, depth=depth, conf=conf, extrinsics=extr, intrinsics=intr)
 
     def _param_dtype(self) -> torch.dtype:
@@ -125,7 +125,8 @@ class LangVGGTPredictor:
 
         bb = self.backbone
         depth_len = bb.config.depth
-        sparse = [by_layer.get(i)[None] if i in by_layer else None for i in range(depth_len)]
+        head_dtype = bb.camera_head.token_norm.weight.dtype
+        sparse = [by_layer[i][None].to(head_dtype) if i in by_layer else None for i in range(depth_len)]
         pose = bb.camera_head(sparse, cache=self._cam_cache)[-1][0].float()  # (S, 9)
         extr, intr = pose_encoding_to_extri_intri(pose, hw)
         if len(idx) == 0:

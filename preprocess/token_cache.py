@@ -232,14 +232,18 @@ def frame_mismatches(meta: dict[str, Any], scene_meta: dict[str, Any], key: str,
     return describe_mismatch(meta, expected, skip_none=False)
 
 
-def check_frame_file(path: str | os.PathLike, scene_meta: dict[str, Any], key: str, index: int) -> str | None:
+def check_frame_file(path: str | os.PathLike, scene_meta: dict[str, Any], key: str, index: int,
+                     require_full_history: bool = False) -> str | None:
     """None if ``path`` is a complete token file of frame ``key``/``index`` of the run ``scene_meta``
-    (header, size and metadata checked; not the checksum), else the reason it is not."""
+    (header, size and metadata checked; not the checksum), else the reason it is not.
+    ``require_full_history`` also refuses frames written after an approximate (``window``) resume replay."""
     try:
         meta = read_token_header(path)[0]
     except TokenCacheError as e:
         return str(e)
     diffs = frame_mismatches(meta, scene_meta, key, index)
+    if require_full_history and meta.get("history", "full") != "full":
+        diffs.append(f"history {meta.get('history')!r} != 'full' (written after a windowed resume replay)")
     return f"{path}: {'; '.join(diffs)}" if diffs else None
 
 
