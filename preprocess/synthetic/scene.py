@@ -264,7 +264,7 @@ class Scene:
         rng = np.random.default_rng(config.seed)
         self.world_size = (2 * w, 2 * h)
         self.world_centre = np.array([w, h], dtype=np.float64)
-        self.nominal = 0.28 * min(w, h)
+        self.nominal = 0.36 * min(w, h)
         # camera: phases of pan / zoom / roll
         self.cam_phase = rng.uniform(0, 2 * np.pi, size=4)
         self.cloth_angle = float(rng.uniform(-0.35, 0.35))
@@ -275,10 +275,10 @@ class Scene:
         self.objects: list[SceneObject] = []
         for i, kind in enumerate(kinds):
             ang = base_angles[i] + rng.uniform(-0.3, 0.3)
-            rad = np.array([0.34 * w, 0.2 * h]) * (0.8 if kind.states else 1.0)
+            rad = np.array([0.3 * w, 0.17 * h]) * (0.55 if kind.states else 1.0)
             off = np.array([0.0, 0.08 * h])  # bases sit a little below the centre: objects extend upwards
             a = self.world_centre + off + rad * np.array([math.cos(ang), math.sin(ang)])
-            ang_b = ang + rng.choice([-1.0, 1.0]) * (0.5 * math.pi + rng.uniform(-0.3, 0.5))
+            ang_b = ang + math.pi + rng.uniform(-0.7, 0.7)
             b = self.world_centre + off + rad * np.array([math.cos(ang_b), math.sin(ang_b)])
             obj = SceneObject(
                 kind=kind, a=a, b=b,
