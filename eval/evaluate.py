@@ -370,8 +370,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of the semantic FeatureAutoencoder (decodes k-dim fields to 512); omit for 512-d fields")
     p.add_argument("--video-autoencoder", default=None,
                    help="folder of the time-sensitive autoencoder (decodes the video field); omit if already full-dim")
-    p.add_argument("--hash-text", action="store_true",
-                   help="use the weightless bag-of-words hash text encoder instead of open_clip (oracle checks)")
     p.add_argument("--video-query-embeddings", default=None,
                    help="JSON {query: [floats]} or safetensors of precomputed state-query embeddings "
                         "(e.g. E5 for published fields); default: encode with the --clip text encoder")
@@ -383,9 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlays", action="store_true", help="also write PNG overlays under <out>/overlays/<scene>/")
     p.add_argument("--out", required=True, help="output folder for results.json and results.md")
     p.add_argument("--log-level", default="INFO", help="logging level")
-    from model.clip import add_clip_args  # the team's shared --clip/--clip-model/--clip-pretrained flags
+    from eval.text import add_text_encoder_args
 
-    add_clip_args(p)
+    add_text_encoder_args(p)
     return p
 
 

@@ -197,21 +197,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--autoencoder", default=None,
                    help="autoencoder folder to decode the fields to CLIP space; default: the one recorded in the "
                         "fields' meta.json; 'none' when the fields are already CLIP-dimensional")
-    p.add_argument("--clip", default="ViT-B-16",
-                   help="text encoder: an open_clip model name (ViT-B-16), 'tiny' (random tiny CLIP for tests) or "
-                        "'hash' (deterministic bag of words)")
-    p.add_argument("--pretrained", default="laion2b_s34b_b88k", help="open_clip pretrained tag or a local weights file")
     p.add_argument("--level", default="auto", help="auto (highest smoothed relevancy, DESIGN §6) or small|middle|large")
     p.add_argument("--threshold", type=float, default=None, help="mask threshold on the [0,1] relevancy (default 0.4)")
     p.add_argument("--no-video", action="store_true", help="do not write overlay.mp4")
     p.add_argument("--no-ply", action="store_true", help="do not write the relevancy-coloured point cloud")
     p.add_argument("--fps", type=float, default=10.0, help="frame rate of overlay.mp4")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    p.add_argument("--seed", type=int, default=0, help="seed of the tiny/hash text encoders")
     p.add_argument("--source", default=None,
                    help="frames/video: run `python -m inference.run` into --fields first (pass its options after "
                         "'--', e.g. -- --decoder runs/x --backbone tiny)")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings")
+    from eval.text import add_text_encoder_args
+
+    add_text_encoder_args(p)
     return p
 
 
@@ -240,9 +238,9 @@ def main(argv: list[str] | None = None) -> dict:
         from eval.fields import autoencoder_decoder
 
         decode = autoencoder_decoder(ae, device=device)
-    from eval.text import build_text_encoder
+    from eval.text import text_encoder_from_args
 
-    encode = build_text_encoder(args.clip, args.pretrained, device=str(device), seed=args.seed)
+    encode = text_encoder_from_args(args, device=str(device))
     return query_fields(args.fields, args.text, args.out or layout.root / "queries", encode, decode,
                         level=args.level, video=not args.no_video, fps=args.fps, ply=not args.no_ply,
                         threshold=args.threshold)

@@ -29,6 +29,17 @@ def build_text_encoder(name: str = "ViT-B-16", pretrained: str = "laion2b_s34b_b
     return ClipEncoder.from_pretrained(name, pretrained, device=device).encode_text
 
 
+def add_text_encoder_args(parser) -> None:
+    """The text-encoder flags shared by ``eval.evaluate`` and ``eval.query``: ``--hash-text`` and the project's
+    open_clip flags (``--clip tiny|pretrained``, ``--clip-model``, ``--clip-pretrained``, ``--clip-weights`` ...)."""
+    parser.add_argument("--hash-text", action="store_true",
+                        help="use the weight-free bag-of-words hash text encoder instead of open_clip (synthetic "
+                             "scenes whose targets were made with it; oracle checks)")
+    from model.clip import add_clip_args
+
+    add_clip_args(parser)
+
+
 def text_encoder_from_args(args, device: str = "cpu") -> TextEncoder:
     """The encoder asked for by ``--hash-text`` or the shared ``model.clip.add_clip_args`` flags."""
     if getattr(args, "hash_text", False):

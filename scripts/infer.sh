@@ -15,11 +15,12 @@
 #   CHUNK=8  WINDOW=128              frames per backbone pass; past frames kept in the streaming cache
 #   VIDEO=1                          also write mp4s (0 to skip)
 #   QUERIES="red ball;blue mug"      optional ';'-separated text queries run afterwards (python -m eval.query)
-#   CLIP=ViT-B-16                    text encoder for the queries (tiny / hash for tests)
+#   CLIP=ViT-B-16                    text encoder for the queries: an open_clip model name (with CLIP_WEIGHTS=<file>
+#                                    for local weights), or tiny / hash (tests, synthetic scenes)
 #   PYTHON=python                    interpreter
 set -euo pipefail
 if [[ $# -lt 1 || "$1" == "-h" || "$1" == "--help" ]]; then
-  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
   exit 0
 fi
 SOURCE="$1"; shift
@@ -38,7 +39,12 @@ args=(--source "$SOURCE" --out "$OUT" --decoder "$DECODER" --device "${DEVICE:-a
 [[ "${VIDEO:-1}" == "1" ]] && args+=(--video)
 "$PYTHON" -m inference.run "${args[@]}" "$@"
 if [[ -n "${QUERIES:-}" ]]; then
-  qargs=(--fields "$OUT" --clip "${CLIP:-ViT-B-16}" --device "${DEVICE:-auto}")
+  qargs=(--fields "$OUT" --device "${DEVICE:-auto}")
+  case "${CLIP:-ViT-B-16}" in
+    hash) qargs+=(--hash-text) ;;
+    tiny) qargs+=(--clip tiny) ;;
+    *) qargs+=(--clip-model "${CLIP:-ViT-B-16}"); [[ -n "${CLIP_WEIGHTS:-}" ]] && qargs+=(--clip-weights "$CLIP_WEIGHTS") ;;
+  esac
   IFS=';' read -ra qs <<< "$QUERIES"
   for q in "${qs[@]}"; do qargs+=(--text "$q"); done
   [[ "${VIDEO:-1}" == "1" ]] || qargs+=(--no-video)

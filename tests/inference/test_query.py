@@ -79,7 +79,7 @@ def test_query_outputs_and_iou(tmp_path):
     summary = json.loads((tmp_path / "q" / "summary.json").read_text())
     assert summary["queries"] == ["red ball"]
     # CLI: hash encoder, forced level, no video
-    main(["--fields", str(tmp_path / "inf"), "--text", "wooden table", "--clip", "hash", "--level", "large",
+    main(["--fields", str(tmp_path / "inf"), "--text", "wooden table", "--hash-text", "--level", "large",
           "--no-video", "--no-ply", "--out", str(tmp_path / "q2"), "--device", "cpu", "-q"])
     s2 = json.loads((tmp_path / "q2" / "wooden_table" / "summary.json").read_text())
     assert all(v["level"] == "large" for v in s2["frames"].values())
