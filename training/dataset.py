@@ -36,6 +36,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from eval.annotations import frame_index_from_file_name
 from preprocess.frames import CropInfo, FramePreprocessor, FrameRef, list_frames, read_frame
 from preprocess.token_cache import TokenCache, TokenCacheError
 from utils.io import load_npy
@@ -77,15 +78,10 @@ def eval_frame_indices(scene: str | os.PathLike) -> set[int] | None:
     coco = scene / "annotations" / "train" / "_annotations.coco.json"
     if coco.is_file():
         data = json.loads(coco.read_text())
-        out = set()
-        for img in data.get("images", []):
-            name = Path(str(img["file_name"])).name
-            try:
-                out.add(int(name.split("_")[0]) - 1)
-            except ValueError:
-                raise DatasetError(f"{coco}: image file name {name!r} does not start with a frame number "
-                                   "(expected e.g. 000003_...)") from None
-        return out
+        try:  # the evaluator's reading of COCO file names, so the held-out frames are exactly the scored ones
+            return {frame_index_from_file_name(str(img["file_name"])) for img in data.get("images", [])}
+        except ValueError as e:
+            raise DatasetError(f"{coco}: {e}") from None
     names = scene / "gt" / "names.json"
     if names.is_file():
         data = json.loads(names.read_text())
