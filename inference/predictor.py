@@ -113,7 +113,7 @@ class LangVGGTPredictor:
         if len(idx) == 0:
             return {}, None
         toks = [by_layer[lay].index_select(0, idx) for lay in self.layers]
-        out = self.decoder(toks, images.index_select(0, idx), patch_start_idx=psi)
+        out = self.decoder.predict(toks, images.index_select(0, idx), patch_start_idx=psi)
         fields = {k: _scatter(v.float(), idx, S) for k, v in out["lang"].items()}
         if "video" in out:
             fields["video"] = _scatter(out["video"].float(), idx, S)

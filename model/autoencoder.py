@@ -136,10 +136,9 @@ class FeatureAutoencoder(nn.Module):
 
         directory = Path(directory)
         if directory.is_file():
-            if directory.suffix == ".safetensors":
-                sd = load_file(str(directory))
-            else:
-                sd = torch.load(directory, map_location="cpu", weights_only=True)
+            from model.safe_load import read_weights
+
+            sd = read_weights(directory)
             return cls.from_state_dict(sd).to(device).eval()
         cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
         for p in (cfg_path, w_path):

@@ -201,11 +201,9 @@ class ClipEncoder:
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from model.safe_load import read_weights
 
-        return load_file(str(path))
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+    sd = read_weights(path)
     return sd.get("state_dict", sd) if isinstance(sd, dict) else sd
 
 

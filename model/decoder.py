@@ -35,9 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.levels import LEVELS
 from model.unet import UNetDecoder, UNetEncoder
-
-LEVELS = ("small", "middle", "large")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -173,6 +172,21 @@ class SemanticBridgingDecoder(nn.Module):
         if self.rgb_encoder is not None:
             out["rgb"] = torch.sigmoid(fit(self.rgb_decoder(self.rgb_encoder(feats))))
         return out
+
+    def predict(self, tokens: Sequence[torch.Tensor], frame: torch.Tensor, patch_start_idx: int = 5,
+                out_hw: tuple[int, int] | None = None) -> dict[str, Any]:
+        """The interface every decoder shares (see ``PublishedLanguageHead.predict``): :meth:`forward`, then every
+        map resized bilinearly to ``out_hw`` when given."""
+        out = self(tokens, frame, patch_start_idx=patch_start_idx)
+        if out_hw is None or tuple(out_hw) == tuple(frame.shape[-2:]):
+            return out
+
+        def fit(x: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(x, size=tuple(out_hw), mode="bilinear", align_corners=False)
+
+        res: dict[str, Any] = {"lang": {k: fit(v) for k, v in out["lang"].items()}}
+        res.update({k: fit(v) for k, v in out.items() if k != "lang"})
+        return res
 
 
 def init_feature_extractor_from_backbone(decoder: SemanticBridgingDecoder, source: str | Path,

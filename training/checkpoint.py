@@ -9,23 +9,27 @@ A checkpoint folder holds
 
 The folder is written under a temporary name and renamed into place, and ``last`` (a one-line text
 file naming the folder) is replaced atomically afterwards, so an interrupted save never leaves a
-half-written checkpoint behind ``last``.
+half-written checkpoint behind ``last``. Reading (and building the decoder a checkpoint holds) lives in
+:mod:`model.decoder_io`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
+from model.decoder_io import (  # noqa: F401  (reading lives in model/, re-exported for training code)
+    LAST,
+    load_checkpoint,
+    load_decoder,
+    resolve_checkpoint,
+    unflatten_optimizer_state,
+)
 from utils.io import atomic_path, save_json_atomic, save_safetensors_atomic
-
-LAST = "last"
 
 
 def checkpoint_dir(out_dir: str | os.PathLike, epoch: int) -> Path:
@@ -46,20 +50,6 @@ def flatten_optimizer_state(sd: dict) -> tuple[dict[str, torch.Tensor], dict[str
         skeleton_state[str(pid)] = plain
     groups = [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()} for g in sd["param_groups"]]
     return tensors, {"state": skeleton_state, "param_groups": groups}
-
-
-def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], skeleton: dict[str, Any]) -> dict:
-    state: dict[int, dict[str, Any]] = {int(pid): dict(plain) for pid, plain in skeleton["state"].items()}
-    for key, value in tensors.items():
-        _, pid, name = key.split(".", 2)
-        state.setdefault(int(pid), {})[name] = value
-    groups = []
-    for g in skeleton["param_groups"]:
-        g = dict(g)
-        if "betas" in g:
-            g["betas"] = tuple(g["betas"])
-        groups.append(g)
-    return {"state": state, "param_groups": groups}
 
 
 def save_checkpoint(
@@ -102,43 +92,3 @@ def save_checkpoint(
     with atomic_path(out_dir / LAST) as p:
         p.write_text(final.name + "\n")
     return final
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint folder, or a run folder whose ``last`` file names one -> the checkpoint folder."""
-    path = Path(path)
-    if (path / "state.json").is_file():
-        return path
-    last = path / LAST
-    if last.is_file():
-        target = path / last.read_text().strip()
-        if (target / "state.json").is_file():
-            return target
-        raise FileNotFoundError(f"{last} points at {target}, which holds no state.json; pass a checkpoint folder")
-    raise FileNotFoundError(
-        f"no checkpoint at {path}: expected a checkpoint_epoch_<N>/ folder (with state.json) or a run folder with a "
-        f"'{LAST}' file"
-    )
-
-
-def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict | None, dict[str, Any]]:
-    """-> (model state dict, optimizer state dict or None, state.json contents). ``path`` as in :func:`resolve_checkpoint`."""
-    ckpt = resolve_checkpoint(path)
-    info = json.loads((ckpt / "state.json").read_text())
-    model_sd = load_file(str(ckpt / "model.safetensors"))
-    optim_sd = None
-    if "optimizer" in info:
-        tensors = load_file(str(ckpt / "optim.safetensors")) if (ckpt / "optim.safetensors").is_file() else {}
-        optim_sd = unflatten_optimizer_state(tensors, info["optimizer"])
-    info["path"] = str(ckpt)
-    return model_sd, optim_sd, info
-
-
-def load_decoder(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Build a :class:`SemanticBridgingDecoder` from a checkpoint folder (or run folder) for inference."""
-    from model.decoder import DecoderConfig, SemanticBridgingDecoder
-
-    model_sd, _, info = load_checkpoint(path)
-    model = SemanticBridgingDecoder(DecoderConfig.from_dict(info["decoder_config"]))
-    model.load_state_dict(model_sd, strict=True)
-    return model.to(device).eval()

@@ -74,16 +74,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
     ``{"model": state_dict}`` training snapshots and ``module.`` (DDP) prefixes are accepted.
     """
+    from model.safe_load import read_weights
+
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        sd = load_file(str(path), device="cpu")
+        sd = read_weights(path)
     else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = read_weights(path)
         if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
             obj = obj["model"]
         if not isinstance(obj, dict):

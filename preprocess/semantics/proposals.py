@@ -100,7 +100,11 @@ class SamProposer:
         model_type = model_type or next((t for t in ("vit_h", "vit_l", "vit_b") if t in name), "vit_h")
         import torch
 
-        sam = sam_model_registry[model_type](checkpoint=str(checkpoint)).to(device)
+        from model.safe_load import read_weights
+
+        sam = sam_model_registry[model_type](checkpoint=None)  # the weights are read here, never unpickled
+        sam.load_state_dict(read_weights(checkpoint), strict=True)
+        sam = sam.to(device)
         self.predictor = SamPredictor(sam)
         self.torch, self.device = torch, device
         self.points_per_side, self.score_thresh, self.overlap_thresh, self.batch = (

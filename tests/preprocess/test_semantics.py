@@ -270,14 +270,17 @@ def test_sam_proposer_with_a_stub_segment_anything(tmp_path, monkeypatch, enc):
 
     stub = types.ModuleType("segment_anything")
     stub.SamPredictor = Predictor
-    stub.sam_model_registry = {"vit_b": lambda checkpoint: types.SimpleNamespace(to=lambda d: None)}
+    loaded = {}
+    stub.sam_model_registry = {"vit_b": lambda checkpoint: types.SimpleNamespace(
+        to=lambda d: None, load_state_dict=lambda sd, strict: loaded.update(sd))}
     monkeypatch.setitem(sys.modules, "segment_anything", stub)
     ckpt = tmp_path / "sam_vit_b_01ec64.pth"
-    ckpt.write_bytes(b"stub")
+    torch.save({"w": torch.ones(2)}, ckpt)
     from preprocess.semantics.proposals import SamProposer
 
     scene = make_scene(tmp_path / "sam", frames=2)
     out = es.extract_clip(scene, enc, SamProposer(ckpt, points_per_side=8), masks="sam")
+    assert torch.equal(loaded["w"], torch.ones(2))  # the weights were read by our safe reader
     s = np.load(out / "000001_s.npy")
     counts = [len(np.unique(s[lvl][s[lvl] >= 0])) for lvl in range(4)]
     assert counts[1] > counts[2] > counts[3] >= 1  # 8-, 16-, 32-pixel cells: small > middle > large
