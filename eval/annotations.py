@@ -62,6 +62,11 @@ class CocoFrames:
         """Sorted 0-based indices of the annotated frames."""
         return sorted(self.masks)
 
+    @property
+    def image_order(self) -> list[int]:
+        """The same indices in the COCO ``images`` order (insertion order of ``masks``): the published loop order."""
+        return list(self.masks)
+
 
 def polygon_to_mask(polygon: list[float], height: int, width: int) -> np.ndarray:
     """Rasterise one flat COCO polygon ``[x0, y0, x1, y1, ...]`` into a bool (H, W) mask.

@@ -48,6 +48,7 @@ from eval.metrics import (
     smooth_scores,
     temporal_accuracy,
     temporal_predictions,
+    temporal_threshold,
     video_iou,
 )
 from eval.relevancy import CANONICAL_NEGATIVES, TEMPERATURE, RelevancyModel, TextEncoder
@@ -294,6 +295,7 @@ def evaluate_scene(
         "time_sensitive": None,
     }
     if run_ts:
+        image_pos = {idx: k for k, idx in enumerate(coco.image_order)}
         qres = []
         for obj, qs in states.items():
             for q, intervals in qs:
@@ -302,14 +304,16 @@ def evaluate_scene(
                     logger.warning("state query %r: object %r has no annotated frame; skipped", q, obj)
                     continue
                 raw = np.array([f["score"] for f in frs])
+                # published threshold: float32 running mean in its loop order (COCO images), not frame order
+                thr = temporal_threshold([f["score"] for f in sorted(frs, key=lambda r: image_pos[r["frame"]])])
                 sm = smooth_scores(raw, cfg.smooth_weights)
-                pred = temporal_predictions(raw, cfg.smooth_weights)
+                pred = temporal_predictions(raw, cfg.smooth_weights, threshold=thr)
                 label = np.array([in_intervals(f["frame"], intervals) for f in frs])
                 ious = np.array([f["iou"] for f in frs])
                 for f, s, p, lab in zip(frs, sm, pred, label, strict=True):
                     f.update({"smoothed": float(s), "pred": bool(p), "label": bool(lab)})
                 qres.append({"object": obj, "query": q, "intervals": [list(iv) for iv in intervals],
-                             "threshold": float(raw.mean()), "acc": temporal_accuracy(pred, label),
+                             "threshold": thr, "acc": temporal_accuracy(pred, label),
                              "viou": video_iou(pred, label, ious), "frames": frs})
         result["time_sensitive"] = {
             "acc": float(np.mean([q["acc"] for q in qres])) if qres else float("nan"),

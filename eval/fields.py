@@ -6,8 +6,9 @@ Two layouts, both exposed through :class:`FieldSource`:
   ``large`` (k, H, W) and optionally ``video`` (c, H, W); metadata ``frame_index`` (else the index is
   parsed from the key: HyperNeRF ``000001`` -> 0, Neu3D ``0000`` -> 0).
 * 4D LangSplat renders: one folder per level, each ``[.../]renders_npy/<idx:05d>.npy`` (H, W, C), idx 0-based,
-  plus an optional folder for the time-sensitive render. A render whose values are all strictly positive
-  (rendered into [0, 1]) is mapped back with ``x * 2 - 1``.
+  plus an optional folder for the time-sensitive render. As in the published ``eval.py``, a frame's three
+  level renders are mapped back with ``x * 2 - 1`` together, and only when the minimum over all three is
+  ``> 0`` (rendered into [0, 1]); the time-sensitive render is never mapped.
 
 Features stay in their stored dimension (k = 3, 6, 512, ...); decoding to the text-embedding dimension is a
 callable ``decode(z (..., k)) -> (..., D)`` applied lazily by the evaluator in pixel chunks.
@@ -136,16 +137,29 @@ def _renders_dir(d: str | Path) -> Path:
 
 
 def _load_render(path: Path) -> torch.Tensor:
+    """(H, W, C) float32 render, values as stored (no mapping)."""
     arr = np.asarray(load_npy(path), dtype=np.float32)
     if arr.ndim != 3:
         raise ValueError(f"{path}: expected (H, W, C), got shape {arr.shape}")
-    if arr.min() > 0:
-        arr = arr * 2.0 - 1.0
     return torch.from_numpy(arr)
 
 
+def unmap_level_renders(stack: torch.Tensor) -> torch.Tensor:
+    """(L, H, W, C) level renders of one frame -> ``x * 2 - 1`` if their joint minimum is ``> 0``, else as is.
+
+    The published rule (``if sem_feat.min() > 0: sem_feat = sem_feat * 2.0 - 1``) looks at the three levels
+    together: one level touching 0 (or holding NaN) leaves all three unmapped.
+    """
+    if stack.numel() and bool(stack.min() > 0):
+        return stack * 2.0 - 1.0
+    return stack
+
+
 class RendersNpyFields(FieldSource):
-    """4D LangSplat render layout: ``level_dirs`` (one per level, small/middle/large order) + optional video dir."""
+    """4D LangSplat render layout: ``level_dirs`` (one per level, small/middle/large order) + optional video dir.
+
+    ``semantic(i)`` applies :func:`unmap_level_renders` to the frame's stacked levels; ``video(i)`` is raw.
+    """
 
     def __init__(self, level_dirs: Sequence[str | Path], video_dir: str | Path | None = None,
                  levels: Sequence[str] = LEVELS) -> None:
@@ -171,7 +185,7 @@ class RendersNpyFields(FieldSource):
         for p in paths:
             if not p.is_file():
                 raise self._missing(index, p.parent)
-        return torch.stack([_load_render(p) for p in paths])
+        return unmap_level_renders(torch.stack([_load_render(p) for p in paths]))
 
     def video(self, index: int) -> torch.Tensor | None:
         if self.video_dir is None:
@@ -179,7 +193,7 @@ class RendersNpyFields(FieldSource):
         p = self.video_dir / f"{index:05d}.npy"
         if not p.is_file():
             raise self._missing(index, self.video_dir)
-        return _load_render(p)
+        return _load_render(p)  # never mapped: the published code decodes the time-sensitive render as stored
 
 
 def autoencoder_decoder(path: str | Path, device: str | torch.device = "cpu") -> Decoder:

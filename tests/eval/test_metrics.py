@@ -59,5 +59,5 @@ def test_acc_and_viou_toy_intervals():
     # pred & label = frames 1, 2 -> 0.8 + 0.6; pred | label = frames 0..3 -> 4
     assert video_iou(pred, label, ious) == pytest.approx(1.4 / 4)
     assert video_iou(label, label, ious) == pytest.approx((0.8 + 0.6 + 0.7) / 3)
-    assert video_iou(np.zeros(3, bool), np.zeros(3, bool), np.ones(3)) == 1.0
+    assert video_iou(np.zeros(3, bool), np.zeros(3, bool), np.ones(3)) == 0.0  # as published (no frames -> 0)
     assert math.isnan(temporal_accuracy([], []))
