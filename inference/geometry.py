@@ -57,7 +57,32 @@ def intrinsics_to_original(K_net: np.ndarray, crop: CropInfo) -> np.ndarray:
     K[..., 0, 2] = (K[..., 0, 2] + left) / sx
     K[..., 1, 1] /= sy
     K[..., 1, 2] = (K[..., 1, 2] + top) / sy
+    if crop.rot90 % 4 == 1:  # intrinsics of the turned frame -> of the original (W = original width)
+        turned = K.copy()
+        W = float(crop.orig_hw[1])
+        K[..., 0, 0], K[..., 1, 1] = turned[..., 1, 1], turned[..., 0, 0]
+        K[..., 0, 1] = 0.0
+        K[..., 0, 2], K[..., 1, 2] = W - turned[..., 1, 2], turned[..., 0, 2]
     return K
+
+
+#: camera-frame rotation from an original camera to the same camera after a quarter turn of its image
+#: (counter-clockwise): X' = Y, Y' = -X, Z' = Z
+_TURN = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+def extrinsics_to_original(extr: np.ndarray, crop: CropInfo) -> np.ndarray:
+    """Camera-from-world (..., 3, 4) predicted on a turned frame (``crop.rot90``) -> the original frame's cameras,
+    with the world = the first original camera (as everywhere). Identity without ``rot90``."""
+    extr = np.array(extr, dtype=np.float64, copy=True)
+    if crop.rot90 % 4 == 0:
+        return extr
+    if crop.rot90 % 4 != 1:
+        raise ValueError(f"rot90={crop.rot90} is not supported (0 or 1)")
+    out = extr.copy()
+    out[..., :3, :3] = _TURN.T @ extr[..., :3, :3] @ _TURN
+    out[..., :3, 3] = (extr[..., :3, 3] @ _TURN)  # = TURN^T t for row vectors
+    return out
 
 
 def invert_extrinsics(extr: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from inference.geometry import (
     camera_record,
+    extrinsics_to_original,
     frame_points,
     intrinsics_to_original,
     is_rotation,
@@ -67,6 +68,8 @@ class ChunkOutput:
         rgb: (S, 3, h, w) in [0, 1] or None.
         depth, conf: (S, h, w) or None.
         extrinsics: (S, 3, 4) camera-from-world; intrinsics: (S, 3, 3) for the (h, w) grid; or None.
+        on_frame: fields and rgb already cover the whole (turned) source frame, ``crop.source_hw`` (the published
+            head stretches its grid onto it): only the quarter turn is undone, nothing is un-cropped.
     """
 
     fields: dict[str, torch.Tensor]
@@ -75,6 +78,7 @@ class ChunkOutput:
     conf: torch.Tensor | None = None
     extrinsics: torch.Tensor | None = None
     intrinsics: torch.Tensor | None = None
+    on_frame: bool = False
 
 
 #: predictor(frames of one chunk, keep) -> ChunkOutput. ``keep[i]`` False means frame i is only
@@ -98,6 +102,7 @@ class InferenceSettings:
     point_stride: int = 2
     fused_max_points: int = 2_000_000
     overwrite: bool = False
+    published_png: bool = False
     extra_meta: dict = field(default_factory=dict)
 
 
@@ -184,15 +189,17 @@ def _write_frame(layout: OutputLayout, f: Frame, pred: ChunkOutput, i: int, s: I
                  projectors: dict[str, PCAProjector], pca_state_path: Path) -> int:
     """Map frame ``i`` of ``pred`` to the original resolution and write its files (fields last)."""
     fields_net = {k: v[i].float() for k, v in pred.fields.items()}
+    if s.published_png:
+        write_published_pngs(layout, f, fields_net, pred.rgb[i] if pred.rgb is not None else None, s.levels)
     stacked = torch.cat([fields_net[k] for k in fields_net], dim=0)
-    full, valid = uncrop_map(stacked.cpu(), f.crop)
+    full, valid = _to_original(stacked.cpu(), f.crop, pred.on_frame)
     fields, start = {}, 0
     for k, v in fields_net.items():
         fields[k] = full[start:start + v.shape[0]]
         start += v.shape[0]
     lang_dim = int(fields[s.levels[0]].shape[0])
     if s.rgb and pred.rgb is not None:
-        rgb_full, _ = uncrop_map(pred.rgb[i].float().cpu(), f.crop)
+        rgb_full, _ = _to_original(pred.rgb[i].float().cpu(), f.crop, pred.on_frame)
         save_png(layout.rgb(f.key), to_uint8_image(rgb_full))
     if s.pca:
         new = False
@@ -209,15 +216,43 @@ def _write_frame(layout: OutputLayout, f: Frame, pred: ChunkOutput, i: int, s: I
                                "pass --no-geometry or use a backbone with depth and camera heads")
         _write_geometry(layout, f, pred, i, s)
     meta = {"frame_key": f.key, "frame_index": f.index, "lang_dim": lang_dim, "levels": list(s.levels),
-            **{k: v for k, v in s.extra_meta.items() if k in ("autoencoder", "decoder", "backbone")}}
+            **{k: v for k, v in s.extra_meta.items() if k in ("autoencoder", "decoder", "backbone", "preset")}}
     write_fields(layout.fields(f.key), fields, meta, valid)
     return lang_dim
+
+
+def _to_original(x: torch.Tensor, crop: CropInfo, on_frame: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (C, h, w) prediction -> ((C, H, W) on the original pixels, valid (H, W) bool)."""
+    if not on_frame:
+        return uncrop_map(x, crop)
+    if tuple(x.shape[-2:]) != tuple(crop.source_hw):
+        raise ValueError(f"on-frame predictions of shape {tuple(x.shape)} do not cover the {crop.source_hw} frame")
+    return crop.unturn(x), torch.ones(crop.orig_hw, dtype=torch.bool)
+
+
+def published_png(x: torch.Tensor) -> np.ndarray:
+    """(3, H, W) -> (H, W, 3) uint8 by the published rule (``torchvision.utils.save_image``):
+    ``clamp(x * 255 + 0.5, 0, 255)`` truncated, so values outside [0, 1] are clipped."""
+    return x.detach().float().cpu().mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
+
+
+def write_published_pngs(layout: OutputLayout, f: Frame, fields: dict[str, torch.Tensor], rgb: torch.Tensor | None,
+                         levels: tuple[str, ...]) -> None:
+    """The published file layout for diffing against the published release: ``published/lang/<level>/%05d.png``
+    (frame position + 1) and ``published/rgb/%05d.png``, on the grid the head produced (a landscape frame stays
+    turned, as published). Only a 3-channel language field has a published picture."""
+    name = f"{f.index + 1:05d}.png"
+    for level in levels:
+        if fields[level].shape[0] == 3:
+            save_png(layout.root / "published" / "lang" / level / name, published_png(fields[level]))
+    if rgb is not None:
+        save_png(layout.root / "published" / "rgb" / name, published_png(rgb))
 
 
 def _write_geometry(layout: OutputLayout, f: Frame, pred: ChunkOutput, i: int, s: InferenceSettings) -> None:
     dc = torch.stack([pred.depth[i].float().cpu(), pred.conf[i].float().cpu()])
     (depth, conf), valid = uncrop_map(dc, f.crop)
-    extr = pred.extrinsics[i].double().cpu().numpy()
+    extr = extrinsics_to_original(pred.extrinsics[i].double().cpu().numpy(), f.crop)
     if not is_rotation(extr[:3, :3], atol=1e-3):
         log.warning("frame %s: predicted rotation is not orthonormal (|R R^T - I| > 1e-3)", f.key)
     K = intrinsics_to_original(pred.intrinsics[i].double().cpu().numpy(), f.crop)

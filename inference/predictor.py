@@ -35,14 +35,17 @@ class LangVGGTPredictor:
         token_cache: a ``preprocess.token_cache.TokenCache`` or None.
         window: past frames kept in the aggregator/camera caches (memory bound for long videos).
         geometry: predict depth/confidence and cameras.
+        fields_on_frame: ask the decoder for fields stretched onto each frame's whole (turned) source size
+            (``crop.source_hw``), as the published inference calls its head; all frames must share one size.
     """
 
     stateless = False  # the streaming caches need every frame, even already-written ones
 
     def __init__(self, decoder: torch.nn.Module, backbone: torch.nn.Module | None = None, token_cache=None,
                  window: int | None = 128, geometry: bool = True, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, fields_on_frame: bool = False) -> None:
         self.decoder = decoder.eval()
+        self.fields_on_frame = fields_on_frame
         self.backbone = backbone.eval() if backbone is not None else None
         self.tokens = token_cache
         self.window = window
@@ -100,20 +103,27 @@ class LangVGGTPredictor:
                 by_layer = {i: t[0] for i, t in enumerate(outs)}
                 del outs
             idx = torch.tensor([i for i, k in enumerate(keep) if k], dtype=torch.long, device=self.device)
-            fields, rgb = self._decode(by_layer, images, psi, idx, S)
+            out_hw = None
+            if self.fields_on_frame:
+                sizes = {tuple(f.crop.source_hw) for f in frames}
+                if len(sizes) != 1:
+                    raise ValueError(f"frames of one chunk have different sizes {sorted(sizes)}")
+                out_hw = sizes.pop()
+            fields, rgb = self._decode(by_layer, images, psi, idx, S, out_hw)
         depth = conf = extr = intr = None
         if self.geometry:  # outside autocast: the official heads run in fp32 (their own dtype)
             depth, conf, extr, intr = self._geometry(by_layer, images, psi, idx, S, (h, w))
-        return ChunkOutput(fields=fields, rgb=rgb, depth=depth, conf=conf, extrinsics=extr, intrinsics=intr)
+        return ChunkOutput(fields=fields, rgb=rgb, depth=depth, conf=conf, extrinsics=extr, intrinsics=intr,
+                           on_frame=self.fields_on_frame)
 
     def _param_dtype(self) -> torch.dtype:
         return next(self.backbone.parameters()).dtype
 
-    def _decode(self, by_layer, images, psi, idx, S):
+    def _decode(self, by_layer, images, psi, idx, S, out_hw=None):
         if len(idx) == 0:
             return {}, None
         toks = [by_layer[lay].index_select(0, idx) for lay in self.layers]
-        out = self.decoder.predict(toks, images.index_select(0, idx), patch_start_idx=psi)
+        out = self.decoder.predict(toks, images.index_select(0, idx), patch_start_idx=psi, out_hw=out_hw)
         fields = {k: _scatter(v.float(), idx, S) for k, v in out["lang"].items()}
         if "video" in out:
             fields["video"] = _scatter(out["video"].float(), idx, S)

@@ -5,6 +5,13 @@ The backbone streams the frames once (windowed cache, chunks of ``--chunk`` fram
 feature fields, mapped back to the ORIGINAL frame resolution and saved losslessly (safetensors) with PCA
 pictures and the RGB reconstruction; the backbone's heads give depth + confidence and cameras, exported as
 per-frame and fused binary PLY point clouds. See :mod:`inference.outputs` for the layout. CPU or GPU.
+
+``--preset published`` reproduces the published 4DLangVGGT inference path with its head (``--decoder
+checkpoint_epoch_100.pth``): frames listed by a plain sort of their names and read as published (RGBA on white),
+preprocessing ``original`` (landscape frames turned 90 degrees counter-clockwise, centre crop to multiples of 14,
+no resize), streamed frame by frame in fp32 with a 120-frame cache and no token cache, and the head's bilinear
+stretch onto the turned frame; the fields are then turned back onto the original pixels.
+``--published-png`` also writes the published picture layout under ``<out>/published/``.
 """
 
 from __future__ import annotations
@@ -20,8 +27,12 @@ import torch
 
 from inference.outputs import LEVELS
 from inference.pipeline import Frame, InferenceSettings, run_inference
-from preprocess.frames import MODES
+from preprocess.frames import MODES, PUBLISHED_MODE
+from utils.cli import UserError, run_cli, setup_logging
 from utils.device import resolve_device, resolve_dtype
+
+#: what ``--preset published`` sets (the published ``inference.py --do_render`` path)
+PUBLISHED_PRESET = {"mode": PUBLISHED_MODE, "window": 120, "chunk": 1, "dtype": "fp32"}
 
 log = logging.getLogger("inference.run")
 
@@ -32,7 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True,
                    help="frames folder (rgb/2x), scene folder, or a video file (.mp4 ...)")
     p.add_argument("--decoder", required=True,
-                   help="trained decoder: a checkpoint_epoch_<N>/ folder or a training run folder (uses 'last')")
+                   help="trained decoder: a checkpoint_epoch_<N>/ folder, a training run folder (uses 'last'), a "
+                        "decoder .safetensors, or the published 4DLangVGGT checkpoint_epoch_100.pth")
+    p.add_argument("--preset", choices=["default", "published"], default="default",
+                   help="'published': reproduce the published 4DLangVGGT inference path exactly (published head, "
+                        "frames read and turned as published, preprocessing 'original', fp32 frame-by-frame "
+                        "streaming with a 120-frame cache, no token cache); fields are turned back onto the "
+                        "original pixels")
+    p.add_argument("--published-png", action="store_true",
+                   help="also write the published picture layout: <out>/published/lang/{small,middle,large}/"
+                        "00001.png and published/rgb/00001.png (uint8 = clamp(x*255+0.5), turned frames stay "
+                        "turned), for diffing against the published release")
     p.add_argument("--out", required=True, help="output folder (created; rerunning resumes and skips done frames)")
     p.add_argument("--backbone", default=None,
                    help="StreamVGGT weights: a local .pth/.safetensors, a Hugging Face repo id (lch01/StreamVGGT), "
@@ -43,16 +64,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tokens", action="store_true", help="never read cached tokens; run the backbone")
     p.add_argument("--autoencoder", default=None,
                    help="autoencoder folder used to decode the fields to CLIP space (recorded in the metadata)")
-    p.add_argument("--chunk", type=int, default=8, help="frames per backbone/decoder pass (memory vs speed)")
-    p.add_argument("--window", type=int, default=128,
-                   help="past frames kept in the streaming caches (bounds memory on long videos)")
+    p.add_argument("--chunk", type=int, default=None,
+                   help="frames per backbone/decoder pass (memory vs speed); default 8 (published preset: 1)")
+    p.add_argument("--window", type=int, default=None,
+                   help="past frames kept in the streaming caches (bounds memory on long videos); default 128 "
+                        "(published preset: 120, the published cache rule)")
     p.add_argument("--target-width", type=int, default=None,
                    help="network input width (multiple of 14); default: the token cache's, else 518")
     p.add_argument("--mode", default=None, choices=MODES,
                    help="preprocessing mode (see preprocess.extract_tokens --help); default: the token cache's, "
-                        "else resize")
+                        "else resize (the published preset uses its own 'original' mode)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto (CUDA when available)")
-    p.add_argument("--dtype", default="fp32", help="fp32, fp16 or bf16 (reduced precision only on CUDA)")
+    p.add_argument("--dtype", default=None,
+                   help="fp32 (default), fp16 or bf16 (reduced precision only on CUDA; the published preset is fp32)")
     p.add_argument("--max-frames", type=int, default=None, help="only the first N frames (debugging)")
     p.add_argument("--no-geometry", action="store_true", help="skip depth, cameras and point clouds")
     p.add_argument("--no-pca", action="store_true", help="skip the PCA pictures of the fields")
@@ -67,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fused-max-points", type=int, default=2_000_000, help="vertex budget of geometry/fused.ply")
     p.add_argument("--overwrite", action="store_true", help="recompute frames that are already written")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug messages")
+    p.add_argument("--debug", action="store_true", help="show the traceback of expected errors too")
     return p
 
 
@@ -123,38 +149,107 @@ def open_token_cache(args: argparse.Namespace, source: Path, decoder) -> object 
     return cache
 
 
-def iter_prepared(refs, preprocessor) -> Iterator[Frame]:
-    """Lazily read and preprocess frames (one at a time)."""
+def iter_prepared(refs, preprocessor, reader=None) -> Iterator[Frame]:
+    """Lazily read and preprocess frames (one at a time); ``reader`` decodes image files (see ``iter_frames``)."""
     from preprocess.frames import iter_frames
 
-    for ref, rgb in iter_frames(refs):
+    for ref, rgb in iter_frames(refs, reader):
         image, info = preprocessor.prepare(rgb)
         yield Frame(key=ref.key, index=ref.index, rgb=rgb, image=image, crop=info)
 
 
+def apply_preset(args: argparse.Namespace) -> None:
+    """Fill the unset settings from the preset; warn where the command line departs from the published path."""
+    defaults = {"window": 128, "chunk": 8, "dtype": "fp32"}
+    if args.preset != "published":
+        for k, v in defaults.items():
+            if getattr(args, k) is None:
+                setattr(args, k, v)
+        return
+    if args.mode is not None:
+        raise UserError(f"--mode {args.mode} cannot be combined with --preset published", None,
+                        "the published path always uses its 'original' preprocessing; drop --mode")
+    if args.target_width is not None:
+        raise UserError("--target-width cannot be combined with --preset published", None,
+                        "the published path does not resize; drop --target-width")
+    for k in ("window", "chunk", "dtype"):
+        value = getattr(args, k)
+        if value is None:
+            setattr(args, k, PUBLISHED_PRESET[k])
+        elif str(value) != str(PUBLISHED_PRESET[k]):
+            log.warning("--%s %s departs from the published path (%s): the fields will differ from the published "
+                        "ones", k, value, PUBLISHED_PRESET[k])
+    args.mode = PUBLISHED_MODE
+    args.no_tokens = True
+
+
+def list_source_frames(source: Path, published: bool):
+    """The frames to process: our natural-sorted listing, or the published plain-sorted one."""
+    from preprocess.frames import list_frames, list_frames_published
+
+    try:
+        if published and not source.is_file():
+            return list_frames_published(source)
+        return list_frames(source)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise UserError(str(e), source, "pass a frame folder, a scene folder or a video file") from None
+
+
+def check_one_size(refs, source: Path) -> None:
+    """The published loader pads frames of different sizes to the largest and stretches every output to the last
+    frame's size, which maps onto no frame's pixels: refuse such a video for the published preset."""
+    from PIL import Image
+
+    sizes: dict[tuple[int, int], str] = {}
+    for ref in refs:
+        if ref.is_video:
+            return
+        try:
+            with Image.open(ref.path) as im:
+                sizes.setdefault(im.size, ref.path.name)
+        except OSError as e:
+            raise UserError(f"cannot read the frame ({e})", ref.path, "replace or remove the damaged frame") from None
+        if len(sizes) > 1:
+            (a, fa), (b, fb) = list(sizes.items())[:2]
+            raise UserError(f"frames of different sizes ({fa}: {a[0]}x{a[1]}, {fb}: {b[0]}x{b[1]}); the published "
+                            "path pads them and stretches every output to the last frame's size, which fits no "
+                            "frame", source, "resize the frames to one size, or run without --preset published")
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from preprocess.frames import FramePreprocessor, list_frames
-    from training.checkpoint import load_decoder, resolve_checkpoint
+    setup_logging(args.quiet, args.verbose)
+    apply_preset(args)
+    published = args.preset == "published"
+    from model.decoder_io import decoder_kind, load_decoder
+    from preprocess.frames import FramePreprocessor, read_frame_published
 
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
     source = Path(args.source)
-    refs = list_frames(source)
+    if not source.exists():
+        raise UserError("source not found", source, "pass a frame folder, a scene folder or a video file")
+    refs = list_source_frames(source, published)
     if args.max_frames:
         refs = refs[: args.max_frames]
-    decoder = load_decoder(args.decoder, device=device)
+    if published:
+        check_one_size(refs, source)
+    backbone = load_backbone(args.backbone, device) if args.backbone else None
+    layers = tuple(backbone.config.dpt_layers) if backbone is not None else None
+    decoder = load_decoder(args.decoder, device=device, layers=layers)
+    if published and decoder_kind(decoder) != "published":
+        raise UserError("--preset published runs the published head, but this decoder is one of ours", args.decoder,
+                        "pass the published checkpoint_epoch_100.pth (or a decoder trained with --decoder "
+                        "published), or drop --preset")
     cache = open_token_cache(args, source, decoder)
     geometry = not args.no_geometry
-    if cache is None and args.backbone is None:
-        raise SystemExit(f"no token cache found for {source} and no --backbone given: pass --backbone "
-                         "(e.g. lch01/StreamVGGT or ckpt/streamvggt/checkpoints.pth) or --tokens <dir>")
-    if geometry and args.backbone is None:
+    if cache is None and backbone is None:
+        raise UserError("no token cache found and no --backbone given", source,
+                        "pass --backbone (e.g. ckpt/streamvggt/checkpoints.pth) or --tokens <dir>")
+    if geometry and backbone is None:
         log.warning("no --backbone: geometry (depth, cameras, point clouds) is skipped")
         geometry = False
     if cache is not None:
         cache = _usable_cache(cache, refs, decoder, args.backbone)
-    backbone = load_backbone(args.backbone, device) if args.backbone else None
     crop = cache.crop if cache is not None else {}
     width = args.target_width or (crop.get("resized_hw", [None, 518])[1] if crop else 518)
     mode = args.mode or crop.get("mode", "resize")
@@ -163,22 +258,26 @@ def main(argv: list[str] | None = None) -> dict:
     if cache is not None:
         first = preprocessor.plan(_frame_hw(refs[0]))
         if first.to_dict()["box"] != crop.get("box") or list(first.orig_hw) != list(crop.get("orig_hw", [])):
-            raise SystemExit(f"the token cache {cache.dir} was extracted with crop {crop} but these frames give "
-                             f"{first.to_dict()}; pass matching --target-width/--mode or --no-tokens")
+            raise UserError(f"the token cache was extracted with crop {crop} but these frames give "
+                            f"{first.to_dict()}", cache.dir, "pass matching --target-width/--mode or --no-tokens")
 
     from inference.predictor import LangVGGTPredictor
 
     predictor = LangVGGTPredictor(decoder, backbone, cache, window=args.window, geometry=geometry,
-                                  device=device, dtype=dtype)
+                                  device=device, dtype=dtype, fields_on_frame=published)
+    preprocess_meta = {"mode": mode} if published else {"target_width": int(width), "mode": mode}
     settings = InferenceSettings(
         chunk=args.chunk, levels=LEVELS, geometry=geometry, pca=not args.no_pca, rgb=not args.no_rgb,
         video=args.video, fps=args.fps, conf_percentile=args.conf_percentile, min_conf=args.min_conf,
         point_stride=args.point_stride, fused_max_points=args.fused_max_points, overwrite=args.overwrite,
-        extra_meta={"source": str(source), "decoder": str(resolve_checkpoint(args.decoder)),
+        published_png=args.published_png,
+        extra_meta={"source": str(source), "decoder": decoder.source_info["path"],
+                    "decoder_kind": decoder_kind(decoder), "preset": args.preset,
                     "backbone": args.backbone, "autoencoder": args.autoencoder,
                     "tokens": str(cache.dir) if cache is not None else None,
-                    "preprocess": {"target_width": int(width), "mode": mode}, "device": str(device)})
-    summary = run_inference(iter_prepared(refs, preprocessor), len(refs), predictor, args.out, settings,
+                    "preprocess": preprocess_meta, "window": args.window, "device": str(device)})
+    reader = read_frame_published if published else None
+    summary = run_inference(iter_prepared(refs, preprocessor, reader), len(refs), predictor, args.out, settings,
                             keys=[r.key for r in refs])
     return summary
 
@@ -190,6 +289,6 @@ def _frame_hw(ref) -> tuple[int, int]:
 
 
 if __name__ == "__main__":
-    result = main()
+    result = run_cli(main)
     print(json.dumps(result, indent=2))
     sys.exit(0)

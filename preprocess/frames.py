@@ -33,6 +33,11 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 MODES = ("resize", "crop", "pad", "native")
+#: the published 4DLangVGGT inference mode: landscape frames turned 90 degrees counter-clockwise, each side
+#: centre-cropped to a multiple of 14, no resize (``inference.run --preset published`` only: a frame turned
+#: for the network is turned back in every output, so the fields still lie on the original pixels)
+PUBLISHED_MODE = "original"
+PUBLISHED_IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,36 @@ def list_frames(source: str | Path) -> list[FrameRef]:
     return [FrameRef(key=p.stem, index=i, path=p) for i, p in enumerate(files)]
 
 
+def list_frames_published(source: str | Path) -> list[FrameRef]:
+    """Frames as the published inference lists them: the ``.png``/``.jpg``/``.jpeg`` files (any case) of the frame
+    folder, ordered by a plain sort of their names (``sorted(os.listdir(...))``, not our natural sort)."""
+    folder = resolve_frame_folder(source)
+    names = sorted(n for n in (p.name for p in folder.iterdir() if p.is_file())
+                   if n.lower().endswith(PUBLISHED_IMAGE_EXTS))
+    if not names:
+        raise FileNotFoundError(f"{folder}: no .png/.jpg/.jpeg frames (the published reader takes only those)")
+    keys = [Path(n).stem for n in names]
+    if len(set(keys)) != len(keys):
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        raise ValueError(f"{folder}: several files share the frame key(s) {dup[:5]}; keep one image per key")
+    return [FrameRef(key=Path(n).stem, index=i, path=folder / n) for i, n in enumerate(names)]
+
+
+def read_frame_published(ref: FrameRef) -> np.ndarray:
+    """Decode a frame as the published loader does (PIL): an ``RGBA`` image is alpha-composited onto white
+    (PIL's integer compositing), then every image is converted to RGB. -> uint8 (H, W, 3)."""
+    if ref.is_video:
+        return read_frame(ref)
+    try:
+        with Image.open(ref.path) as img:
+            img.load()
+            if img.mode == "RGBA":
+                img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img)
+            return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+    except (OSError, SyntaxError, ValueError) as e:
+        raise OSError(f"{ref.path}: cannot be decoded as an image (truncated or corrupted file?): {e}") from None
+
+
 def _to_rgb_uint8(img: np.ndarray, path: Path) -> np.ndarray:
     """OpenCV image (BGR/BGRA/gray, uint8/uint16) -> RGB uint8; alpha is composited onto white."""
     if img.dtype == np.uint16:
@@ -148,16 +183,19 @@ def read_frame(ref: FrameRef) -> np.ndarray:
     return _to_rgb_uint8(img, ref.path)
 
 
-def iter_frames(refs: Iterable[FrameRef]) -> Iterator[tuple[FrameRef, np.ndarray]]:
+def iter_frames(refs: Iterable[FrameRef], reader=None) -> Iterator[tuple[FrameRef, np.ndarray]]:
     """Yield ``(ref, rgb uint8 (H,W,3))`` for ``refs`` in order. Video frames are decoded sequentially with one
-    open capture per video (frames in between are grabbed, not converted), so memory stays one frame."""
+    open capture per video (frames in between are grabbed, not converted), so memory stays one frame.
+    ``reader(ref)`` decodes image files (default :func:`read_frame`; :func:`read_frame_published` for the
+    published preset)."""
+    reader = reader or read_frame
     cap: cv2.VideoCapture | None = None
     cap_path: Path | None = None
     pos = 0
     try:
         for ref in refs:
             if not ref.is_video:
-                yield ref, read_frame(ref)
+                yield ref, reader(ref)
                 continue
             if cap is None or cap_path != ref.path or ref.video_frame < pos:
                 if cap is not None:
@@ -189,12 +227,32 @@ class CropInfo:
     reaching outside the resized image (negative ``top``/``left``, or past the far edge) means white padding
     (``pad`` mode). ``(h, w)`` = ``input_hw`` are multiples of the patch size. This is the one crop record of the
     project: inference (``inference.geometry``) maps predictions and intrinsics back to the original frame with it.
+
+    ``rot90`` = 1 (the published ``original`` mode on a landscape frame): the frame was first turned 90 degrees
+    counter-clockwise; ``source_hw`` is the turned size, ``resized_hw`` and ``box`` refer to the turned frame, and
+    :meth:`uncrop` / :meth:`valid_mask` / :meth:`input_to_original_xy` turn back, so results lie on the original
+    (H, W) = ``orig_hw`` pixels. Original continuous pixel (u, v) is (v, W - u) in the turned frame.
     """
 
     orig_hw: tuple[int, int]
     resized_hw: tuple[int, int]
     box: tuple[int, int, int, int]
     mode: str = "crop"
+    rot90: int = 0
+
+    @property
+    def source_hw(self) -> tuple[int, int]:
+        """Size of the frame the resize starts from: ``orig_hw``, turned when ``rot90`` is odd."""
+        H, W = self.orig_hw
+        return (W, H) if self.rot90 % 2 else (H, W)
+
+    def turn(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., H, W) on the original frame -> (..., W, H) on the turned frame (identity without ``rot90``)."""
+        return torch.rot90(x, self.rot90, dims=(-2, -1)) if self.rot90 % 4 else x
+
+    def unturn(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`turn`: a map on the turned frame -> the same map on the original pixels."""
+        return torch.rot90(x, -self.rot90, dims=(-2, -1)) if self.rot90 % 4 else x
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -208,8 +266,9 @@ class CropInfo:
 
     @property
     def scale_xy(self) -> tuple[float, float]:
-        """Resize factors (resized / original) along x and y."""
-        return (self.resized_hw[1] / self.orig_hw[1], self.resized_hw[0] / self.orig_hw[0])
+        """Resize factors (resized / source) along x and y (of the turned frame when ``rot90``)."""
+        H, W = self.source_hw
+        return (self.resized_hw[1] / W, self.resized_hw[0] / H)
 
     def clipped_window(self) -> tuple[int, int, int, int]:
         """(y0, x0, y1, x1) of the input window clipped to the resized image (a ``pad`` window reaches outside it)."""
@@ -218,10 +277,11 @@ class CropInfo:
         return max(y0, 0), max(x0, 0), min(y1, rh), min(x1, rw)
 
     def box_in_original(self) -> tuple[int, int, int, int]:
-        """(y0, x0, y1, x1) of the region the input covers, in original pixels (rounded, clipped, non-empty)."""
+        """(y0, x0, y1, x1) of the region the input covers, in source pixels (the turned frame when ``rot90``;
+        rounded, clipped, non-empty)."""
         sx, sy = self.scale_xy
         cy0, cx0, cy1, cx1 = self.clipped_window()
-        H, W = self.orig_hw
+        H, W = self.source_hw
         y0 = min(max(int(round(cy0 / sy)), 0), H - 1)
         x0 = min(max(int(round(cx0 / sx)), 0), W - 1)
         y1 = min(max(int(round(cy1 / sy)), y0 + 1), H)
@@ -235,13 +295,16 @@ class CropInfo:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        return {"orig_hw": list(d["orig_hw"]), "resized_hw": list(d["resized_hw"]), "box": list(d["box"]),
-                "mode": d["mode"], "input_hw": list(self.input_hw)}
+        out = {"orig_hw": list(d["orig_hw"]), "resized_hw": list(d["resized_hw"]), "box": list(d["box"]),
+               "mode": d["mode"], "input_hw": list(self.input_hw)}
+        if self.rot90:
+            out["rot90"] = self.rot90
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CropInfo:
         return cls(orig_hw=tuple(d["orig_hw"]), resized_hw=tuple(d["resized_hw"]), box=tuple(d["box"]),
-                   mode=d.get("mode", "crop"))
+                   mode=d.get("mode", "crop"), rot90=int(d.get("rot90", 0)))
 
     def input_to_original_xy(self, xy: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
         """Map pixel coordinates (..., 2) as (x, y) from the network input to the original frame.
@@ -250,11 +313,22 @@ class CropInfo:
         out = xy * 1.0
         out[..., 0] = (xy[..., 0] + self.box[1] + 0.5) / sx - 0.5
         out[..., 1] = (xy[..., 1] + self.box[0] + 0.5) / sy - 0.5
+        if self.rot90 % 4 == 1:  # turned (u', v') -> original (u, v) = (W - 1 - v', u') at pixel centres
+            u, v = out[..., 0] * 1.0, out[..., 1] * 1.0
+            out[..., 0] = self.orig_hw[1] - 1 - v
+            out[..., 1] = u
+        elif self.rot90 % 4:
+            raise ValueError(f"rot90={self.rot90} is not supported (0 or 1)")
         return out
 
     def original_to_input_xy(self, xy: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
         """Inverse of :meth:`input_to_original_xy`."""
         sx, sy = self.scale_xy
+        if self.rot90 % 4 == 1:  # original (u, v) -> turned (v, W - 1 - u)
+            turned = xy * 1.0
+            turned[..., 0] = xy[..., 1]
+            turned[..., 1] = self.orig_hw[1] - 1 - xy[..., 0]
+            xy = turned
         out = xy * 1.0
         out[..., 0] = (xy[..., 0] + 0.5) * sx - 0.5 - self.box[1]
         out[..., 1] = (xy[..., 1] + 0.5) * sy - 0.5 - self.box[0]
@@ -263,14 +337,15 @@ class CropInfo:
     def valid_mask(self, device: torch.device | str | None = None) -> torch.Tensor:
         """(H, W) bool: original pixels inside :meth:`box_in_original` (those that have a prediction)."""
         y0, x0, y1, x1 = self.box_in_original()
-        valid = torch.zeros(self.orig_hw, dtype=torch.bool, device=device)
+        valid = torch.zeros(self.source_hw, dtype=torch.bool, device=device)
         valid[y0:y1, x0:x1] = True
-        return valid
+        return self.unturn(valid)
 
     def uncrop(self, x: torch.Tensor, fill: float | None = None, interpolation: str = "bilinear") -> torch.Tensor:
         """Map a prediction on the network input grid back onto the original frame.
 
-        x: (..., h, w) with (h, w) = ``input_hw``; returns (..., H, W) = ``orig_hw`` in ``x``'s dtype.
+        x: (..., h, w) with (h, w) = ``input_hw``; returns (..., H, W) = ``orig_hw`` in ``x``'s dtype (turned back
+        when ``rot90``).
         The part of the input that shows the frame (padding dropped) is resized onto :meth:`box_in_original`;
         original pixels outside that box (cropped away) get ``fill`` (None: replicate the nearest edge value of
         the box). ``interpolation``: ``bilinear`` (continuous maps, features), ``bicubic``, or ``nearest``
@@ -281,7 +356,7 @@ class CropInfo:
             raise ValueError(f"uncrop expects (..., {h}, {w}) maps, got {tuple(x.shape)}")
         if not x.is_floating_point() and interpolation != "nearest":
             raise ValueError("integer maps must be uncropped with interpolation='nearest'")
-        H, W = self.orig_hw
+        H, W = self.source_hw
         y0, x0, y1, x1 = self.box_in_original()
         cy0, cx0, cy1, cx1 = self.clipped_window()
         top, left = self.box[0], self.box[1]
@@ -300,7 +375,7 @@ class CropInfo:
                 y = F.pad(y, pads, mode="replicate")
             else:
                 y = F.pad(y, pads, mode="constant", value=float(fill))
-        return y.to(orig_dtype).reshape(*lead, H, W)
+        return self.unturn(y.to(orig_dtype).reshape(*lead, H, W))
 
 
 def _round_to(v: float, m: int) -> int:
@@ -321,12 +396,15 @@ class FramePreprocessor:
         then centred white padding to ``target_width`` x ``target_width``.
       * ``native``: no resize; each side centre-cropped down to a multiple of 14 (the published ``original``
         mode without its 90-degree rotation of landscape frames).
+      * ``original`` (:data:`PUBLISHED_MODE`, the published inference path only): a landscape frame (W > H) is
+        turned 90 degrees counter-clockwise, then as ``native`` (left = (W - W14) // 2, top = (H - H14) // 2).
+        The record keeps ``rot90`` so every output is turned back onto the original pixels.
     """
 
     def __init__(self, target_width: int = 518, mode: str = "resize", patch_size: int = 14) -> None:
-        if mode not in MODES:
+        if mode not in (*MODES, PUBLISHED_MODE):
             raise ValueError(f"unknown preprocessing mode {mode!r}; choose one of {', '.join(MODES)}")
-        if mode != "native" and (target_width <= 0 or target_width % patch_size):
+        if mode not in ("native", PUBLISHED_MODE) and (target_width <= 0 or target_width % patch_size):
             raise ValueError(f"target width {target_width} must be a positive multiple of the patch size "
                              f"{patch_size} (e.g. 518 = 37 x 14)")
         self.target_width = int(target_width)
@@ -337,6 +415,14 @@ class FramePreprocessor:
         """The :class:`CropInfo` for a frame of size ``orig_hw`` = (H, W), without touching pixels."""
         H, W = int(orig_hw[0]), int(orig_hw[1])
         p, t = self.patch_size, self.target_width
+        if self.mode == PUBLISHED_MODE:
+            rot = 1 if W > H else 0
+            sh, sw = (W, H) if rot else (H, W)
+            h, w = (sh // p) * p, (sw // p) * p
+            if h == 0 or w == 0:
+                raise ValueError(f"frame of {W}x{H} pixels is smaller than one {p}x{p} patch")
+            return CropInfo(orig_hw=(H, W), resized_hw=(sh, sw), box=((sh - h) // 2, (sw - w) // 2, h, w),
+                            mode=self.mode, rot90=rot)
         if self.mode in ("resize", "crop"):
             rh, rw = _round_to(H * (t / W), p), t
             if rh > t and self.mode == "crop":
@@ -364,8 +450,10 @@ class FramePreprocessor:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 (H, W, 3) frame, got {rgb.dtype} {rgb.shape}")
         info = self.plan(rgb.shape[:2])
+        if info.rot90:
+            rgb = np.rot90(rgb, info.rot90)  # counter-clockwise, as PIL's ROTATE_90
         rh, rw = info.resized_hw
-        if (rh, rw) != tuple(info.orig_hw):
+        if (rh, rw) != tuple(rgb.shape[:2]):
             rgb = np.array(Image.fromarray(rgb).resize((rw, rh), Image.Resampling.BICUBIC))
         img = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
         y0, x0, y1, x1 = info.window

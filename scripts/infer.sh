@@ -7,12 +7,17 @@
 #   [out]      output folder (default: outputs/infer/<name of source>)
 #
 # Environment variables (documented defaults):
-#   DECODER=ckpt/4dlangvggt          trained decoder: checkpoint_epoch_<N>/ folder or training run folder
+#   DECODER=ckpt/4dlangvggt          trained decoder: checkpoint_epoch_<N>/ folder, training run folder, or the
+#                                    published ckpt/4dlangvggt/checkpoint_epoch_100.pth (with PRESET=published)
+#   PRESET=default                   'published': the published 4DLangVGGT inference path exactly (frames turned
+#                                    and cropped as published, fp32 frame-by-frame streaming, 120-frame cache)
+#   PUBLISHED_PNG=0                  1: also write the published picture layout under <out>/published/
 #   BACKBONE=ckpt/streamvggt/checkpoints.pth   StreamVGGT weights (or lch01/StreamVGGT, or 'tiny' for tests);
 #                                    empty = cached tokens only, no geometry
 #   AUTOENCODER=                     autoencoder folder (recorded in the fields, used by the queries)
 #   DEVICE=auto  DTYPE=fp32          cpu | cuda | auto;  fp32 | fp16 | bf16 (reduced precision on CUDA only)
 #   CHUNK=8  WINDOW=128              frames per backbone pass; past frames kept in the streaming cache
+#                                    (PRESET=published: 1 and 120 unless set)
 #   VIDEO=1                          also write mp4s (0 to skip)
 #   QUERIES="red ball;blue mug"      optional ';'-separated text queries run afterwards (python -m eval.query)
 #   CLIP=ViT-B-16                    text encoder for the queries: an open_clip model name (with CLIP_WEIGHTS=<file>
@@ -20,7 +25,7 @@
 #   PYTHON=python                    interpreter
 set -euo pipefail
 if [[ $# -lt 1 || "$1" == "-h" || "$1" == "--help" ]]; then
-  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
   exit 0
 fi
 SOURCE="$1"; shift
@@ -32,8 +37,11 @@ DECODER="${DECODER:-ckpt/4dlangvggt}"
 BACKBONE="${BACKBONE-ckpt/streamvggt/checkpoints.pth}"
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
-args=(--source "$SOURCE" --out "$OUT" --decoder "$DECODER" --device "${DEVICE:-auto}" --dtype "${DTYPE:-fp32}"
-      --chunk "${CHUNK:-8}" --window "${WINDOW:-128}")
+args=(--source "$SOURCE" --out "$OUT" --decoder "$DECODER" --device "${DEVICE:-auto}" --preset "${PRESET:-default}")
+[[ -n "${DTYPE:-}" ]] && args+=(--dtype "$DTYPE")
+[[ -n "${CHUNK:-}" ]] && args+=(--chunk "$CHUNK")
+[[ -n "${WINDOW:-}" ]] && args+=(--window "$WINDOW")
+[[ "${PUBLISHED_PNG:-0}" == "1" ]] && args+=(--published-png)
 [[ -n "$BACKBONE" ]] && args+=(--backbone "$BACKBONE")
 [[ -n "${AUTOENCODER:-}" ]] && args+=(--autoencoder "$AUTOENCODER")
 [[ "${VIDEO:-1}" == "1" ]] && args+=(--video)
