@@ -134,3 +134,76 @@ def test_resize_mode_keeps_the_whole_portrait_frame():
     # landscape frames: resize and crop give the same network input
     assert FramePreprocessor(518, "resize").plan((536, 960)).box == FramePreprocessor(518, "crop").plan((536, 960)).box
     assert FramePreprocessor().mode == "resize"
+
+
+# ---------------------------------------------------------------- the published 'original' mode
+ORIGINAL_BOXES = [  # (W, H) -> (turned?, box (top, left, h, w) on the (turned) frame), computed by hand
+    ((536, 960), (0, (4, 2, 952, 532))),  # HyperNeRF 2x portrait: 960 // 14 * 14 = 952, (960 - 952) // 2 = 4
+    ((960, 536), (1, (4, 2, 952, 532))),  # the same frame lying down: turned first
+    ((75, 45), (1, (2, 1, 70, 42))),  # turned to 45 x 75: 42 = 45 // 14 * 14, left 1; 70, top (75 - 70) // 2 = 2
+    ((50, 73), (0, (1, 4, 70, 42))),
+    ((30, 30), (0, (1, 1, 28, 28))),  # square: not turned (only W > H is)
+]
+
+
+@pytest.mark.parametrize("wh,expected", ORIGINAL_BOXES)
+def test_original_mode_crop_boxes(wh, expected):
+    from preprocess.frames import FramePreprocessor
+
+    W, H = wh
+    info = FramePreprocessor(mode="original").plan((H, W))
+    assert (info.rot90, info.box) == expected
+    assert info.orig_hw == (H, W) and info.source_hw == ((W, H) if expected[0] else (H, W))
+
+
+@pytest.mark.parametrize("wh", [(75, 45), (50, 73), (960, 536)])
+def test_original_mode_gives_the_published_tensor(wh):
+    """PIL's ROTATE_90 of a landscape frame, the centre crop to multiples of 14, ToTensor's /255: bit for bit."""
+    from PIL import Image
+
+    from preprocess.frames import FramePreprocessor
+
+    W, H = wh
+    rgb = np.random.default_rng(W).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    img, info = FramePreprocessor(mode="original").prepare(rgb)
+    im = Image.fromarray(rgb)
+    if W > H:
+        im = im.transpose(Image.Transpose.ROTATE_90)
+    w, h = im.size
+    left, top = (w - w // 14 * 14) // 2, (h - h // 14 * 14) // 2
+    ref = torch.from_numpy(np.array(im.crop((left, top, left + w // 14 * 14, top + h // 14 * 14))))
+    assert torch.equal(img, ref.permute(2, 0, 1).float().div(255))
+    # a map on the network grid goes back onto the original pixels: uncrop turns it back
+    back = info.uncrop(img)
+    assert back.shape == (3, H, W)
+    y0, x0, y1, x1 = info.box_in_original()
+    assert torch.equal(info.turn(back)[:, y0:y1, x0:x1], img)
+
+
+def test_turned_pixel_coordinates_round_trip():
+    from preprocess.frames import FramePreprocessor
+
+    info = FramePreprocessor(mode="original").plan((45, 75))
+    x = torch.arange(45 * 75, dtype=torch.float32).view(45, 75)
+    turned = info.turn(x)
+    for v, u in [(0, 0), (10, 3), (74, 44)]:  # (row, col) on the turned frame
+        o = info.input_to_original_xy(torch.tensor([[u - info.box[1], v - info.box[0]]], dtype=torch.float64))[0]
+        assert turned[v, u] == x[int(o[1]), int(o[0])]
+        back = info.original_to_input_xy(o[None])[0]
+        assert back.tolist() == [u - info.box[1], v - info.box[0]]
+
+
+def test_published_listing_and_reader(tmp_path):
+    """Plain sort of names (10 before 9), .png/.jpg/.jpeg any case only; RGBA composited on white as PIL does."""
+    from PIL import Image
+
+    from preprocess.frames import list_frames_published, read_frame_published
+
+    rgba = np.random.default_rng(1).integers(0, 256, (6, 5, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "9.png")
+    Image.fromarray(rgba[..., :3]).save(tmp_path / "10.JPG")
+    Image.fromarray(rgba[..., :3]).save(tmp_path / "11.bmp")
+    refs = list_frames_published(tmp_path)
+    assert [r.path.name for r in refs] == ["10.JPG", "9.png"] and [r.index for r in refs] == [0, 1]
+    white = Image.alpha_composite(Image.new("RGBA", (5, 6), (255, 255, 255, 255)), Image.fromarray(rgba, "RGBA"))
+    assert np.array_equal(read_frame_published(refs[1]), np.asarray(white.convert("RGB")))
