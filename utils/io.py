@@ -73,13 +73,37 @@ class CloseOnSuccess:
             self.abort()
 
 
+def canonicalise_safetensors_header(path: str | os.PathLike) -> None:
+    """Rewrite a safetensors file's header in place with its ``__metadata__`` keys sorted.
+
+    The safetensors writer keeps the metadata in a hash map, so a file with several metadata keys comes out with
+    different bytes on every run. The sorted header has exactly the same length (same entries, other order), so
+    the tensor offsets do not move; the JSON is written as the writer writes it (compact, UTF-8).
+    """
+    with open(path, "r+b") as f:
+        n = int.from_bytes(f.read(8), "little")
+        raw = f.read(n)
+        header = json.loads(raw)
+        meta = header.get("__metadata__")
+        if not meta or len(meta) < 2:
+            return
+        header["__metadata__"] = dict(sorted(meta.items()))
+        new = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(new) > n or new.rstrip() == raw.rstrip():
+            return
+        f.seek(8)
+        f.write(new + b" " * (n - len(new)))
+
+
 def save_safetensors_atomic(
     tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None
 ) -> None:
-    """Write ``tensors`` (contiguous CPU copies are made) as a safetensors file, atomically."""
+    """Write ``tensors`` (contiguous CPU copies are made) as a safetensors file, atomically and byte-deterministically
+    (the metadata keys are stored sorted, see :func:`canonicalise_safetensors_header`)."""
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(cpu, str(tmp), metadata=metadata)
+        canonicalise_safetensors_header(tmp)
 
 
 def save_json_atomic(obj: Any, path: str | os.PathLike) -> None:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.conftest import REPO_ROOT
 from utils.io import atomic_path, load_npy, save_json_atomic, save_npy_atomic, save_safetensors_atomic
 
 
@@ -46,3 +47,24 @@ def test_load_npy_refuses_object_arrays(tmp_path):
     np.save(tmp_path / "o.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError):
         load_npy(tmp_path / "o.npy")
+
+
+def test_safetensors_with_several_metadata_keys_have_the_same_bytes_on_every_run(tmp_path):
+    """The writer's metadata is a hash map (random order per process): our files are canonicalised."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from utils.io import save_safetensors_atomic; "
+            "save_safetensors_atomic({'b': torch.arange(3.0), 'a': torch.ones(2, dtype=torch.float16)}, sys.argv[1], "
+            "metadata={k: '\\u00e9' + k * 3 for k in 'qwertyuiop'})")
+    outs = []
+    for i in range(3):  # separate processes: separate hash seeds
+        path = tmp_path / f"f{i}.safetensors"
+        subprocess.run([sys.executable, "-c", code, str(path)], check=True, cwd=str(REPO_ROOT),
+                       env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        outs.append(path.read_bytes())
+    assert all(o == outs[0] for o in outs)
+    from safetensors import safe_open
+    with safe_open(str(tmp_path / "f0.safetensors"), "pt") as f:
+        assert f.metadata() == {k: "\u00e9" + k * 3 for k in "qwertyuiop"}
+        assert f.get_tensor("b").tolist() == [0.0, 1.0, 2.0]
