@@ -11,6 +11,12 @@ The folder is written under a temporary name and renamed into place, and ``last`
 file naming the folder) is replaced atomically afterwards, so an interrupted save never leaves a
 half-written checkpoint behind ``last``. Reading (and building the decoder a checkpoint holds) lives in
 :mod:`model.decoder_io`.
+
+:func:`save_published_pth` (``train.py --save-published-pth``) also writes ``<out>/checkpoint_epoch_<N>.pth`` in
+the published 4DLangVGGT layout ``{'epoch', 'model_state_dict', 'optimizer_state_dict', 'scaler', 'loss',
+'args'}`` for the published inference code (which reads only ``model_state_dict``). It is the one pickle this
+project writes; ``args`` is a plain dict (the published file holds an ``argparse.Namespace``), so the file
+loads with ``torch.load(weights_only=True)`` -- the default of torch >= 2.6 -- without allowing any class.
 """
 
 from __future__ import annotations
@@ -50,6 +56,56 @@ def flatten_optimizer_state(sd: dict) -> tuple[dict[str, torch.Tensor], dict[str
         skeleton_state[str(pid)] = plain
     groups = [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()} for g in sd["param_groups"]]
     return tensors, {"state": skeleton_state, "param_groups": groups}
+
+
+def _to_cpu(obj: Any) -> Any:
+    """Tensors (nested in dicts / lists / tuples) detached onto the CPU; everything else as is."""
+    if torch.is_tensor(obj):
+        return obj.detach().to("cpu")
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def _plain(obj: Any) -> Any:
+    """Run arguments as plain data (str, int, float, bool, None, lists, dicts) for a weights-only pickle."""
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return str(obj)
+
+
+def published_pth_path(out_dir: str | os.PathLike, epoch: int) -> Path:
+    return Path(out_dir) / f"checkpoint_epoch_{epoch}.pth"
+
+
+def save_published_pth(
+    out_dir: str | os.PathLike,
+    epoch: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    loss: float | None = None,
+    args: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``<out_dir>/checkpoint_epoch_<epoch>.pth`` (published layout, see the module doc) atomically."""
+    path = published_pth_path(out_dir, epoch)
+    payload = {
+        "epoch": int(epoch),
+        "model_state_dict": _to_cpu(dict(model.state_dict())),
+        "optimizer_state_dict": _to_cpu(optimizer.state_dict()) if optimizer is not None else None,
+        "scaler": _to_cpu(scaler.state_dict()) if scaler is not None else {},
+        "loss": float(loss) if loss is not None else None,
+        "args": _plain(dict(args or {})),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
 
 
 def save_checkpoint(

@@ -4,6 +4,11 @@ Determinism: the model is initialised from ``--seed``; every epoch reseeds torch
 ``(seed, epoch, rank)`` and the batch sampler with ``(seed, epoch)``, so a run resumed from the
 checkpoint of epoch N continues bit for bit like an uninterrupted run (model, optimizer, AMP scaler,
 global step and learning-rate position are restored from the checkpoint).
+
+Decoders: ours (:class:`~model.decoder.SemanticBridgingDecoder`, the default) or the published head
+(:class:`~model.published_decoder.PublishedLanguageHead`, ``--decoder published``); both are called through
+their shared ``predict(tokens, frame, patch_start_idx)`` interface. The published head has no time-sensitive
+decoder: with ``--decoder published`` video targets are not loaded and a warning says so.
 """
 
 from __future__ import annotations
@@ -23,14 +28,26 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from model.decoder import DecoderConfig, SemanticBridgingDecoder, init_feature_extractor_from_backbone
+from model.decoder import DecoderConfig, init_feature_extractor_from_backbone
+from model.decoder_io import (
+    DecoderLoadError,
+    build_decoder,
+    decoder_config_from_dict,
+    decoder_kind,
+    load_state_strict,
+    read_decoder,
+)
+from model.published_decoder import KIND as PUBLISHED
+from model.published_decoder import PublishedDecoderConfig
 from preprocess.token_cache import TokenCacheError
-from training.checkpoint import load_checkpoint, save_checkpoint
+from training.batchnorm import prepare_batchnorm
+from training.checkpoint import load_checkpoint, save_checkpoint, save_published_pth
 from training.dataset import DatasetError, SceneDataset, collate_samples
 from training.distributed import DistInfo, all_reduce_sum, barrier, cleanup_distributed, init_distributed
-from training.loss import LossWeights, compute_loss
+from training.loss import LOSS_KINDS, LossWeights, compute_loss
 from training.sampler import GlobalBatchSampler
 from training.schedule import lr_at, param_groups, set_lr
+from utils.cli import UserError
 from utils.device import resolve_device
 
 logger = logging.getLogger("train")
@@ -38,7 +55,8 @@ logger = logging.getLogger("train")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description="Train the Semantic Bridging Decoder on cached StreamVGGT tokens and semantic targets. "
+        description="Train the Semantic Bridging Decoder (or, with --decoder published, the published 4DLangVGGT "
+        "head) on cached StreamVGGT tokens and semantic targets. "
         "Single process: `python train.py --scenes data/hypernerf/americano --out runs/x`; "
         "multi-GPU/CPU: `torchrun --nproc_per_node=4 train.py ...` (--batch-size is per process).")
     d = p.add_argument_group("data")
@@ -59,10 +77,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep loaded samples in memory after their first use (small datasets / tests)")
     d.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes per rank")
     m = p.add_argument_group("model")
-    m.add_argument("--decoder", default="default", choices=["default", "tiny"],
-                   help="decoder width preset (default = the published widths)")
+    m.add_argument("--decoder", default="default", choices=list(DECODER_PRESETS),
+                   help="which decoder: default = ours (Semantic Bridging Decoder, published widths); tiny = ours "
+                   "at CPU-test widths; published = the published 4DLangVGGT head (LanguageHead_Multi, BatchNorm, "
+                   "no time-sensitive decoder: video targets are then ignored with a warning); published-tiny = "
+                   "that head at CPU-test widths")
     m.add_argument("--decoder-config", default=None,
-                   help="JSON file or JSON string of DecoderConfig fields overriding the preset")
+                   help="JSON file or JSON string of config fields overriding the preset (DecoderConfig for ours, "
+                   "PublishedDecoderConfig for the published head)")
+    m.add_argument("--init", default=None, metavar="PATH",
+                   help="start from these weights (weights only: fresh optimizer, epoch 0): a published "
+                   "4DLangVGGT checkpoint_epoch_<N>.pth, or any decoder path model.decoder_io.load_decoder reads "
+                   "(run or checkpoint folder, .safetensors); loaded strictly, refused if the architecture "
+                   "differs from --decoder/--decoder-config; ignored with --resume")
+    m.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun, convert BatchNorm to SyncBatchNorm (statistics over the global batch; "
+                   "CUDA only, refused on CPU). Default: per-process BatchNorm statistics, as published")
     m.add_argument("--init-dpt-from", default=None,
                    help="initialise the DPT feature extractor from this StreamVGGT checkpoint's depth head "
                    "(matching tensors only; default: random init)")
@@ -84,11 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--w-img", type=float, default=0.5, help="RGB loss = w_img*L1 + (1-w_img)*MSE")
     o.add_argument("--w-rgb", type=float, default=1.0, help="weight of the RGB term (0 = no RGB branch)")
     o.add_argument("--w-video", type=float, default=1.0, help="weight of the time-sensitive term")
+    o.add_argument("--loss", choices=list(LOSS_KINDS), default="ours",
+                   help="ours = masked means, cosine over the feature axis; published = reproduce the published "
+                   "loss exactly (L1 averaged over all elements incl. masked-out ones, cosine over the image "
+                   "width axis): a reproduction switch, not a recommendation")
     r = p.add_argument_group("run")
     r.add_argument("--out", required=True, help="run folder (checkpoints, last pointer, metrics.jsonl)")
     r.add_argument("--resume", nargs="?", const="last", default=None,
                    help="continue from a checkpoint folder, or (no value) from <out>/last")
     r.add_argument("--save-every", type=int, default=5, help="checkpoint every N epochs (and at the end)")
+    r.add_argument("--save-published-pth", action="store_true",
+                   help="with the published decoder, also write <out>/checkpoint_epoch_<N>.pth in the published "
+                   "layout {epoch, model_state_dict, optimizer_state_dict, scaler, loss, args} (args as a plain "
+                   "dict) for the published inference code")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda")
     r.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="autocast precision on GPU (auto = fp16 with a grad scaler on CUDA, fp32 on CPU)")
@@ -99,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--wandb-project", default="langvggt4d", help="wandb project name")
     r.add_argument("--log-every", type=int, default=10, help="log the training loss every N steps")
     r.add_argument("--no-progress", action="store_true", help="hide tqdm progress bars")
+    r.add_argument("--debug", action="store_true", help="show the traceback of expected errors too")
     return p
 
 
@@ -108,18 +147,83 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _decoder_config(args: argparse.Namespace, ds: SceneDataset, video_dim: int) -> DecoderConfig:
+DECODER_PRESETS = {"default": "ours", "tiny": "ours", "published": PUBLISHED, "published-tiny": PUBLISHED}
+
+
+def _decoder_config(args: argparse.Namespace, ds: SceneDataset, video_dim: int
+                    ) -> DecoderConfig | PublishedDecoderConfig:
     info = ds.token_info
     base = dict(dim_in=info["dim"], layers=tuple(info["layers"]), lang_dim=args.lang_dim or ds.lang_dim,
                 video_dim=video_dim, rgb=args.w_rgb > 0, patch_size=info.get("patch_size", 14))
+    override = {}
     if args.decoder_config:
         text = args.decoder_config
         path = Path(text)
         override = json.loads(path.read_text() if path.is_file() else text)
-        base.update(override)
+    if DECODER_PRESETS[args.decoder] == PUBLISHED:
+        base.pop("video_dim")
+        base.pop("rgb")  # the published head always has its RGB branch (frozen when --w-rgb 0)
+        preset = PublishedDecoderConfig.tiny(**base) if args.decoder == "published-tiny" else \
+            PublishedDecoderConfig(**base)
+        try:
+            return PublishedDecoderConfig.from_dict({**preset.to_dict(), **override})
+        except (TypeError, ValueError) as e:
+            raise UserError(f"--decoder-config does not fit the published head ({e})", None,
+                            "pass only PublishedDecoderConfig fields (dim_in, patch_size, lang_dim, features, "
+                            "hidden_dim, dpt_out_channels, layers); it has no video decoder") from None
+    base.update(override)
     if args.decoder == "tiny":
         return DecoderConfig.tiny(**base)
     return DecoderConfig(**base)
+
+
+def _describe(cfg: DecoderConfig | PublishedDecoderConfig) -> str:
+    d = cfg.to_dict()
+    keys = (("dim_in", "features", "hidden_dim", "dpt_out_channels", "lang_dim")
+            if isinstance(cfg, PublishedDecoderConfig) else
+            ("dim_in", "dpt_features", "dpt_out_channels", "lang_widths", "rgb_widths", "lang_dim", "video_dim",
+             "rgb", "frame_input", "norm"))
+    return ", ".join(f"{k}={d[k]}" for k in keys)
+
+
+def init_from(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
+    """``--init``: load the weights ``path`` holds (published ``.pth`` or any decoder path) into ``model``,
+    strictly. Raises :class:`UserError` when the file holds another kind or size of decoder."""
+    src_cfg, sd, info = read_decoder(path)
+    have = PUBLISHED if isinstance(src_cfg, PublishedDecoderConfig) else "ours"
+    want = decoder_kind(model)
+    names = {PUBLISHED: "the published head", "ours": "our decoder"}
+    flags = {PUBLISHED: "--decoder published (or published-tiny)", "ours": "--decoder default (or tiny)"}
+    if have != want:
+        raise UserError(f"--init holds {names[have]} but this run trains {names[want]}", path,
+                        f"train it with {flags[have]}, or pass another --init file")
+    try:
+        load_state_strict(model, sd, path)
+    except DecoderLoadError as e:
+        raise UserError(e.what, path, f"choose --decoder / --decoder-config / --lang-dim to match the file "
+                        f"({_describe(src_cfg)}); this run builds {_describe(model.config)}") from None
+    return info
+
+
+class PredictModule(torch.nn.Module):
+    """The one call the trainer makes, ``decoder.predict(tokens, frame, patch_start_idx)``, as a ``forward`` (so
+    DDP's hooks run) for any decoder kind. Holds the decoder as ``.decoder``; checkpoints save the decoder."""
+
+    def __init__(self, decoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, tokens: list[torch.Tensor], frame: torch.Tensor, patch_start_idx: int) -> dict[str, Any]:
+        return self.decoder.predict(tokens, frame, patch_start_idx)
+
+
+def wrap_for_training(model: torch.nn.Module, dist_info: DistInfo) -> torch.nn.Module:
+    """``PredictModule(model)``, inside DDP (defaults, so ``broadcast_buffers`` as published) when distributed."""
+    net = PredictModule(model)
+    if not dist_info.enabled:
+        return net
+    device = dist_info.device
+    return DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def _move(batch: dict, device: torch.device) -> dict:
@@ -142,7 +246,8 @@ def _precision(args: argparse.Namespace, device: torch.device) -> torch.dtype | 
 
 
 def evaluate(model: torch.nn.Module, ds: SceneDataset, indices: list[int], args: argparse.Namespace,
-             dist_info: DistInfo, amp_dtype: torch.dtype | None, weights: LossWeights) -> dict[str, float]:
+             dist_info: DistInfo, amp_dtype: torch.dtype | None, weights: LossWeights,
+             loss_kind: str = "ours") -> dict[str, float]:
     """Mean per-sample losses over ``indices`` (sharded over ranks, summed with all-reduce)."""
     model.eval()
     mine = indices[dist_info.rank::dist_info.world_size]
@@ -151,8 +256,8 @@ def evaluate(model: torch.nn.Module, ds: SceneDataset, indices: list[int], args:
         for i in mine:
             batch = _move(collate_samples([ds[i]]), dist_info.device)
             with torch.autocast("cuda", dtype=amp_dtype, enabled=amp_dtype is not None) if amp_dtype else _null():
-                out = model(batch["tokens"], batch["frame"], ds.patch_start_idx)
-            t = compute_loss(out, batch, weights, reduce=False)
+                out = model.predict(batch["tokens"], batch["frame"], ds.patch_start_idx)
+            t = compute_loss(out, batch, weights, reduce=False, kind=loss_kind)
             sums += torch.tensor([t["loss"].sum().item(), t["lang"].sum().item(),
                                   t["rgb"].sum().item() if "rgb" in t else 0.0, float(len(t["loss"]))],
                                  dtype=torch.float64)
@@ -180,29 +285,57 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = dist_info.device
     out_dir = Path(args.out)
     try:
+        resume_state = None
+        if args.resume:
+            src = out_dir if args.resume == "last" else Path(args.resume)
+            resume_state = load_checkpoint(src)
+            published = resume_state[2]["decoder_config"].get("kind") == PUBLISHED
+        else:
+            published = DECODER_PRESETS[args.decoder] == PUBLISHED
+        if args.save_published_pth and not published:
+            raise UserError("--save-published-pth writes the published head's checkpoint layout, but this run "
+                            "trains our decoder, which the published inference code cannot load", None,
+                            "add --decoder published, or drop --save-published-pth (the checkpoint folders "
+                            "hold our decoder)")
         ds = SceneDataset(args.scenes, tokens_subdir=args.tokens_subdir, features_subdir=args.features_subdir,
-                          video_subdir=None if args.no_video else args.video_features_subdir,
+                          video_subdir=None if args.no_video or published else args.video_features_subdir,
                           train_on_eval_frames=args.train_on_eval_frames, cache_in_memory=args.cache_in_memory)
+        if published and not args.no_video and dist_info.is_main and \
+                any((s.root / args.video_features_subdir).is_dir() for s in ds.scenes):
+            logger.warning("the published head has no time-sensitive decoder: the video targets (%s/) are not "
+                           "trained (use our decoder, --decoder default, to train them)", args.video_features_subdir)
         train_idx, val_idx = ds.split_indices()
         if not train_idx:
             raise ValueError("no training frames left after holding out the evaluation frames; "
                              "add scenes or pass --train-on-eval-frames")
         video_dim = ds.video_dim if ds.video_dim and args.w_video > 0 else 0
 
-        resume_state = None
-        if args.resume:
-            src = out_dir if args.resume == "last" else Path(args.resume)
-            resume_state = load_checkpoint(src)
-            cfg = DecoderConfig.from_dict(resume_state[2]["decoder_config"])
+        if resume_state is not None:
+            cfg = decoder_config_from_dict(resume_state[2]["decoder_config"])
         else:
             cfg = _decoder_config(args, ds, video_dim)
 
         seed_everything(args.seed)
-        model = SemanticBridgingDecoder(cfg)
+        model = build_decoder(cfg)
         if args.init_dpt_from and resume_state is None:
             copied = init_feature_extractor_from_backbone(model, args.init_dpt_from)
             if dist_info.is_main:
                 logger.info("DPT feature extractor: %d tensors from %s", len(copied), args.init_dpt_from)
+        if args.init and resume_state is None:
+            info = init_from(model, args.init)
+            if dist_info.is_main:
+                logger.info("initial weights from %s (%s, epoch %s); fresh optimizer", info["path"],
+                            info.get("format"), info.get("epoch"))
+        elif args.init and dist_info.is_main:
+            logger.info("--resume: the checkpoint's weights are used, --init is ignored")
+        if published and args.w_rgb <= 0:
+            for p in model.rgb_encoder.parameters():
+                p.requires_grad_(False)
+            for p in model.rgb_decoder.parameters():
+                p.requires_grad_(False)
+            if dist_info.is_main:
+                logger.info("--w-rgb 0: the published head's RGB branch is kept but frozen")
+        model = prepare_batchnorm(model, args.sync_bn, dist_info)
         model = model.to(device)
         optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr, betas=tuple(args.betas))
         amp_dtype = _precision(args, device)
@@ -219,8 +352,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if dist_info.is_main:
                 logger.info("resumed from %s (epoch %d, step %d)", info["path"], start_epoch, global_step)
 
-        ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) \
-            if dist_info.enabled else model
+        ddp_model = wrap_for_training(model, dist_info)
         sampler = GlobalBatchSampler(ds.groups(train_idx), args.batch_size, dist_info.world_size, dist_info.rank,
                                      seed=args.seed, shuffle=True, drop_last=True)
         if len(sampler) == 0:
@@ -232,6 +364,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         total_steps = steps_per_epoch * args.epochs
         warmup_steps = int(round(args.warmup_epochs * steps_per_epoch))
         weights = LossWeights(l1=args.w_l1, cos=args.w_cos, img=args.w_img, rgb=args.w_rgb, video=args.w_video)
+        if args.loss != "ours" and dist_info.is_main:
+            logger.info("loss: the published formulas (--loss %s), a reproduction switch", args.loss)
 
         wb = None
         if dist_info.is_main and args.wandb != "disabled":
@@ -241,8 +375,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             resume="allow")
         if dist_info.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
-            logger.info("training on %d frames (%d held out) of %d scene(s); %d steps/epoch; decoder %.2fM params",
-                        len(train_idx), len(val_idx), len(ds.scenes), steps_per_epoch,
+            logger.info("training on %d frames (%d held out) of %d scene(s); %d steps/epoch; %s decoder %.2fM params",
+                        len(train_idx), len(val_idx), len(ds.scenes), steps_per_epoch, decoder_kind(model),
                         sum(p.numel() for p in model.parameters()) / 1e6)
 
         end_epoch = args.epochs if args.stop_at_epoch is None else min(args.epochs, args.stop_at_epoch)
@@ -262,7 +396,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 ctx = torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None else _null()
                 with ctx:
                     out = ddp_model(batch["tokens"], batch["frame"], ds.patch_start_idx)
-                terms = compute_loss(out, batch, weights)
+                terms = compute_loss(out, batch, weights, kind=args.loss)
                 loss = terms["loss"]
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch}, step {global_step}")
@@ -285,7 +419,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                       "train_lang": sums[1].item() / max(sums[2].item(), 1.0),
                                       "seconds": round(time.time() - t0, 3)}
             if val_idx and not args.no_val:
-                record.update(evaluate(model, ds, val_idx, args, dist_info, amp_dtype, weights))
+                record.update(evaluate(model, ds, val_idx, args, dist_info, amp_dtype, weights, args.loss))
             history.append(record)
             if dist_info.is_main:
                 logger.info("epoch %d: %s", epoch + 1, {k: round(v, 6) if isinstance(v, float) else v
@@ -300,6 +434,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                              "args": {k: v for k, v in vars(args).items()},
                              "patch_start_idx": ds.patch_start_idx, "token_info": ds.token_info}
                     last_ckpt = save_checkpoint(out_dir, epoch + 1, model, optimizer, state, scaler)
+                    if args.save_published_pth:
+                        save_published_pth(out_dir, epoch + 1, model, optimizer,
+                                           scaler if scaler.is_enabled() else None, record["train_loss"],
+                                           state["args"])
                 barrier(dist_info)
         if wb is not None:
             wb.finish()
