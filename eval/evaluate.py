@@ -53,6 +53,7 @@ from eval.metrics import (
 )
 from eval.relevancy import CANONICAL_NEGATIVES, TEMPERATURE, RelevancyModel, TextEncoder
 from eval.report import summarize, to_markdown
+from utils.cli import UserError, cli_main
 from utils.device import resolve_device
 from utils.io import atomic_path, save_json_atomic
 
@@ -391,17 +392,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     n = len(args.scene)
     modes = [bool(args.fields), bool(args.renders), args.targets is not None, args.gt_oracle]
     if sum(modes) != 1:
-        raise SystemExit("choose one field source: --fields, --renders, --targets or --gt-oracle")
+        raise UserError("choose one field source", None, "pass one of --fields, --renders, --targets, --gt-oracle")
     if (args.fields and len(args.fields) != n) or (args.renders and len(args.renders) != n):
-        raise SystemExit(f"give exactly one --fields (or one --renders) per --scene ({n} scenes)")
+        raise UserError(f"{n} scenes but {len(args.fields or args.renders)} field folders", None,
+                        "give exactly one --fields (or one --renders) per --scene")
     if args.video_renders and len(args.video_renders) != n:
-        raise SystemExit("give one --video-renders per --scene")
+        raise UserError(f"{n} scenes but {len(args.video_renders)} --video-renders", None,
+                        "give one --video-renders per --scene")
     from eval.text import text_encoder_from_args
 
     dev = resolve_device(args.device)

@@ -28,7 +28,7 @@ import torch
 from inference.outputs import LEVELS
 from inference.pipeline import Frame, InferenceSettings, run_inference
 from preprocess.frames import MODES, PUBLISHED_MODE
-from utils.cli import UserError, run_cli, setup_logging
+from utils.cli import UserError, cli_main, setup_logging
 from utils.device import resolve_device, resolve_dtype
 
 #: what ``--preset published`` sets (the published ``inference.py --do_render`` path)
@@ -216,6 +216,7 @@ def check_one_size(refs, source: Path) -> None:
                             "frame", source, "resize the frames to one size, or run without --preset published")
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet, args.verbose)
@@ -289,6 +290,6 @@ def _frame_hw(ref) -> tuple[int, int]:
 
 
 if __name__ == "__main__":
-    result = run_cli(main)
+    result = main()
     print(json.dumps(result, indent=2))
     sys.exit(0)

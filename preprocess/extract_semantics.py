@@ -49,6 +49,7 @@ from preprocess.semantics.scene import (
     iter_rgb,
     list_scene_frames,
 )
+from utils.cli import UserError, cli_main
 from utils.device import resolve_device
 from utils.io import save_json_atomic, save_npy_atomic
 
@@ -283,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -313,8 +315,8 @@ def main(argv: list[str] | None = None) -> int:
             written = {"clip": extract_clip(args.scene, encoder, proposer, args.overwrite, args.output_name,
                                             args.batch_size, args.masks, args.frames_dir,
                                             progress=not args.no_progress)}
-    except (SemanticsInputError, FileExistsError, FileNotFoundError, RuntimeError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+    except (FileExistsError, FileNotFoundError, RuntimeError) as exc:
+        raise UserError(str(exc)) from None
     for kind, path in written.items():
         print(f"wrote {kind} targets to {path}")
     return 0

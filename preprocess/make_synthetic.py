@@ -41,6 +41,7 @@ from preprocess.synthetic.annotations import (
 )
 from preprocess.synthetic.render import make_tablecloth, render_frame
 from preprocess.synthetic.scene import SyntheticConfig, SyntheticConfigError, build_scene
+from utils.cli import cli_main
 from utils.io import atomic_path, save_json_atomic, save_npy_atomic
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (2 for bad flags or an existing output)."""
     parser = build_parser()

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from model.autoencoder import FeatureAutoencoder, autoencoder_loss, default_dims, encode
 from preprocess.semantics.scene import StagedOutput
+from utils.cli import UserError, cli_main
 from utils.device import resolve_device
 from utils.io import load_npy, save_json_atomic, save_npy_atomic
 
@@ -184,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -214,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             encode_scene(model, s, args.features, args.output_name, args.overwrite, progress=not args.no_progress)
             for s in args.scenes]
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+        raise UserError(str(exc)) from None
     if stats:
         print(f"autoencoder saved to {args.out}: {stats['rows']} rows, min cos {stats['min_cos']:.4f}, "
               f"mean cos {stats['mean_cos']:.4f}")

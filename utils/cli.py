@@ -8,6 +8,9 @@ produced it) is raised as :class:`UserError` and ends the program with one line 
 
 from __future__ import annotations
 
+import errno
+import functools
+import json
 import logging
 import os
 import sys
@@ -23,7 +26,7 @@ EXIT_USER_ERROR = 2
 class UserError(Exception):
     """An expected failure: ``str(e)`` is ``<what> (<file>): <fix>`` (file and fix optional)."""
 
-    def __init__(self, what: str, file: str | os.PathLike | None = None, fix: str | None = None) -> None:
+    def __init__(self, what: str = "", file: str | os.PathLike | None = None, fix: str | None = None) -> None:
         self.what, self.file, self.fix = what, (str(file) if file is not None else None), fix
         text = what
         if self.file:
@@ -45,15 +48,73 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
 
 
+class UserExit(SystemExit):
+    """How an expected failure leaves the program: exit code 2; ``str()`` is the message (already printed)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(EXIT_USER_ERROR)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def as_user_error(exc: BaseException) -> UserError | None:
+    """The :class:`UserError` an exception stands for when it is an *expected* failure, else None.
+
+    Expected: our own :class:`UserError` s; a missing, unreadable or unwritable file, a full disk (``OSError``
+    with a file name or ``ENOSPC``); a file that is not the JSON, text or safetensors it should be.
+    """
+    if isinstance(exc, UserError):
+        return exc
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return UserError("no space left on the device", exc.filename,
+                         "free some space or write to another disk; re-run the same command to resume")
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
+                        FileExistsError)):
+        fix = {FileNotFoundError: "check the path", PermissionError: "check the file's permissions",
+               FileExistsError: "pass --overwrite or another output path"}.get(type(exc), "check the path")
+        return UserError(exc.strerror or str(exc), exc.filename, fix) if exc.filename else UserError(str(exc))
+    if isinstance(exc, json.JSONDecodeError):
+        return UserError(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", None,
+                         "fix or regenerate the JSON file")
+    if isinstance(exc, UnicodeDecodeError):
+        return UserError(f"not a text file ({exc.reason})", None, "pass the right file")
+    if type(exc).__name__ == "SafetensorError":
+        return UserError(f"not a readable safetensors file ({exc})", None, "write or copy the file again")
+    return None
+
+
+def report(exc: UserError, argv: list[str] | None = None) -> UserExit:
+    """Print the one ``error:`` line (and the traceback with ``--debug``); return the exit to raise."""
+    if debug_requested(argv):
+        traceback.print_exc()
+    print(f"error: {exc}", file=sys.stderr)
+    return UserExit(f"error: {exc}")
+
+
+def cli_main(main: Callable[..., T]) -> Callable[..., T]:
+    """Decorate an entry point ``main(argv=None)``: an expected failure (:func:`as_user_error`) prints one
+    ``error:`` line and raises :class:`UserExit` (exit code 2); anything else keeps its traceback."""
+
+    @functools.wraps(main)
+    def wrapped(argv: list[str] | None = None, *args: Any, **kwargs: Any) -> T:
+        try:
+            return main(argv, *args, **kwargs)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            user = as_user_error(e)
+            if user is None:
+                raise
+            raise report(user, argv) from None
+
+    return wrapped
+
+
 def run_cli(main: Callable[..., T], argv: list[str] | None = None) -> T:
-    """Call ``main(argv)``; a :class:`UserError` ends in one ``error:`` line and exit code 2."""
-    try:
-        return main(argv)
-    except UserError as e:
-        if debug_requested(argv):
-            traceback.print_exc()
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(EXIT_USER_ERROR) from None
+    """Call ``main(argv)`` under the convention of :func:`cli_main`."""
+    return cli_main(main)(argv)
 
 
 def require_path(path: str | os.PathLike, what: str, fix: str, kind: str = "any") -> Path:

@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from utils.cli import UserError
 from utils.io import load_npy, save_json_atomic
 
 logger = logging.getLogger(__name__)
 
 
-class SemanticsInputError(ValueError):
+class SemanticsInputError(UserError, ValueError):
     """Bad input (missing frames, unreadable image, masks of the wrong size, bad ground truth)."""
 
 

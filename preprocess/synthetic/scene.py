@@ -19,12 +19,14 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from utils.cli import UserError
+
 LEVELS: tuple[str, str, str] = ("small", "middle", "large")
 TABLECLOTH = "checkered tablecloth"
 MAX_OBJECTS = 6
 
 
-class SyntheticConfigError(ValueError):
+class SyntheticConfigError(UserError, ValueError):
     """A synthetic-scene setting is out of range (the message names the flag and the allowed values)."""
 
 
