@@ -1,0 +1,47 @@
+"""Shared checks of the reliability suite: an expected failure ends in one ``error:`` line, exit code 2, no
+traceback, and leaves no partial or temporary output behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+TEMP_MARKERS = (".tmp", ".partial", ".tmp-", ".old-")
+
+
+def run_module(module: str, *args: str, cwd: Path | None = None, env: dict | None = None,
+               timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m module args`` (or a script path ending in .py) in a fresh interpreter."""
+    target = [str(REPO_ROOT / module)] if module.endswith(".py") else ["-m", module]
+    full_env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), **(env or {}))
+    full_env.pop("LANGVGGT4D_DEBUG", None)
+    return subprocess.run([sys.executable, *target, *map(str, args)], cwd=cwd or REPO_ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_clean_error(r: subprocess.CompletedProcess, *, mentions: str | os.PathLike | None = None) -> str:
+    """Exit code 2, exactly one non-empty stderr line starting with ``error: ``, no traceback; returns the line.
+    ``mentions``: a text (e.g. the offending file's path) the line must contain."""
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith(("INFO ", "WARNING "))]
+    assert r.returncode == 2, f"exit {r.returncode}\n{r.stderr[-3000:]}"
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr[-3000:]
+    if mentions is not None:
+        assert str(mentions) in lines[0], lines[0]
+    return lines[0]
+
+
+def leftovers(root: Path) -> list[Path]:
+    """Temporary or partial files and folders under ``root`` (what an interrupted or failed run must not leave)."""
+    return [p for p in Path(root).rglob("*") if any(m in p.name for m in TEMP_MARKERS)]
+
+
+@pytest.fixture
+def clean_error():
+    return assert_clean_error
