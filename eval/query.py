@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
     layout = OutputLayout(args.fields)
     ae = args.autoencoder
     if ae is None and layout.meta.exists():
-        ae = json.loads(layout.meta.read_text()).get("autoencoder")
+        ae = layout.autoencoder()  # the copy inside the fields folder (or an absolute path of older outputs)
     decode = None
     if ae and ae != "none":
         from eval.fields import autoencoder_decoder
