@@ -3,6 +3,7 @@
 ::
 
     <out>/meta.json                              run settings, frame keys, levels, shapes
+    <out>/autoencoder/                           copy of the autoencoder the fields decode with (when given)
     <out>/fields/<key>.safetensors               small|middle|large (lang_dim, H, W) float32 at the ORIGINAL
                                                  frame resolution (+ video (6, H, W) with a time head),
                                                  valid (H, W) uint8 (1 = inside the network crop);
@@ -30,9 +31,11 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
+from model.levels import LEVELS  # noqa: F401  (re-exported: the fields' level names)
 from utils.io import save_safetensors_atomic
 
-LEVELS = ("small", "middle", "large")
+#: the copy of the autoencoder inside an output folder (meta.json records it relative to the folder)
+AUTOENCODER_DIR = "autoencoder"
 CAMERA_CONVENTION = ("OpenCV: x right, y down, z forward; extrinsics are 3x4 [R|t] camera-from-world "
                      "(X_cam = R X_world + t), world = first frame's camera; intrinsics are for the "
                      "original frame resolution, continuous pixel coordinates (pixel centres at i+0.5)")
@@ -70,6 +73,17 @@ class OutputLayout:
     @property
     def fused(self) -> Path:
         return self.root / "geometry" / "fused.ply"
+
+    def autoencoder(self) -> Path | None:
+        """The autoencoder the fields decode with: meta.json's ``autoencoder``, resolved against this folder when
+        relative (the copy inference keeps inside it); None when none is recorded."""
+        if not self.meta.exists():
+            return None
+        recorded = json.loads(self.meta.read_text()).get("autoencoder")
+        if not recorded:
+            return None
+        path = Path(recorded)
+        return path if path.is_absolute() else self.root / path
 
     def video(self, name: str) -> Path:
         return self.root / "videos" / f"{name}.mp4"

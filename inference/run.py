@@ -23,9 +23,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
-
-from inference.outputs import LEVELS
+from inference.outputs import AUTOENCODER_DIR, LEVELS
 from inference.pipeline import Frame, InferenceSettings, run_inference
 from preprocess.frames import MODES, PUBLISHED_MODE
 from utils.cli import UserError, cli_main, setup_logging
@@ -96,14 +94,52 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_backbone(spec: str, device: torch.device) -> torch.nn.Module:
-    """'tiny' / 'tiny:<seed>' -> the seeded tiny model; anything else -> ``StreamVGGT.from_pretrained``."""
-    from model.streamvggt.streamvggt import StreamVGGT
+def check_backbones(decoder, cache, backbone_id: str | None, decoder_path: str) -> None:
+    """Refuse a token cache or a ``--backbone`` other than the backbone the decoder was trained on (when the
+    decoder records it), and a cache made by another backbone than ``--backbone``."""
+    trained = (getattr(decoder, "source_info", {}).get("token_info") or {}).get("backbone")
+    cached = cache.meta.get("backbone") if cache is not None else None
+    if trained and cached and trained != cached:
+        raise UserError(f"the token cache was made by backbone {cached} but the decoder was trained on tokens of "
+                        f"{trained}", cache.dir, "re-extract the tokens with the decoder's backbone, or pass "
+                        "--no-tokens --backbone <that backbone>")
+    if trained and backbone_id and trained != backbone_id:
+        raise UserError(f"--backbone is {backbone_id} but the decoder was trained on tokens of {trained}",
+                        decoder_path, "pass the backbone the decoder was trained with")
+    if cached and backbone_id and cached != backbone_id:
+        raise UserError(f"the token cache was made by backbone {cached} but --backbone is {backbone_id}", cache.dir,
+                        "pass the backbone the cache was made with, or --no-tokens to stream with this one")
 
-    if spec == "tiny" or spec.startswith("tiny:"):
-        seed = int(spec.split(":", 1)[1]) if ":" in spec else 0
-        return StreamVGGT.tiny(seed=seed).to(device).eval()
-    return StreamVGGT.from_pretrained(spec, device=device).eval()
+
+def copy_autoencoder(source: str, out: Path) -> dict[str, str]:
+    """Copy the autoencoder into ``<out>/autoencoder/`` (our folder format, a few hundred kB) so the fields folder
+    can be queried, evaluated and moved on its own; returns the metadata entries that record it."""
+    from model.autoencoder import FeatureAutoencoder
+    from utils.cli import require_path
+
+    require_path(source, "autoencoder", "pass the autoencoder folder written by preprocess.train_autoencoder")
+    try:
+        FeatureAutoencoder.load(source).save(out / AUTOENCODER_DIR)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        raise UserError(f"cannot read the autoencoder ({e})", source,
+                        "pass the folder written by preprocess.train_autoencoder or a LangSplat .pth") from None
+    return {"autoencoder": AUTOENCODER_DIR, "autoencoder_source": str(Path(source).resolve())}
+
+
+def checked_frames(frames: Iterator[tuple]) -> Iterator[tuple]:
+    """Pass (ref, rgb) through, refusing a frame whose size differs from the first one's (every frame of a video
+    shares the streaming context, the network grid and the token cache's crop)."""
+    first: tuple[int, int] | None = None
+    for ref, rgb in frames:
+        hw = tuple(rgb.shape[:2])
+        if first is None:
+            first = hw
+        elif hw != first:
+            from preprocess.frames import FrameSourceInvalid
+
+            raise FrameSourceInvalid(f"frame {ref.key} is {hw[1]}x{hw[0]} but the first frame is "
+                                     f"{first[1]}x{first[0]}", ref.path, "every frame of a video must have one size")
+        yield ref, rgb
 
 
 def _usable_cache(cache, refs, decoder, backbone_spec: str | None):
@@ -153,7 +189,7 @@ def iter_prepared(refs, preprocessor, reader=None) -> Iterator[Frame]:
     """Lazily read and preprocess frames (one at a time); ``reader`` decodes image files (see ``iter_frames``)."""
     from preprocess.frames import iter_frames
 
-    for ref, rgb in iter_frames(refs, reader):
+    for ref, rgb in checked_frames(iter_frames(refs, reader)):
         image, info = preprocessor.prepare(rgb)
         yield Frame(key=ref.key, index=ref.index, rgb=rgb, image=image, crop=info)
 
@@ -234,7 +270,11 @@ def main(argv: list[str] | None = None) -> dict:
         refs = refs[: args.max_frames]
     if published:
         check_one_size(refs, source)
-    backbone = load_backbone(args.backbone, device) if args.backbone else None
+    backbone, backbone_id = None, None
+    if args.backbone:
+        from model.backbones import load_backbone
+
+        backbone, backbone_id, _ = load_backbone(args.backbone, device)
     layers = tuple(backbone.config.dpt_layers) if backbone is not None else None
     decoder = load_decoder(args.decoder, device=device, layers=layers)
     if published and decoder_kind(decoder) != "published":
@@ -249,6 +289,7 @@ def main(argv: list[str] | None = None) -> dict:
     if geometry and backbone is None:
         log.warning("no --backbone: geometry (depth, cameras, point clouds) is skipped")
         geometry = False
+    check_backbones(decoder, cache, backbone_id, args.decoder)
     if cache is not None:
         cache = _usable_cache(cache, refs, decoder, args.backbone)
     crop = cache.crop if cache is not None else {}
@@ -274,10 +315,12 @@ def main(argv: list[str] | None = None) -> dict:
         published_png=args.published_png,
         extra_meta={"source": str(source), "decoder": decoder.source_info["path"],
                     "decoder_kind": decoder_kind(decoder), "preset": args.preset,
-                    "backbone": args.backbone, "autoencoder": args.autoencoder,
+                    "backbone": args.backbone, "backbone_id": backbone_id, "autoencoder": args.autoencoder,
                     "tokens": str(cache.dir) if cache is not None else None,
                     "preprocess": preprocess_meta, "window": args.window, "device": str(device)})
     reader = read_frame_published if published else None
+    if args.autoencoder:
+        settings.extra_meta.update(copy_autoencoder(args.autoencoder, Path(args.out)))
     summary = run_inference(iter_prepared(refs, preprocessor, reader), len(refs), predictor, args.out, settings,
                             keys=[r.key for r in refs])
     return summary

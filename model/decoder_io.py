@@ -225,5 +225,5 @@ def load_decoder(path: str | os.PathLike, device: str | torch.device = "cpu",
         cfg.layers = tuple(int(i) for i in layers)
     model = build_decoder(cfg)
     load_state_strict(model, sd, info["path"])
-    model.source_info = {k: v for k, v in info.items() if k in ("path", "format", "epoch")}
+    model.source_info = {k: v for k, v in info.items() if k in ("path", "format", "epoch", "token_info")}
     return model.to(device).eval()

@@ -28,7 +28,21 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from utils.cli import UserError
+
 logger = logging.getLogger(__name__)
+
+
+class FrameSourceMissing(UserError, FileNotFoundError):
+    """A frame source that does not exist or holds no frames."""
+
+
+class FrameSourceInvalid(UserError, ValueError):
+    """A frame source that cannot be used as it is (not a video, duplicate frame keys, a frame of another size)."""
+
+
+class FrameDecodeError(UserError, OSError):
+    """A frame (or video) that cannot be decoded: truncated, empty, corrupted, unsupported."""
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -75,22 +89,22 @@ def resolve_frame_folder(path: str | Path) -> Path:
     (HyperNeRF) or ``images`` (Neu3D camera folder) inside it. Raises FileNotFoundError otherwise."""
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: not a folder")
+        raise FrameSourceMissing("not a folder", path, "pass a frame folder, a scene folder or a video file")
     if _image_files(path):
         return path
     for sub in ("rgb/2x", "images"):
         if (path / sub).is_dir() and _image_files(path / sub):
             return path / sub
-    raise FileNotFoundError(
-        f"{path}: no frames found (expected images in it, or in rgb/2x/ (HyperNeRF) or images/ (Neu3D camera); "
-        f"image types: {', '.join(IMAGE_EXTS)})")
+    raise FrameSourceMissing(
+        "no frames found", path, f"put the frames in it, or in rgb/2x/ (HyperNeRF) or images/ (Neu3D camera); "
+        f"image types: {', '.join(IMAGE_EXTS)}")
 
 
 def count_video_frames(path: str | Path) -> int:
     """Number of frames OpenCV can decode from ``path`` (counted by grabbing, not the container's claim)."""
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
-        raise OSError(f"{path}: OpenCV cannot open this video (is the codec supported by this OpenCV build? "
+        raise FrameDecodeError("OpenCV cannot open this video", path, "is the codec supported by this OpenCV build? "
                       "convert it to frames or to an mp4 with ffmpeg)")
     n = 0
     try:
@@ -110,19 +124,20 @@ def list_frames(source: str | Path) -> list[FrameRef]:
     source = Path(source)
     if source.is_file():
         if not is_video_file(source):
-            raise ValueError(f"{source}: not a video file (supported: {', '.join(VIDEO_EXTS)}); "
-                             "pass a video, a folder of frames or a scene folder")
+            raise FrameSourceInvalid(f"not a video file (supported: {', '.join(VIDEO_EXTS)})", source,
+                                     "pass a video, a folder of frames or a scene folder")
         n = count_video_frames(source)
         if n == 0:
-            raise FileNotFoundError(f"{source}: no frame could be decoded from this video")
+            raise FrameSourceMissing("no frame could be decoded from this video", source,
+                                     "check the file, or convert it to frames or to an mp4 with ffmpeg")
         return [FrameRef(key=f"{i + 1:06d}", index=i, path=source, video_frame=i) for i in range(n)]
     if not source.exists():
-        raise FileNotFoundError(f"{source}: no such file or folder")
+        raise FrameSourceMissing("no such file or folder", source, "check the path")
     files = _image_files(resolve_frame_folder(source))
     keys = [p.stem for p in files]
     if len(set(keys)) != len(keys):
         dup = sorted({k for k in keys if keys.count(k) > 1})
-        raise ValueError(f"{source}: several files share the frame key(s) {dup[:5]}; keep one image per key")
+        raise FrameSourceInvalid(f"several files share the frame key(s) {dup[:5]}", source, "keep one image per key")
     return [FrameRef(key=p.stem, index=i, path=p) for i, p in enumerate(files)]
 
 
@@ -133,11 +148,12 @@ def list_frames_published(source: str | Path) -> list[FrameRef]:
     names = sorted(n for n in (p.name for p in folder.iterdir() if p.is_file())
                    if n.lower().endswith(PUBLISHED_IMAGE_EXTS))
     if not names:
-        raise FileNotFoundError(f"{folder}: no .png/.jpg/.jpeg frames (the published reader takes only those)")
+        raise FrameSourceMissing("no .png/.jpg/.jpeg frames (the published reader takes only those)", folder,
+                                 "convert the frames to PNG or JPEG")
     keys = [Path(n).stem for n in names]
     if len(set(keys)) != len(keys):
         dup = sorted({k for k in keys if keys.count(k) > 1})
-        raise ValueError(f"{folder}: several files share the frame key(s) {dup[:5]}; keep one image per key")
+        raise FrameSourceInvalid(f"several files share the frame key(s) {dup[:5]}", folder, "keep one image per key")
     return [FrameRef(key=Path(n).stem, index=i, path=folder / n) for i, n in enumerate(names)]
 
 
@@ -153,7 +169,8 @@ def read_frame_published(ref: FrameRef) -> np.ndarray:
                 img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img)
             return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
     except (OSError, SyntaxError, ValueError) as e:
-        raise OSError(f"{ref.path}: cannot be decoded as an image (truncated or corrupted file?): {e}") from None
+        raise FrameDecodeError(f"cannot be decoded as an image ({e})", ref.path,
+                               "the file is truncated or corrupted: replace or remove it") from None
 
 
 def _to_rgb_uint8(img: np.ndarray, path: Path) -> np.ndarray:
@@ -161,7 +178,7 @@ def _to_rgb_uint8(img: np.ndarray, path: Path) -> np.ndarray:
     if img.dtype == np.uint16:
         img = (img.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
     elif img.dtype != np.uint8:
-        raise ValueError(f"{path}: unsupported pixel type {img.dtype}; convert the frames to 8-bit PNG/JPEG")
+        raise FrameDecodeError(f"unsupported pixel type {img.dtype}", path, "convert the frames to 8-bit PNG/JPEG")
     if img.ndim == 2:
         return np.ascontiguousarray(np.repeat(img[:, :, None], 3, axis=2))
     if img.shape[2] == 4:
@@ -179,7 +196,8 @@ def read_frame(ref: FrameRef) -> np.ndarray:
             return rgb
     img = cv2.imread(str(ref.path), cv2.IMREAD_UNCHANGED)
     if img is None:
-        raise OSError(f"{ref.path}: cannot be decoded as an image (truncated or corrupted file?)")
+        raise FrameDecodeError("cannot be decoded as an image", ref.path,
+                               "the file is empty, truncated or corrupted: replace or remove it")
     return _to_rgb_uint8(img, ref.path)
 
 
@@ -202,15 +220,17 @@ def iter_frames(refs: Iterable[FrameRef], reader=None) -> Iterator[tuple[FrameRe
                     cap.release()
                 cap = cv2.VideoCapture(str(ref.path))
                 if not cap.isOpened():
-                    raise OSError(f"{ref.path}: OpenCV cannot open this video")
+                    raise FrameDecodeError("OpenCV cannot open this video", ref.path, "check the file")
                 cap_path, pos = ref.path, 0
             while pos < ref.video_frame:
                 if not cap.grab():
-                    raise OSError(f"{ref.path}: video ends before frame {ref.video_frame}")
+                    raise FrameDecodeError(f"the video ends before frame {ref.video_frame}", ref.path,
+                                           "the file is truncated: re-encode or replace it")
                 pos += 1
             ok, bgr = cap.read()
             if not ok:
-                raise OSError(f"{ref.path}: frame {ref.video_frame} cannot be decoded")
+                raise FrameDecodeError(f"frame {ref.video_frame} cannot be decoded", ref.path,
+                                       "the file is truncated or corrupted: re-encode or replace it")
             pos += 1
             yield ref, _to_rgb_uint8(bgr, ref.path)
     finally:

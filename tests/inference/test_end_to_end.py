@@ -74,7 +74,7 @@ def test_infer_sh_layout_shapes_ply_cameras(trained):
     assert trained["summary"]["written"] == N
     for i, key in enumerate(keys):
         f, m = read_fields(lay.fields(key))
-        assert m["frame_index"] == i and m["autoencoder"] == str(trained["root"] / "ae")
+        assert m["frame_index"] == i and m["autoencoder"] == "autoencoder"  # the copy inside the output folder
         for lvl in LEVELS:
             assert f[lvl].shape == (3, H, W) and f[lvl].dtype == torch.float32 and torch.isfinite(f[lvl]).all()
         assert load_png(lay.rgb(key)).shape == (H, W, 3)
@@ -82,6 +82,10 @@ def test_infer_sh_layout_shapes_ply_cameras(trained):
         d, _ = read_depth(lay.depth(key))
         assert d["depth"].shape == (H, W) and (d["conf"] >= 1).all()
     assert all(lay.video(n).stat().st_size > 0 for n in ("rgb", "pca_small"))
+    from model.autoencoder import FeatureAutoencoder
+    copy, original = FeatureAutoencoder.load(lay.autoencoder()), FeatureAutoencoder.load(trained["root"] / "ae")
+    assert lay.autoencoder() == out / "autoencoder" and all(
+        torch.equal(a, b) for a, b in zip(copy.state_dict().values(), original.state_dict().values(), strict=True))
     # cameras: OpenCV camera-from-world 3x4 with a proper rotation, intrinsics for the original frames
     cams = json.loads(lay.cameras.read_text())["frames"]
     assert [c["key"] for c in cams] == keys
