@@ -143,25 +143,24 @@ def run_inference(frames: Iterable[Frame], num_frames: int, predictor: Predictor
     lang_dim = None
     out_hw = None
     t0 = time.perf_counter()
-    bar = tqdm(total=num_frames, desc="inference", unit="frame")
-    for chunk in chunked(frames, s.chunk):
-        seen_keys += [f.key for f in chunk]
-        keep = [s.overwrite or not layout.frame_done(f.key, **done_kwargs) for f in chunk]
-        if not any(keep) and getattr(predictor, "stateless", False):
-            skipped += len(chunk)
-            bar.update(len(chunk))
-            continue
-        pred = predictor(chunk, keep)
-        for i, f in enumerate(chunk):
-            if not keep[i]:
-                skipped += 1
+    with tqdm(total=num_frames, desc="inference", unit="frame") as bar:  # closed (a newline) even on errors
+        for chunk in chunked(frames, s.chunk):
+            seen_keys += [f.key for f in chunk]
+            keep = [s.overwrite or not layout.frame_done(f.key, **done_kwargs) for f in chunk]
+            if not any(keep) and getattr(predictor, "stateless", False):
+                skipped += len(chunk)
+                bar.update(len(chunk))
                 continue
-            lang_dim = _write_frame(layout, f, pred, i, s, projectors, pca_state_path)
-            out_hw = f.rgb.shape[:2]
-            written += 1
-        bar.update(len(chunk))
-        del pred
-    bar.close()
+            pred = predictor(chunk, keep)
+            for i, f in enumerate(chunk):
+                if not keep[i]:
+                    skipped += 1
+                    continue
+                lang_dim = _write_frame(layout, f, pred, i, s, projectors, pca_state_path)
+                out_hw = f.rgb.shape[:2]
+                written += 1
+            bar.update(len(chunk))
+            del pred
     elapsed = time.perf_counter() - t0
     all_keys = keys or seen_keys
     summary = {"frames": len(all_keys), "written": written, "skipped": skipped, "seconds": elapsed,
@@ -257,6 +256,15 @@ def _write_geometry(layout: OutputLayout, f: Frame, pred: ChunkOutput, i: int, s
         log.warning("frame %s: predicted rotation is not orthonormal (|R R^T - I| > 1e-3)", f.key)
     K = intrinsics_to_original(pred.intrinsics[i].double().cpu().numpy(), f.crop)
     write_depth(layout.depth(f.key), depth, conf, valid, extr, K, {"frame_key": f.key, "frame_index": f.index})
+    if not (np.isfinite(K).all() and np.isfinite(extr).all() and K[0, 0] > 0 and K[1, 1] > 0):
+        # e.g. a random backbone whose camera head predicts a field of view of 0 (infinite focal length): the
+        # points would collapse onto a line; keep the frame's depth, write no points, say so
+        log.warning("frame %s: the predicted camera is degenerate (focal %s, %s): no point cloud for it", f.key,
+                    K[0, 0], K[1, 1])
+        empty = np.zeros((0, 3))
+        write_ply(layout.points(f.key), empty.astype(np.float32), empty.astype(np.uint8),
+                  extra={"confidence": np.zeros(0, dtype=np.float32)}, comment=f"frame {f.key}: degenerate camera")
+        return
     pts = frame_points(depth.numpy(), conf.numpy(), K, extr, f.rgb, valid=valid.numpy(),
                        percentile=s.conf_percentile, min_conf=s.min_conf, stride=s.point_stride)
     write_ply(layout.points(f.key), pts["xyz"], pts["rgb"], extra={"confidence": pts["conf"]},

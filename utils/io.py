@@ -107,9 +107,12 @@ def save_safetensors_atomic(
 
 
 def save_json_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
+    """Write ``obj`` as indented, valid JSON, atomically: non-finite floats (NaN, +-inf), which standard JSON
+    readers reject, are written as ``null``."""
+    from utils.cli import json_safe
+
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(json.dumps(json_safe(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def save_npy_atomic(array: np.ndarray, path: str | os.PathLike) -> None:

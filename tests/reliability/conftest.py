@@ -19,7 +19,7 @@ def run_module(module: str, *args: str, cwd: Path | None = None, env: dict | Non
                timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``python -m module args`` (or a script path ending in .py) in a fresh interpreter."""
     target = [str(REPO_ROOT / module)] if module.endswith(".py") else ["-m", module]
-    full_env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), **(env or {}))
+    full_env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TQDM_DISABLE="1", **(env or {}))
     full_env.pop("LANGVGGT4D_DEBUG", None)
     return subprocess.run([sys.executable, *target, *map(str, args)], cwd=cwd or REPO_ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,138 @@
+"""Inference (``python -m inference.run``) on bad inputs, and killed-then-resumed runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model.decoder import DecoderConfig, SemanticBridgingDecoder
+from model.decoder_io import save_decoder_file
+from model.streamvggt.config import StreamVGGTConfig
+from tests.conftest import REPO_ROOT
+from tests.reliability.conftest import assert_clean_error, leftovers, run_module
+
+H, W = 42, 56
+
+
+def frames(folder: Path, n: int, size=(W, H), seed: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(folder / f"{i + 1:06d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def decoder_file(tmp_path_factory) -> Path:
+    cfg = StreamVGGTConfig.tiny()
+    torch.manual_seed(0)
+    dec = SemanticBridgingDecoder(DecoderConfig.tiny(dim_in=2 * cfg.embed_dim, layers=tuple(cfg.dpt_layers)))
+    path = tmp_path_factory.mktemp("dec") / "decoder.safetensors"
+    save_decoder_file(dec, path)
+    return path
+
+
+def infer(src, out, decoder, *extra, backbone="tiny"):
+    return run_module("inference.run", "--source", src, "--out", out, "--decoder", decoder, "--device", "cpu",
+                      "--backbone", backbone, "--no-pca", "-q", *extra)
+
+
+def test_missing_and_empty_sources(tmp_path, decoder_file):
+    assert_clean_error(infer(tmp_path / "nope", tmp_path / "o1", decoder_file), mentions=tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    assert_clean_error(infer(tmp_path / "empty", tmp_path / "o2", decoder_file), mentions=tmp_path / "empty")
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2" / "fields").exists()
+
+
+@pytest.mark.parametrize("damage", ["zero-byte", "truncated", "not-an-image"])
+def test_damaged_frame_is_named(tmp_path, decoder_file, damage):
+    src = frames(tmp_path / "f", 3)
+    bad = src / "000002.png"
+    data = bad.read_bytes()
+    bad.write_bytes({"zero-byte": b"", "truncated": data[: len(data) // 3], "not-an-image": b"hello"}[damage])
+    r = infer(src, tmp_path / "out", decoder_file, "--chunk", "1")
+    assert_clean_error(r, mentions=bad)
+    assert leftovers(tmp_path / "out") == []
+    assert not (tmp_path / "out" / "fields" / "000002.safetensors").exists()
+
+
+def test_frame_of_another_size_mid_video(tmp_path, decoder_file):
+    src = frames(tmp_path / "f", 3)
+    Image.new("RGB", (W + 14, H), (1, 2, 3)).save(src / "000003.png")
+    assert_clean_error(infer(src, tmp_path / "out", decoder_file), mentions=src / "000003.png")
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_bad_decoder_files(tmp_path):
+    src = frames(tmp_path / "f", 1)
+    fake = tmp_path / "fake.safetensors"
+    fake.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+    assert_clean_error(infer(src, tmp_path / "o", fake), mentions=fake)
+    assert_clean_error(infer(src, tmp_path / "o", tmp_path / "missing"), mentions=tmp_path / "missing")
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    assert_clean_error(infer(src, tmp_path / "o", empty), mentions=empty)
+
+
+def test_backbone_other_than_the_decoders_is_refused(tmp_path):
+    from training.checkpoint import save_checkpoint
+
+    cfg = StreamVGGTConfig.tiny()
+    dec = SemanticBridgingDecoder(DecoderConfig.tiny(dim_in=2 * cfg.embed_dim, layers=tuple(cfg.dpt_layers)))
+    save_checkpoint(tmp_path / "run", 1, dec, None, {"decoder_config": dec.config.to_dict(),
+                                                     "token_info": {"backbone": "tiny-random-seed5"}})
+    src = frames(tmp_path / "f", 1)
+    line = assert_clean_error(infer(src, tmp_path / "o", tmp_path / "run", backbone="tiny:0"))
+    assert "tiny-random-seed5" in line and "tiny-random-seed0" in line
+    assert infer(src, tmp_path / "o", tmp_path / "run", backbone="tiny:5").returncode == 0
+
+
+def test_json_outputs_are_valid_json_even_with_infinite_values(tmp_path):
+    from utils.io import save_json_atomic
+
+    save_json_atomic({"focal": float("inf"), "nested": [float("nan"), 1.5, np.float32(np.inf)]}, tmp_path / "x.json")
+
+    def refuse(name):
+        raise ValueError(f"bare {name} in JSON")
+
+    assert json.loads((tmp_path / "x.json").read_text(), parse_constant=refuse) == {
+        "focal": None, "nested": [None, 1.5, None]}
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_killed_inference_resumes_to_the_same_bytes(tmp_path, decoder_file):
+    src = frames(tmp_path / "f", 16)
+    args = ["--chunk", "2", "--point-stride", "3"]
+    assert infer(src, tmp_path / "a", decoder_file, *args).returncode == 0
+    assert infer(src, tmp_path / "b", decoder_file, *args).returncode == 0
+    assert _tree(tmp_path / "a") == _tree(tmp_path / "b")  # two runs, the same bytes
+    cmd = [sys.executable, "-m", "inference.run", "--source", str(src), "--out", str(tmp_path / "c"), "--decoder",
+           str(decoder_file), "--device", "cpu", "--backbone", "tiny", "--no-pca", "-q", *args]
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    fields = tmp_path / "c" / "fields"
+    while time.time() < deadline and proc.poll() is None:
+        if fields.is_dir() and len(list(fields.glob("*.safetensors"))) >= 4:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list(fields.glob("*.safetensors"))) if fields.is_dir() else 0
+    assert done < 16, "the run finished before it could be killed; make it longer"
+    assert infer(src, tmp_path / "c", decoder_file, *args).returncode == 0
+    assert leftovers(tmp_path / "c") == []
+    assert _tree(tmp_path / "c") == _tree(tmp_path / "a")
