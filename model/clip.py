@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model.hub import hub_reachable
+from utils.cli import UserError
 from utils.device import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -123,7 +125,7 @@ class ClipEncoder:
         as_path = Path(pretrained)
         is_file = as_path.suffix in (".safetensors", ".bin", ".pth", ".pt") or as_path.exists()
         if is_file and not as_path.is_file():
-            raise FileNotFoundError(f"open_clip weights file {as_path} does not exist; check --clip-weights")
+            raise ClipWeightsMissing("open_clip weights file does not exist", as_path, "check --clip-weights")
         if model_name == TINY_NAME:
             if not is_file:
                 raise ValueError("model 'tiny' has no pretrained tags: use ClipEncoder.tiny(seed) or pass a "
@@ -137,20 +139,29 @@ class ClipEncoder:
                     logger.info("using local open_clip weights %s", cand)
                     as_path, is_file = cand, True
                     break
-        source = str(as_path) if is_file else pretrained
-        try:
-            model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=source, precision=precision,
-                                                                device="cpu", cache_dir=cache_dir,
-                                                                require_pretrained=True)
-        except Exception as exc:  # network / cache / bad file: turn into one actionable sentence
-            if is_file:
-                raise RuntimeError(f"could not load open_clip {model_name} weights from {as_path}: {exc}") from exc
-            repo = _hf_repo(model_name, pretrained)
-            where = f"Hugging Face '{repo}' (file open_clip_pytorch_model.bin)" if repo else "the open_clip release"
-            raise RuntimeError(
-                f"could not load open_clip {model_name}/{pretrained} (offline and not cached?): download it from "
-                f"{where} and put it at {_local_candidates(model_name, pretrained)[1]} "
-                f"(or pass --clip-weights PATH); original error: {type(exc).__name__}: {exc}") from exc
+        repo = _hf_repo(model_name, pretrained)
+        where = f"Hugging Face '{repo}' (file open_clip_pytorch_model.bin)" if repo else "the open_clip release"
+        missing = (f"download it from {where} and put it at {_local_candidates(model_name, pretrained)[1]} (or pass "
+                   "--clip-weights PATH); without weights, --hash-text (queries) or --text-encoder hash (oracle "
+                   "targets) use a weight-free text encoder")
+        if is_file:  # read by our safe reader (never unpickled), into the architecture open_clip builds
+            try:
+                model = open_clip.create_model(model_name, pretrained=None, precision=precision, device="cpu")
+                model.load_state_dict(_strip_module(_read_state_dict(as_path)), strict=True)
+            except RuntimeError as exc:
+                raise UserError(f"the weights do not fit open_clip {model_name} ({str(exc).splitlines()[0][:160]})",
+                                as_path, "pass the weights of --clip-model, or the --clip-model they belong to"
+                                ) from None
+        else:
+            if not _cached(repo) and not hub_reachable():
+                raise ClipWeightsMissing(f"open_clip {model_name}/{pretrained} is not cached and the Hugging Face Hub cannot "
+                                "be reached", None, missing)
+            try:
+                model = open_clip.create_model(model_name, pretrained=pretrained, precision=precision,
+                                               device="cpu", cache_dir=cache_dir, require_pretrained=True)
+            except Exception as exc:  # network / cache / bad file: turn into one actionable sentence
+                raise ClipWeightsMissing(f"could not load open_clip {model_name}/{pretrained} ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0][:160] if str(exc) else ''})", None, missing) from None
         tokenizer = open_clip.get_tokenizer(model_name)
         identity = f"{model_name}:{as_path.name if is_file else pretrained}"
         dtype = torch.float16 if precision == "fp16" else torch.float32
@@ -198,6 +209,29 @@ class ClipEncoder:
         from utils.io import save_safetensors_atomic
 
         save_safetensors_atomic(dict(self.model.state_dict()), path, metadata={"identity": self.identity})
+
+
+class ClipWeightsMissing(UserError, FileNotFoundError):
+    """open_clip weights that are neither a local file nor in the cache, with the Hub out of reach."""
+
+
+def _strip_module(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if sd and all(k.startswith("module.") for k in sd):
+        return {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def _cached(repo: str | None) -> bool:
+    """True when open_clip's Hub file for ``repo`` is already in the local Hugging Face cache."""
+    if not repo:
+        return False
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return any(isinstance(try_to_load_from_cache(repo, name), str)
+                   for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"))
+    except Exception:  # an unusual cache layout: let open_clip decide
+        return True
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

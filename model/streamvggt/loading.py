@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from utils.cli import UserError
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_REPO_ID = "lch01/StreamVGGT"
@@ -22,14 +24,15 @@ WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 _REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(UserError, FileNotFoundError):
     """The StreamVGGT weights could not be found locally nor downloaded."""
 
 
 def weights_not_found_message(reason: str, repo_id: str = DEFAULT_REPO_ID, filename: str = DEFAULT_FILENAME) -> str:
     """The one-sentence instruction given whenever the weights are missing."""
     return (f"StreamVGGT weights not found ({reason}): download {filename} from https://huggingface.co/{repo_id} "
-            f"and put it at {DEFAULT_LOCAL_PATH} (or pass its path)")
+            f"and put it at {DEFAULT_LOCAL_PATH} (or pass its path); without weights, --backbone tiny runs the "
+            "pipeline on a seeded random tiny backbone")
 
 
 def _looks_like_repo_id(source: str) -> bool:
@@ -58,6 +61,11 @@ def resolve_checkpoint(source: str | Path | None = None, filename: str = DEFAULT
     text = str(source)
     if not _looks_like_repo_id(text):
         raise WeightsNotFoundError(weights_not_found_message(f"{path} does not exist"))
+    from model.hub import hub_reachable
+
+    if not hub_reachable():
+        raise WeightsNotFoundError(weights_not_found_message(
+            f"no local file {text!r} and the Hugging Face Hub cannot be reached", repo_id=text, filename=filename))
     try:
         from huggingface_hub import hf_hub_download
 

@@ -53,34 +53,53 @@ def test_local_weights_file_roundtrip(enc, tmp_path):
 
 
 def test_offline_message_names_the_file(monkeypatch, tmp_path):
+    """Offline: one sentence naming the file to put where, the local-file flag and the weight-free option; when the
+    Hub cannot be reached nothing is attempted (no minute of retries)."""
+    import time
+
     import open_clip
 
+    calls = []
+
     def offline(*args, **kwargs):
+        calls.append(args)
         raise OSError("We couldn't connect to 'https://huggingface.co' and the file is not cached")
 
     monkeypatch.setattr(clip_mod, "LOCAL_CKPT_DIR", tmp_path / "ckpt" / "open_clip")
-    monkeypatch.setattr(open_clip, "create_model_and_transforms", offline)
-    with pytest.raises(RuntimeError) as info:
-        ClipEncoder.from_pretrained("ViT-B-16", "laion2b_s34b_b88k")
-    msg = str(info.value)
-    assert "ckpt/open_clip/ViT-B-16_laion2b_s34b_b88k.bin" in msg
-    assert "laion/CLIP-ViT-B-16-laion2B-s34B-b88K" in msg
+    monkeypatch.setattr(open_clip, "create_model", offline)
+    monkeypatch.setattr(clip_mod, "_cached", lambda repo: False)
+    for reachable in (True, False):  # the download fails / the Hub is out of reach
+        monkeypatch.setattr(clip_mod, "hub_reachable", lambda reachable=reachable: reachable)
+        t0 = time.perf_counter()
+        with pytest.raises(FileNotFoundError) as info:
+            ClipEncoder.from_pretrained("ViT-B-16", "laion2b_s34b_b88k")
+        assert time.perf_counter() - t0 < 5
+        msg = str(info.value)
+        assert "ckpt/open_clip/ViT-B-16_laion2b_s34b_b88k.bin" in msg and "\n" not in msg
+        assert "laion/CLIP-ViT-B-16-laion2B-s34B-b88K" in msg and "--clip-weights" in msg and "--hash-text" in msg
+    assert len(calls) == 1  # only the reachable case tried to download
+
+
+def test_hub_offline_is_honoured(monkeypatch):
+    from model import hub
+
+    hub.hub_reachable.cache_clear()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    try:
+        assert hub.hub_reachable() is False
+    finally:
+        hub.hub_reachable.cache_clear()
 
 
 def test_local_candidate_is_preferred(monkeypatch, tmp_path):
+    """A file under ckpt/open_clip/ named <model>_<tag> is read (by our safe reader) instead of any download."""
     import open_clip
-
-    seen = {}
-
-    def fake(model_name, pretrained=None, **kw):
-        seen["pretrained"] = pretrained
-        raise OSError("stop here")
 
     d = tmp_path / "open_clip"
     d.mkdir()
     (d / "ViT-B-16_laion2b_s34b_b88k.safetensors").write_bytes(b"x")
     monkeypatch.setattr(clip_mod, "LOCAL_CKPT_DIR", d)
-    monkeypatch.setattr(open_clip, "create_model_and_transforms", fake)
-    with pytest.raises(RuntimeError, match="could not load"):
+    monkeypatch.setattr(open_clip, "create_model", lambda *a, **k: pytest.fail("a download was attempted")
+                        if k.get("pretrained") else torch.nn.Linear(1, 1))
+    with pytest.raises(Exception, match="ViT-B-16_laion2b_s34b_b88k.safetensors"):
         ClipEncoder.from_pretrained("ViT-B-16", "laion2b_s34b_b88k")
-    assert seen["pretrained"] == str(d / "ViT-B-16_laion2b_s34b_b88k.safetensors")

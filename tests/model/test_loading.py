@@ -67,11 +67,18 @@ def test_offline_hub_error(tmp_path, monkeypatch):
         raise huggingface_hub.errors.LocalEntryNotFoundError("offline mode is enabled")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    monkeypatch.setattr("model.hub.hub_reachable", lambda: True)  # the Hub answers, the file is not there
     monkeypatch.chdir(tmp_path)  # no ckpt/streamvggt/checkpoints.pth here
     for source in (None, "lch01/StreamVGGT"):
         with pytest.raises(WeightsNotFoundError) as err:
             resolve_checkpoint(source)
         assert INSTRUCTION in str(err.value) and "LocalEntryNotFoundError" in str(err.value)
+    # no network at all: fails at once, without trying the download, and names the weight-free option
+    monkeypatch.setattr("model.hub.hub_reachable", lambda: False)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: pytest.fail("download attempted"))
+    with pytest.raises(WeightsNotFoundError, match="cannot be reached") as err:
+        resolve_checkpoint(None)
+    assert INSTRUCTION in str(err.value) and "--backbone tiny" in str(err.value)
 
 
 def test_hub_download_and_default_local_path(tmp_path, monkeypatch, tiny):
@@ -87,6 +94,7 @@ def test_hub_download_and_default_local_path(tmp_path, monkeypatch, tiny):
         return str(path)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr("model.hub.hub_reachable", lambda: True)
     model = StreamVGGT.from_pretrained("lch01/StreamVGGT", config=StreamVGGTConfig.tiny())
     assert calls == [("lch01/StreamVGGT", "checkpoints.pth")]
     assert_same_weights(model, tiny)
