@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One-shot GPU benchmark: every GPU figure of the README in one run (under 8 minutes on one H100 or H200).
+#
+#   bash benchmarks/gpu.sh [OUT]          # OUT=benchmarks/results/gpu-<date> (JSON files + a log)
+#
+# 1. full-size random-weight aggregator frames/s at 518x294 in bf16 (streaming, chunks of 8, window 128) with
+#    achieved TFLOP/s against the card's peak; peak GPU memory at 100 vs 1,000 frames; inference frames/s
+#    (backbone + decoder + heads)                                         -> python -m benchmarks.bench_gpu
+# 2. training samples/s from the token cache (ours vs the published path) -> python -m benchmarks.bench_train_data
+# 3. query frames/s (latent-grid path vs exact)                          -> python -m benchmarks.bench_query
+# Needs the project's environment (PYTHON=python) and one CUDA device; nothing is downloaded.
+set -euo pipefail
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+OUT="${1:-$REPO/benchmarks/results/gpu-$(date +%Y%m%d-%H%M)}"
+PYTHON="${PYTHON:-python}"
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+mkdir -p "$OUT"
+cd "$REPO"
+"$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'error: no CUDA device visible (torch.cuda.is_available() is False): run this on a GPU machine')"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+run() { local name="$1"; shift; echo "== $name: $*"; local t0=$SECONDS; "$@" 2>&1 | tee "$OUT/$name.log"; echo "== $name: $((SECONDS - t0)) s"; }
+run aggregator_inference "$PYTHON" -m benchmarks.bench_gpu --json "$OUT/bench_gpu.json"
+run train_data "$PYTHON" -m benchmarks.bench_train_data --device cuda --decoder default --json "$OUT/bench_train_data.json"
+if [[ -f benchmarks/bench_query.py ]]; then
+  run query "$PYTHON" -m benchmarks.bench_query --device cuda --json "$OUT/bench_query.json"
+fi
+echo "results in $OUT"
