@@ -8,7 +8,9 @@
     * published: all 24 layers, fp32, one pickled dict per frame ``{'aggregated_tokens_list': [24 x (1,1,P,2C)],
       'patch_start_idx': 5}`` -- re-created here with ``pickle.dump`` (and read back with ``pickle.load`` of the
       files this script just wrote: the only pickle use in the project, confined to this baseline);
-    * ours: ``preprocess.extract_tokens`` files (layers 4, 11, 17, 23, fp16, safetensors, checksummed).
+    * ours: ``preprocess.extract_tokens`` files (layers 4, 11, 17, 23, fp16, safetensors, checksummed); at the
+      official token size also ``--dtype int8`` (one byte per value + a fp16 scale per token row; write includes
+      the quantisation, read the de-quantisation to float32).
     Reported per frame: bytes, write time (tokens already computed; including ``os.sync()`` so each scheme
     pays for flushing its own bytes), read time (load the 4 decoder layers as
     torch tensors and touch every value; files are in the page cache for both, so this measures parsing and
@@ -44,6 +46,7 @@ from preprocess.token_cache import (  # noqa: E402
     SUFFIX,
     TokenCache,
     frame_meta_for,
+    quantize_int8,
     write_scene_meta,
     write_token_file,
 )
@@ -209,6 +212,27 @@ def full_width_storage(n: int, work: Path, repeats: int = 3, hw: tuple[int, int]
     res["published_read_s"] = timed(lambda: [[x.clone() for x in read_published(pub / f"{k}.pkl", layers)]
                                              for k in keys])
     res["ours_read_s"] = timed(lambda: [[x.clone() for x in cache.load(k)] for k in keys])
+
+    # int8: quantised per token row (fp16 scales); the write includes the quantisation, the read returns new
+    # float32 tensors de-quantised from the memory-mapped bytes (nothing to clone)
+    ours8 = work / "ours_int8"
+    scene8 = {**scene, "dtype": "int8"}
+    write_scene_meta(ours8, scene8)
+
+    def write_int8() -> None:
+        for i, k in enumerate(keys):
+            q, sc = zip(*(quantize_int8(toks[li]) for li in layers), strict=True)
+            write_token_file(ours8 / f"{k}{SUFFIX}", list(q), layers, frame_meta_for(scene8, k, i), scales=list(sc))
+
+    res["int8_write_s"] = timed(write_int8, sync=True)
+    res["int8_bytes"] = (ours8 / f"{keys[0]}{SUFFIX}").stat().st_size
+    cache8 = TokenCache(ours8)
+    res["int8_read_s"] = timed(lambda: [cache8.load(k) for k in keys])
+    got = cache8.load(keys[0])
+    num = sum(float((g - toks[li]).norm() ** 2) for g, li in zip(got, layers, strict=True))
+    den = sum(float(toks[li].norm() ** 2) for li in layers)
+    res["int8_rel_l2_error"] = (num / den) ** 0.5
+    res["int8_max_abs_error"] = max(float((g - toks[li]).abs().max()) for g, li in zip(got, layers, strict=True))
     return res
 
 
@@ -312,12 +336,17 @@ def main(argv: list[str] | None = None) -> int:
             r = full_width_storage(args.full_width_frames, work / "full_width", args.repeats)
             summary["full_width_storage"] = r
             print(f"storage only, official token size ({r['num_tokens']} x {r['token_dim']}, random tokens):")
-            for k in ("published", "ours"):
-                print(f"  {k:10s} {r[k + '_bytes'] / 1e6:9.2f} MB/frame, write {r[k + '_write_s']:.4f} s/frame, "
+            for k, label in (("published", "published"), ("ours", "ours fp16"), ("int8", "ours int8")):
+                print(f"  {label:10s} {r[k + '_bytes'] / 1e6:9.2f} MB/frame, write {r[k + '_write_s']:.4f} s/frame, "
                       f"read {r[k + '_read_s']:.4f} s/frame")
             print(f"  size ratio {r['published_bytes'] / r['ours_bytes']:.2f}x; write speed-up "
                   f"{r['published_write_s'] / r['ours_write_s']:.2f}x; read speed-up "
                   f"{r['published_read_s'] / r['ours_read_s']:.2f}x")
+            print(f"  int8: size ratio {r['published_bytes'] / r['int8_bytes']:.2f}x (vs fp16 "
+                  f"{r['ours_bytes'] / r['int8_bytes']:.2f}x); write speed-up "
+                  f"{r['published_write_s'] / r['int8_write_s']:.2f}x; read speed-up "
+                  f"{r['published_read_s'] / r['int8_read_s']:.2f}x; error relative L2 {r['int8_rel_l2_error']:.2e}, "
+                  f"max abs {r['int8_max_abs_error']:.3g} (N(0,1) tokens)")
         if not args.skip_memory:
             rows = memory_benchmark(list(args.mem_frames), args.width, args.window, args.chunk_size,
                                                work / "memory")

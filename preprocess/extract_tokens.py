@@ -67,7 +67,8 @@ from preprocess.token_cache import (  # noqa: E402
     describe_mismatch,
     dtype_name,
     frame_meta_for,
-    load_token_file,
+    quantize_int8,
+    verify_token_file,
     write_scene_meta,
     write_token_file,
 )
@@ -159,7 +160,8 @@ def load_backbone(kind: str = "streamvggt", checkpoint: str | os.PathLike | None
 @dataclass
 class ExtractionSettings:
     """What to extract and how. ``layers=None``: the backbone config's DPT layers (4, 11, 17, 23; tiny: 0..3).
-    ``window=None``: unbounded cache. ``dtype``: storage precision; ``compute_dtype``: autocast on CUDA."""
+    ``window=None``: unbounded cache. ``dtype``: storage precision (fp16, bf16, fp32, or int8 with per-token
+    fp16 scales, see :mod:`preprocess.token_cache`); ``compute_dtype``: autocast on CUDA."""
 
     layers: Sequence[int] | None = None
     dtype: str = "fp16"
@@ -175,7 +177,7 @@ class ExtractionSettings:
 
     def __post_init__(self) -> None:
         if self.dtype not in STORAGE_DTYPES:
-            raise ValueError(f"unknown storage dtype {self.dtype!r}; choose fp16, bf16 or fp32")
+            raise ValueError(f"unknown storage dtype {self.dtype!r}; choose fp16, bf16, fp32 or int8")
         resolve_dtype(self.compute_dtype)
         if self.chunk_size < 1:
             raise ValueError(f"chunk size must be >= 1, got {self.chunk_size}")
@@ -287,7 +289,7 @@ def extract_tokens(backbone: Backbone, frames: Sequence[FrameRef], tokens_dir: s
         reason = check_frame_file(path, scene, f.key, f.index, require_full_history=s.resume_replay == "full")
         if reason is None and s.verify:
             try:
-                load_token_file(path, verify=True)
+                verify_token_file(path)
             except TokenCacheError as e:
                 reason = str(e)
         if reason is not None:
@@ -340,15 +342,23 @@ def extract_tokens(backbone: Backbone, frames: Sequence[FrameRef], tokens_dir: s
                     bar.update(1)
                     continue
                 toks = [t[j] for t in picked]
-                stored = [t.to(store_dtype).cpu() for t in toks]
                 if not all(bool(torch.isfinite(t).all()) for t in toks):
                     raise FloatingPointError(f"frame {frames[i].key} ({frames[i].path}): the backbone produced "
                                              "NaN/inf tokens; try --compute-dtype fp32")
-                if not all(bool(torch.isfinite(t).all()) for t in stored):
-                    raise FloatingPointError(f"frame {frames[i].key}: tokens overflow {s.dtype}; use --dtype bf16 "
-                                             "or --dtype fp32")
+                scales = None
+                if s.dtype == "int8":  # on the CPU, from fp32: the same bytes whatever the device
+                    try:
+                        stored, scales = map(list, zip(*(quantize_int8(t.cpu()) for t in toks), strict=True))
+                    except FloatingPointError as e:
+                        raise FloatingPointError(f"frame {frames[i].key}: {e}") from None
+                else:
+                    stored = [t.to(store_dtype).cpu() for t in toks]
+                    if not all(bool(torch.isfinite(t).all()) for t in stored):
+                        raise FloatingPointError(f"frame {frames[i].key}: tokens overflow {s.dtype}; use --dtype "
+                                                 "bf16 or --dtype fp32")
                 path = tokens_dir / f"{frames[i].key}{SUFFIX}"
-                write_token_file(path, stored, layers, frame_meta_for(scene, frames[i].key, i, history))
+                write_token_file(path, stored, layers, frame_meta_for(scene, frames[i].key, i, history),
+                                 scales=scales)
                 nbytes += path.stat().st_size
                 written += 1
                 bar.update(1)
@@ -490,13 +500,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random --backbone tiny")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", choices=sorted(STORAGE_DTYPES), default="fp16",
-                   help="storage precision of the tokens (fp16 halves the size; bf16 if fp16 overflows)")
+                   help="storage precision of the tokens (fp16 halves the size; bf16 if fp16 overflows; int8: one "
+                        "byte per value with a fp16 scale per token row, max|x|/127, error <= scale/2, about "
+                        "half the size of fp16, read back as float32)")
     p.add_argument("--compute-dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="backbone precision (autocast, CUDA only; fp32 on CPU)")
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK,
                    help="frames per backbone call (block-causal within a chunk: the same tokens as 1 up to "
-                        "rounding). With a window, 1 is fastest and smallest on CPU (a chunk needs an attention "
-                        "mask); larger chunks can pay off on GPU. Recorded in the metadata: resume with the same")
+                        "rounding; each frame attends to its own slice of the cache, so chunks do no masked "
+                        "work). Larger chunks batch the per-frame layers (faster, more activation memory). "
+                        "Recorded in the metadata: resume with the same")
     p.add_argument("--window", type=_window_arg, default=DEFAULT_WINDOW,
                    help="max past frames each frame attends to (KV cache size; the published extraction uses "
                         "128); 'none' = unbounded (memory grows with the video)")

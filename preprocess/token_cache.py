@@ -6,13 +6,25 @@ Layout (DESIGN §3)::
     <scene>/tokens/<frame key>.safetensors   tensors layer_04, layer_11, ... each (P, 2C), P = patch_start_idx + h*w
 
 Each frame file holds only the aggregator layers the decoder reads (default the backbone's DPT layers
-4, 11, 17, 23), in fp16 by default (bf16/fp32 on request). Its safetensors metadata has a single key,
+4, 11, 17, 23), in fp16 by default (bf16/fp32 on request, or int8, below). Its safetensors metadata has a single key,
 ``langvggt4d.tokens``, whose value is a canonical JSON object (sorted keys) with: format and version,
 backbone id, layers, embed/token dim, token count, patch grid, ``patch_start_idx``, patch size, storage and
 compute dtype, crop/resize (:class:`preprocess.frames.CropInfo` as a dict), frame key and index, window,
 chunk size, ``history`` (``full`` unless the frame was written after a windowed resume replay) and the
 sha256 of the tensor bytes. One key, because safetensors writes several metadata keys in a random order,
 and files must be byte-identical from run to run (no timestamps either).
+
+int8 storage (``--dtype int8``, format version 2; float files stay version 1): symmetric per-token
+quantisation. For each layer and each token row ``x`` (2C values), ``scale = max|x| / 127`` stored as fp16
+*rounded up* (so ``|x| / scale <= 127``; a zero row has scale 0), and ``q = round(x / scale)`` (nearest,
+computed in float32 on the CPU, so files do not depend on the device) in [-127, 127], one byte per
+value. Tensors ``layer_LL`` (P, 2C) int8 and ``scale_LL`` (P,) fp16; the value is ``q * scale``, within
+``scale / 2`` (= max|x| / 254 of its row) of the original; the product is exact in fp32.
+:meth:`TokenCache.load` and :func:`load_token_file` map the file and de-quantise on the fly into float32
+tensors (or the ``dtype`` asked for), so consumers see floats as for fp16 caches, while the bytes stay int8
+on disk and in the page cache (half of fp16, plus 2 bytes of scale per token row and layer). Readers from
+before int8 existed refuse these files by their format version ("token format version 2 but this code
+reads version 1"); a file whose tensors do not match its stated storage is refused by name.
 
 Nothing here uses pickle; reads never execute code.
 """
@@ -36,14 +48,20 @@ from utils.io import save_json_atomic, save_safetensors_atomic
 logger = logging.getLogger(__name__)
 
 FORMAT = "langvggt4d-tokens"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # float storage (fp16 / bf16 / fp32)
+INT8_FORMAT_VERSION = 2  # int8 storage with per-token scales (older readers refuse it by version)
+READ_VERSIONS = (FORMAT_VERSION, INT8_FORMAT_VERSION)
 META_KEY = "langvggt4d.tokens"
 META_FILE = "meta.json"
 SUFFIX = ".safetensors"
 
-STORAGE_DTYPES: dict[str, torch.dtype] = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-_ST_DTYPES: dict[str, torch.dtype] = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32}
+STORAGE_DTYPES: dict[str, torch.dtype] = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32,
+                                          "int8": torch.int8}
+_ST_DTYPES: dict[str, torch.dtype] = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32,
+                                      "I8": torch.int8}
 _DTYPE_NAMES = {v: k for k, v in STORAGE_DTYPES.items()}
+INT8_QMAX = 127
+INT8_SCHEME = "symmetric-per-token: value = q * scale, scale = max|x|/127 (fp16, rounded up), q int8 in [-127, 127]"
 _MAX_HEADER = 100 * 1024 * 1024
 
 # Fields a consumer (decoder, trainer) may require to match; see TokenCache.validate.
@@ -64,12 +82,67 @@ def layer_name(layer: int) -> str:
     return f"layer_{int(layer):02d}"
 
 
+def scale_name(layer: int) -> str:
+    """Tensor name of the int8 scales of aggregator layer ``layer`` (``scale_04``)."""
+    return f"scale_{int(layer):02d}"
+
+
 def dtype_name(dtype: torch.dtype) -> str:
-    """torch dtype -> ``fp16`` | ``bf16`` | ``fp32``."""
+    """torch dtype -> ``fp16`` | ``bf16`` | ``fp32`` | ``int8``."""
     try:
         return _DTYPE_NAMES[dtype]
     except KeyError:
-        raise ValueError(f"unsupported token storage dtype {dtype}; use fp16, bf16 or fp32") from None
+        raise ValueError(f"unsupported token storage dtype {dtype}; use fp16, bf16, fp32 or int8") from None
+
+
+def format_version(dtype: str) -> int:
+    """The format version of files stored as ``dtype`` (a storage dtype name)."""
+    return INT8_FORMAT_VERSION if dtype == "int8" else FORMAT_VERSION
+
+
+def quantize_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(P, D) float tokens -> (q (P, D) int8, scale (P,) fp16) with ``|x - q * scale| <= scale / 2`` exactly.
+
+    ``scale`` = max|x| of the row / 127, rounded *up* to fp16 (so no value is clipped). ``q`` is rounded in
+    float32 on the CPU (deterministic whatever device made ``x``); the residual ``x - q * scale`` is exact in
+    float32, and the rare values that fp32 division rounded onto the wrong side of a half step are moved one
+    step. Raises FloatingPointError for NaN/inf or values beyond the fp16 scale range (max|x| > 127 * 65504).
+    """
+    if x.dim() != 2:
+        raise ValueError(f"expected (P, D) tokens, got shape {tuple(x.shape)}")
+    x32 = x.detach().to("cpu", torch.float32)
+    amax = x32.abs().amax(dim=1)
+    if not bool(torch.isfinite(amax).all()):
+        raise FloatingPointError("NaN/inf tokens cannot be quantised to int8")
+    target = amax.to(torch.float64) / INT8_QMAX
+    scale = target.to(torch.float16)
+    low = scale.to(torch.float64) < target
+    if bool(low.any()):  # round up to the next fp16
+        scale = torch.where(low, torch.nextafter(scale, torch.full_like(scale, float("inf"))), scale)
+    if not bool(torch.isfinite(scale).all()):
+        raise FloatingPointError(f"token values up to {float(amax.max()):.4g} exceed the int8 scheme's fp16 "
+                                 "scale range; use --dtype fp32 or bf16")
+    s = scale.to(torch.float32)[:, None]
+    q = torch.div(x32, s.clamp_min(2.0 ** -24)).round_().clamp_(-INT8_QMAX, INT8_QMAX)
+    res = x32 - q * s  # exact: q * s has <= 18 significant bits, and x is within a step of it
+    off = (2 * res.abs()) > s
+    if bool(off.any()):
+        q += torch.where(off, torch.sign(res), torch.zeros_like(res))
+    return q.to(torch.int8), scale
+
+
+def dequantize_int8(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = torch.float32,
+                    device: torch.device | str | None = None) -> torch.Tensor:
+    """(P, D) int8 ``q`` and (P,) ``scale`` -> ``q * scale`` as a new (P, D) ``dtype`` tensor on ``device``.
+
+    The int8 bytes are moved first (4x less traffic than floats); the product is formed in float32 (exact)."""
+    if not dtype.is_floating_point:
+        raise ValueError(f"int8 tokens de-quantise to a floating dtype, not {dtype}")
+    if device is not None:
+        q, scale = q.to(device), scale.to(device)
+    out = q.to(torch.float32)
+    out.mul_(scale.to(torch.float32)[:, None])
+    return out if dtype == torch.float32 else out.to(dtype)
 
 
 def canonical_json(obj: Any) -> str:
@@ -92,12 +165,13 @@ def _checksum(named_bytes: Iterable[tuple[str, Any]]) -> str:
 
 
 def write_token_file(path: str | os.PathLike, tokens: Sequence[torch.Tensor], layers: Sequence[int],
-                     meta: dict[str, Any]) -> None:
+                     meta: dict[str, Any], scales: Sequence[torch.Tensor] | None = None) -> None:
     """Write one frame's tokens atomically.
 
     tokens: one (P, 2C) tensor per entry of ``layers`` (already in the storage dtype; all the same dtype).
+    scales: for int8 tokens (see :func:`quantize_int8`), one (P,) fp16 scale tensor per layer; else None.
     meta: JSON-serialisable fields; ``layers``, ``dtype``, ``num_tokens``, ``token_dim``, ``format``,
-    ``version`` and ``sha256`` are filled in here.
+    ``version`` (and ``quantization`` for int8) and ``sha256`` are filled in here.
     """
     if len(tokens) != len(layers):
         raise ValueError(f"{len(tokens)} token tensors for {len(layers)} layers")
@@ -108,10 +182,22 @@ def write_token_file(path: str | os.PathLike, tokens: Sequence[torch.Tensor], la
     if len(shapes) != 1 or len(next(iter(shapes))) != 2:
         raise ValueError(f"expected (P, 2C) tensors of one shape, got {shapes}")
     P, D = next(iter(shapes))
+    dtype = dtype_name(next(iter(dtypes)))
     named = {layer_name(li): t.detach().to("cpu").contiguous() for li, t in zip(layers, tokens, strict=True)}
     full = dict(meta)
-    full.update(format=FORMAT, version=FORMAT_VERSION, layers=[int(x) for x in layers],
-                dtype=dtype_name(next(iter(dtypes))), num_tokens=int(P), token_dim=int(D))
+    if dtype == "int8":
+        if scales is None or len(scales) != len(layers):
+            raise ValueError("int8 tokens need one (P,) fp16 scale tensor per layer (see quantize_int8)")
+        if any(sc.dtype != torch.float16 or tuple(sc.shape) != (P,) for sc in scales):
+            raise ValueError(f"int8 scales must be ({P},) fp16 tensors, got "
+                             f"{sorted({(tuple(sc.shape), str(sc.dtype)) for sc in scales})}")
+        named.update({scale_name(li): sc.detach().to("cpu").contiguous() for li, sc in zip(layers, scales,
+                                                                                           strict=True)})
+        full["quantization"] = INT8_SCHEME
+    elif scales is not None:
+        raise ValueError(f"scales are only stored with int8 tokens, not {dtype}")
+    full.update(format=FORMAT, version=format_version(dtype), layers=[int(x) for x in layers],
+                dtype=dtype, num_tokens=int(P), token_dim=int(D))
     full["sha256"] = _checksum((n, tensor_bytes(named[n])) for n in sorted(named))
     save_safetensors_atomic(named, path, metadata={META_KEY: canonical_json(full)})
 
@@ -119,9 +205,11 @@ def write_token_file(path: str | os.PathLike, tokens: Sequence[torch.Tensor], la
 def read_token_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, dict[str, Any]], int]:
     """Parse and check a token file's header without reading the tensors.
 
-    Returns ``(meta, tensors, data_start)`` where ``tensors`` maps name -> {dtype, shape, data_offsets}
-    (offsets relative to ``data_start``). Raises TokenCacheError naming the file when it is missing,
-    truncated, not safetensors, or not a token file of this format version.
+    Returns ``(meta, tensors, data_start)`` where ``tensors`` maps each layer tensor's name (``layer_04`` ..)
+    -> {dtype, shape, data_offsets} (offsets relative to ``data_start``): one (P, 2C) entry per stored layer
+    whatever the storage; an int8 layer's entry also holds its scales' entry under ``"scale"``. Raises
+    TokenCacheError naming the file when it is missing, truncated, not safetensors, not a token file of a
+    format version this code reads, or when its tensors do not match its metadata.
     """
     path = Path(path)
     fix = f"delete it and re-run the extraction (it resumes and rewrites only the bad frames): {EXTRACT_HINT}"
@@ -146,9 +234,12 @@ def read_token_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str
                               f"(no '{META_KEY}' metadata); {fix}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise TokenCacheError(f"{path}: not a {FORMAT} file; {fix}")
-    if meta.get("version") != FORMAT_VERSION:
+    if meta.get("version") not in READ_VERSIONS:
         raise TokenCacheError(f"{path}: token format version {meta.get('version')} but this code reads "
-                              f"version {FORMAT_VERSION}; {EXTRACT_HINT}")
+                              f"version(s) {', '.join(map(str, READ_VERSIONS))}; {EXTRACT_HINT}")
+    if meta.get("version") != format_version(meta.get("dtype")):
+        raise TokenCacheError(f"{path}: format version {meta.get('version')} does not go with storage dtype "
+                              f"{meta.get('dtype')!r}; {fix}")
     end = 0
     for name, info in header.items():
         try:
@@ -164,22 +255,42 @@ def read_token_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str
     if size != data_start + end:
         raise TokenCacheError(f"{path}: truncated or corrupted token file ({size} bytes on disk, header "
                               f"describes {data_start + end}); {fix}")
-    expected = {layer_name(li) for li in meta.get("layers", [])}
+    layers = meta.get("layers", [])
+    int8 = meta.get("dtype") == "int8"
+    expected = {layer_name(li) for li in layers} | ({scale_name(li) for li in layers} if int8 else set())
     if set(header) != expected:
         raise TokenCacheError(f"{path}: tensors {sorted(header)} do not match the layers {meta.get('layers')} "
-                              f"in its metadata; {fix}")
-    return meta, header, data_start
+                              f"and storage {meta.get('dtype')!r} in its metadata; {fix}")
+    if int8:
+        p, d = meta.get("num_tokens"), meta.get("token_dim")
+        for li in layers:
+            q, sc = header[layer_name(li)], header[scale_name(li)]
+            if q["dtype"] != "I8" or q["shape"] != [p, d] or sc["dtype"] != "F16" or sc["shape"] != [p]:
+                raise TokenCacheError(f"{path}: int8 file with tensors {layer_name(li)} {q['dtype']} {q['shape']} "
+                                      f"/ {scale_name(li)} {sc['dtype']} {sc['shape']}, expected I8 [{p}, {d}] / "
+                                      f"F16 [{p}]; {fix}")
+    elif any(header[layer_name(li)]["dtype"] == "I8" for li in layers):
+        raise TokenCacheError(f"{path}: int8 tensors in a file whose metadata says {meta.get('dtype')!r}; {fix}")
+    tensors = {layer_name(li): dict(header[layer_name(li)]) for li in layers}
+    if int8:
+        for li in layers:
+            tensors[layer_name(li)]["scale"] = header[scale_name(li)]
+    return meta, tensors, data_start
 
 
-def load_token_file(path: str | os.PathLike, verify: bool = False, mmap: bool = True
-                    ) -> tuple[list[torch.Tensor], dict[str, Any]]:
-    """Read one frame's tokens: ``([tensor (P, 2C) per layer, in metadata layer order], meta)``.
+def _stored(tensors: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every tensor stored in the file (layers and int8 scales) by name, from :func:`read_token_header`'s map."""
+    out = {}
+    for name, info in tensors.items():
+        out[name] = info
+        if "scale" in info:
+            out["scale_" + name.removeprefix("layer_")] = info["scale"]
+    return out
 
-    With ``mmap`` (default) the tensors are copy-on-write views of a memory map of the file (nothing is read
-    until used). ``verify`` recomputes the sha256 of the tensor bytes and raises TokenCacheError on mismatch.
-    """
-    path = Path(path)
-    meta, header, data_start = read_token_header(path)
+
+def _map_file(path: Path, header: dict[str, dict[str, Any]], data_start: int, mmap: bool
+              ) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
+    """The data bytes (memory map or in-memory copy) and a tensor view per stored tensor (scales included)."""
     if mmap:
         total = path.stat().st_size - data_start
         buf = np.memmap(path, dtype=np.uint8, mode="c", offset=data_start, shape=(total,)) if total else \
@@ -189,16 +300,69 @@ def load_token_file(path: str | os.PathLike, verify: bool = False, mmap: bool = 
             f.seek(data_start)
             buf = np.frombuffer(bytearray(f.read()), dtype=np.uint8)
     views = {}
-    for name, info in header.items():
+    for name, info in _stored(header).items():
         a, b = info["data_offsets"]
         views[name] = torch.from_numpy(buf[a:b]).view(_ST_DTYPES[info["dtype"]]).reshape(info["shape"])
+    return buf, views
+
+
+def _verify(path: Path, meta: dict[str, Any], header: dict[str, dict[str, Any]], buf: np.ndarray) -> None:
+    stored = _stored(header)
+    got = _checksum((n, memoryview(buf[stored[n]["data_offsets"][0]:stored[n]["data_offsets"][1]]))
+                    for n in sorted(stored))
+    if got != meta.get("sha256"):
+        raise TokenCacheError(f"{path}: checksum mismatch, the token data is corrupted; delete it and re-run "
+                              f"the extraction (it resumes and rewrites only the bad frames)")
+
+
+def verify_token_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Check a token file's header and the sha256 of its tensor bytes (no de-quantisation); return its
+    metadata. Raises TokenCacheError naming the file."""
+    path = Path(path)
+    meta, header, data_start = read_token_header(path)
+    buf, _ = _map_file(path, header, data_start, mmap=True)
+    _verify(path, meta, header, buf)
+    return meta
+
+
+def load_quantized_token_file(path: str | os.PathLike, verify: bool = False, mmap: bool = True
+                              ) -> tuple[list[torch.Tensor], list[torch.Tensor], dict[str, Any]]:
+    """The stored int8 values and scales of an int8 token file: ``([q (P, 2C) int8], [scale (P,) fp16], meta)``
+    in metadata layer order (memory-mapped views). Refuses (TokenCacheError) a file stored in another dtype."""
+    path = Path(path)
+    meta, header, data_start = read_token_header(path)
+    if meta.get("dtype") != "int8":
+        raise TokenCacheError(f"{path}: stored as {meta.get('dtype')}, not int8: read it with load_token_file")
+    buf, views = _map_file(path, header, data_start, mmap)
     if verify:
-        got = _checksum((n, memoryview(buf[header[n]["data_offsets"][0]:header[n]["data_offsets"][1]]))
-                        for n in sorted(header))
-        if got != meta.get("sha256"):
-            raise TokenCacheError(f"{path}: checksum mismatch, the token data is corrupted; delete it and re-run "
-                                  f"the extraction (it resumes and rewrites only the bad frames)")
-    return [views[layer_name(li)] for li in meta["layers"]], meta
+        _verify(path, meta, header, buf)
+    return ([views[layer_name(li)] for li in meta["layers"]], [views[scale_name(li)] for li in meta["layers"]],
+            meta)
+
+
+def load_token_file(path: str | os.PathLike, verify: bool = False, mmap: bool = True,
+                    dtype: torch.dtype | None = None, device: torch.device | str | None = None
+                    ) -> tuple[list[torch.Tensor], dict[str, Any]]:
+    """Read one frame's tokens: ``([tensor (P, 2C) per layer, in metadata layer order], meta)``.
+
+    Float files: with ``mmap`` (default) the tensors are copy-on-write views of a memory map of the file
+    (nothing is read until used), converted only when ``dtype``/``device`` are given. int8 files are
+    de-quantised on the fly from the mapped bytes into new ``dtype`` (default float32) tensors on ``device``.
+    ``verify`` recomputes the sha256 of the tensor bytes and raises TokenCacheError on mismatch.
+    """
+    path = Path(path)
+    meta, header, data_start = read_token_header(path)
+    buf, views = _map_file(path, header, data_start, mmap)
+    if verify:
+        _verify(path, meta, header, buf)
+    if meta.get("dtype") == "int8":
+        out = [dequantize_int8(views[layer_name(li)], views[scale_name(li)], dtype or torch.float32, device)
+               for li in meta["layers"]]
+    else:
+        out = [views[layer_name(li)] for li in meta["layers"]]
+        if device is not None or dtype is not None:
+            out = [t.to(device=device, dtype=dtype) for t in out]
+    return out, meta
 
 
 def describe_mismatch(meta: dict[str, Any], expected: dict[str, Any], skip_none: bool = True) -> list[str]:
@@ -264,10 +428,13 @@ class TokenCache:
             self.meta: dict[str, Any] = json.loads(meta_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise TokenCacheError(f"{meta_path}: corrupted JSON; {EXTRACT_HINT}") from None
-        if self.meta.get("format") != FORMAT or self.meta.get("version") != FORMAT_VERSION:
+        if self.meta.get("format") != FORMAT or self.meta.get("version") not in READ_VERSIONS:
             raise TokenCacheError(f"{meta_path}: format {self.meta.get('format')!r} version "
-                                  f"{self.meta.get('version')!r}, expected {FORMAT!r} version {FORMAT_VERSION}; "
-                                  f"{EXTRACT_HINT}")
+                                  f"{self.meta.get('version')!r}, expected {FORMAT!r} version "
+                                  f"{' or '.join(map(str, READ_VERSIONS))}; {EXTRACT_HINT}")
+        if self.meta.get("version") != format_version(self.meta.get("dtype")):
+            raise TokenCacheError(f"{meta_path}: format version {self.meta.get('version')} does not go with "
+                                  f"storage dtype {self.meta.get('dtype')!r}; {EXTRACT_HINT}")
         self.keys: list[str] = [f["key"] for f in self.meta.get("frames", [])]
         self._index = {k: i for i, k in enumerate(self.keys)}
 
@@ -323,14 +490,17 @@ class TokenCache:
 
     def load(self, key: str, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
              verify: bool = False) -> list[torch.Tensor]:
-        """Tokens of frame ``key``: one (P, 2C) tensor per layer in ``self.layers`` order.
+        """Tokens of frame ``key``: one (P, 2C) float tensor per layer in ``self.layers`` order.
 
-        Without ``device``/``dtype`` the tensors are memory-mapped (copy-on-write) CPU views of the file.
+        fp16/bf16/fp32 caches: without ``device``/``dtype`` the tensors are memory-mapped (copy-on-write) CPU
+        views of the file. int8 caches: de-quantised on the fly from the memory-mapped int8 bytes into new
+        float32 tensors (or ``dtype``; on ``device``, after moving the int8 bytes there).
         """
-        tensors, meta = load_token_file(self.path(key), verify=verify)
+        if dtype is not None and not dtype.is_floating_point:
+            raise ValueError(f"{self.dir}: tokens are read as floating-point tensors, not {dtype} (int8 storage "
+                             "is de-quantised on read; load_quantized_token_file gives its stored bytes)")
+        tensors, meta = load_token_file(self.path(key), verify=verify, dtype=dtype, device=device)
         self._check_frame_meta(key, meta)
-        if device is not None or dtype is not None:
-            tensors = [t.to(device=device, dtype=dtype) for t in tensors]
         return tensors
 
     def frame_meta(self, key: str) -> dict[str, Any]:
@@ -362,7 +532,7 @@ class TokenCache:
             return
         for key in (self.keys if keys is None else keys):
             if deep:
-                _, meta = load_token_file(self.path(key), verify=True)
+                meta = verify_token_file(self.path(key))
             else:
                 meta = read_token_header(self.path(key))[0]
             self._check_frame_meta(key, meta)
@@ -371,5 +541,5 @@ class TokenCache:
 def write_scene_meta(tokens_dir: str | os.PathLike, meta: dict[str, Any]) -> None:
     """Write ``tokens_dir/meta.json`` atomically with the format fields filled in."""
     full = dict(meta)
-    full.update(format=FORMAT, version=FORMAT_VERSION)
+    full.update(format=FORMAT, version=format_version(meta.get("dtype")))
     save_json_atomic(json.loads(canonical_json(full)), Path(tokens_dir) / META_FILE)

@@ -7,7 +7,13 @@ inside a chunk (windowed block-causal mask), so chunked processing equals frame-
 
 Each attention layer keeps a :class:`KVRing`: a preallocated ring of frame slots holding *finished* keys
 (after qk-norm and RoPE) and values, so nothing is re-normalised, re-rotated or re-concatenated per frame.
-Every slot is tagged with its frame index; attention masks are built from those tags only when needed.
+Every slot is tagged with its frame index. Single frames go to any free slot (all cached frames are visible,
+so no mask and no order is needed). A chunk of several frames is stored right after the cached frames, in
+frame order (the cached frames are first moved to the front when the chunk does not fit behind them), so each
+query frame's allowed keys are one contiguous slot range: attention runs per query frame over that slice of
+the cache, without a mask and without computing masked-out scores. Masks are only built for layouts where the
+allowed keys are not contiguous, or for frames of very few tokens (the camera head's single token), where one
+masked call is cheaper than many small ones.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ import torch.nn.functional as F
 
 # Largest boolean mask materialised by one attention call (elements); queries are split into groups above it.
 MAX_MASK_ELEMENTS = 1 << 26
+# Frames of at least this many tokens attend per query frame over contiguous key slices instead of one masked
+# call (below it, the per-call overhead outweighs the masked-out work).
+SLICE_MIN_TOKENS = 8
 
 
 def allowed_frames(q_frames: torch.Tensor, k_frames: torch.Tensor, window: int | None) -> torch.Tensor:
@@ -34,6 +43,18 @@ def allowed_frames(q_frames: torch.Tensor, k_frames: torch.Tensor, window: int |
     return ok
 
 
+def contiguous_ranges(ok: torch.Tensor) -> list[tuple[int, int]] | None:
+    """Per row of a (Cq, Ck) bool matrix, the key range ``[lo, hi)`` when its True entries are one non-empty
+    contiguous run, else None (for the whole matrix)."""
+    ck = ok.shape[1]
+    idx = torch.arange(ck)
+    lo = torch.where(ok, idx, ck).amin(1)
+    hi = torch.where(ok, idx, -1).amax(1) + 1
+    if not bool(((hi - lo) == ok.sum(1)).all()) or not bool((hi > lo).all()):
+        return None
+    return list(zip(lo.tolist(), hi.tolist(), strict=True))
+
+
 def frame_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_frames: Sequence[int] | torch.Tensor,
                            k_frames: Sequence[int] | torch.Tensor, tokens_per_frame: int,
                            window: int | None = None) -> torch.Tensor:
@@ -45,8 +66,11 @@ def frame_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_
         q_frames: (Cq,) frame index of each query frame; k_frames: (Ck,) frame index of each key slot (-1 = empty).
         window: max number of past frames a frame attends to (None = all).
     Returns:
-        (B, H, Cq*P, D). No mask is built when every query may see every key; a key-only mask when all query
-        frames share one pattern; otherwise query groups with a bounded boolean mask.
+        (B, H, Cq*P, D). No mask is built when every query may see every key. When each query frame's allowed
+        key slots are one contiguous run (frames stored in order, as batched passes and chunked caches do) and
+        frames have at least ``SLICE_MIN_TOKENS`` tokens, each query frame (or run of query frames with the same
+        keys) attends to its slice of the keys: no mask and no masked-out work. Otherwise a key-only mask when
+        all query frames share one pattern, else query groups with a bounded boolean mask.
     """
     qf = torch.as_tensor(q_frames, dtype=torch.long).cpu()
     kf = torch.as_tensor(k_frames, dtype=torch.long).cpu()
@@ -54,6 +78,25 @@ def frame_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_
     ok = allowed_frames(qf, kf, window)
     if bool(ok.all()):
         return F.scaled_dot_product_attention(q, k, v)
+    ranges = contiguous_ranges(ok) if p >= SLICE_MIN_TOKENS else None
+    if ranges is not None:
+        out = None
+        g0 = 0
+        while g0 < len(ranges):  # runs of query frames with the same key range share one call
+            g1 = g0 + 1
+            while g1 < len(ranges) and ranges[g1] == ranges[g0]:
+                g1 += 1
+            lo, hi = ranges[g0]
+            part = F.scaled_dot_product_attention(q[:, :, g0 * p:g1 * p], k[:, :, lo * p:hi * p],
+                                                  v[:, :, lo * p:hi * p])
+            if g0 == 0 and g1 == len(ranges):
+                return part
+            if out is None:  # (B, H, Cq*P, D) laid out as (B, Cq*P, H, D): the heads merge without a copy
+                b, h, _, d = part.shape
+                out = part.new_empty(b, q.shape[2], h, d).transpose(1, 2)
+            out[:, :, g0 * p:g1 * p] = part
+            g0 = g1
+        return out
     if bool((ok == ok[:1]).all()):
         mask = ok[0].repeat_interleave(p).to(q.device).view(1, 1, 1, -1)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
@@ -72,7 +115,9 @@ class KVRing:
 
     Buffers are (B, H, capacity*P, D). Capacity grows (by doubling, bounded by ``window + chunk`` when a
     window is set) and is reused in steady state: with a window ``N`` and single-frame steps the ring holds
-    ``N + 1`` slots, all valid, and attention runs without a mask and without copying the cache.
+    ``N + 1`` slots, all valid, and attention runs without a mask and without copying the cache. A chunk of
+    ``C > 1`` frames is stored in frame order right behind the cached frames (see :meth:`append_in_order`), so
+    that each of its frames attends to one contiguous slice (at most ``N`` frames are moved per chunk).
     """
 
     def __init__(self, entries_per_frame: int = 1) -> None:
@@ -117,9 +162,8 @@ class KVRing:
         self.frames = [f for f, _ in order] + [-1] * (new_cap - len(order))
         self._next = len(order)
 
-    def append(self, k: torch.Tensor, v: torch.Tensor, frames: Sequence[int], window: int | None = None) -> None:
-        """Store (B, H, C*P, D) keys/values of frames ``frames`` (C of them) in free slots."""
-        c = len(frames)
+    def _prepare(self, k: torch.Tensor, v: torch.Tensor, c: int) -> torch.Tensor:
+        """Check that ``c`` frames of keys/values fit this cache; return the keys in the values' dtype."""
         p = k.shape[2] // c
         if self.tokens_per_frame is None:
             self.tokens_per_frame = p
@@ -133,6 +177,13 @@ class KVRing:
                                    or self.k.dtype != k.dtype or self.k.device != k.device):
             raise ValueError(f"cache buffers are {tuple(self.k.shape)} {self.k.dtype} on {self.k.device} but new "
                              f"keys are {tuple(k.shape)} {k.dtype} on {k.device}; start a new cache")
+        return k
+
+    def append(self, k: torch.Tensor, v: torch.Tensor, frames: Sequence[int], window: int | None = None) -> None:
+        """Store (B, H, C*P, D) keys/values of frames ``frames`` (C of them) in free slots (any order)."""
+        c = len(frames)
+        k = self._prepare(k, v, c)
+        p = self.tokens_per_frame
         free = [s for s, f in enumerate(self.frames) if f < 0]
         if len(free) < c:
             self._grow(self.num_frames + c, window, c, k)
@@ -148,6 +199,45 @@ class KVRing:
             self.k[:, :, slot * p:(slot + 1) * p] = k[:, :, i * p:(i + 1) * p]
             self.v[:, :, slot * p:(slot + 1) * p] = v[:, :, i * p:(i + 1) * p]
             self.frames[slot] = int(f)
+
+    def append_in_order(self, k: torch.Tensor, v: torch.Tensor, frames: Sequence[int],
+                        window: int | None = None) -> None:
+        """Like :meth:`append`, but afterwards the cached frames and then ``frames`` sit in consecutive slots in
+        increasing frame order (``frames`` must be increasing and follow every cached frame). When the chunk
+        does not fit behind the cached frames, those are first moved to slots ``0 ..`` (one copy of at most
+        ``window`` frames); the chunk itself is written with one slice copy."""
+        c = len(frames)
+        k = self._prepare(k, v, c)
+        p = self.tokens_per_frame
+        live = sorted((f, s) for s, f in enumerate(self.frames) if f >= 0)
+        if live and live[-1][0] >= int(frames[0]):
+            raise ValueError(f"frames {list(frames)} do not follow the cached frames (last {live[-1][0]})")
+        if self.k is None or len(self.frames) < len(live) + c:
+            self._grow(len(live) + c, window, c, k)  # also moves the cached frames to slots 0.. in order
+            live = sorted((f, s) for s, f in enumerate(self.frames) if f >= 0)
+        n, cap = len(live), len(self.frames)
+        s0 = live[0][1] if live else 0
+        in_order = all(s == s0 + i for i, (_, s) in enumerate(live))
+        if not in_order or s0 + n + c > cap:  # move the cached frames to the front, in frame order
+            if in_order:
+                src_k, src_v = self.k[:, :, s0 * p:(s0 + n) * p], self.v[:, :, s0 * p:(s0 + n) * p]
+                if s0 < n:  # overlapping source and destination
+                    src_k, src_v = src_k.clone(), src_v.clone()
+            else:
+                idx = torch.cat([torch.arange(s * p, (s + 1) * p) for _, s in live]).to(self.k.device)
+                src_k, src_v = self.k.index_select(2, idx), self.v.index_select(2, idx)
+            self.k[:, :, :n * p] = src_k
+            self.v[:, :, :n * p] = src_v
+            s0 = 0
+        a = s0 + n
+        self.k[:, :, a * p:(a + c) * p] = k
+        self.v[:, :, a * p:(a + c) * p] = v
+        self.frames = [-1] * cap
+        for i, (f, _) in enumerate(live):
+            self.frames[s0 + i] = f
+        for i, f in enumerate(frames):
+            self.frames[a + i] = int(f)
+        self._next = (a + c) % cap
 
     def view(self) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """Keys, values (B, H, S*P, D) over slots ``0 .. last used`` (views, no copy) and their frame tags."""
@@ -165,7 +255,11 @@ class KVRing:
         frames = list(frames)
         if window is not None:
             self.evict_before(frames[0] - window)
-        self.append(k, v, frames, window)
+        if len(frames) == 1 and (window is None or len(self.frames) <= (window + 1) * self.entries_per_frame):
+            # one frame sees every cached frame, and the ring has no free slot to mask: any slot will do
+            self.append(k, v, frames, window)
+        else:  # a chunk (or a frame after chunks, in a larger ring): frames in order, one key slice per frame
+            self.append_in_order(k, v, frames, window)
         kk, vv, tags = self.view()
         if q.dtype != kk.dtype:
             q = q.to(kk.dtype)

@@ -1,16 +1,21 @@
 """Aggregator: official tiny reference (batched + streaming tokens), streaming == batched == chunked (with and
-without a window), special tokens, window semantics, cache bounds, RoPE layout, DINOv2 patch embedding."""
+without a window; windowed chunks attend per-frame key slices, no mask), special tokens, window semantics, cache
+bounds, RoPE layout, DINOv2 patch embedding."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from model.streamvggt import cache as cache_module
 from model.streamvggt.aggregator import Aggregator
 from model.streamvggt.cache import KVRing, frame_causal_attention
 from model.streamvggt.config import StreamVGGTConfig
 from model.streamvggt.dinov2 import DinoV2
 from model.streamvggt.rope import RoPE2D, patch_positions
+from model.streamvggt.streamvggt import StreamVGGT
 from tests.model.reference import load_module_weights
 
 
@@ -32,9 +37,13 @@ def max_err(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return max((x - y).abs().max().item() for x, y in zip(a, b, strict=True))
 
 
-def stream(agg: Aggregator, imgs: torch.Tensor, chunk: int, window: int | None) -> list[torch.Tensor]:
-    cache = agg.new_cache(window)
-    parts = [agg(imgs[:, i:i + chunk], cache=cache)[0] for i in range(0, imgs.shape[1], chunk)]
+def stream(agg: Aggregator, imgs: torch.Tensor, chunk: int | list[int], window: int | None,
+           cache=None) -> list[torch.Tensor]:
+    """Stream ``imgs`` in chunks of ``chunk`` frames (or of the listed sizes, in turn)."""
+    cache = agg.new_cache(window) if cache is None else cache
+    sizes = chunk if isinstance(chunk, list) else [chunk] * -(-imgs.shape[1] // chunk)
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    parts = [agg(imgs[:, a:a + n], cache=cache)[0] for a, n in zip(starts, sizes, strict=True)]
     return [torch.cat([p[layer] for p in parts], dim=1) for layer in range(agg.depth)]
 
 
@@ -66,6 +75,36 @@ def test_streaming_equals_batched_equals_chunked(window):
     assert some[0] is None and some[2] is None and torch.equal(some[3], batched[3])
     assert max_err(batched, frame_by_frame) <= 1e-5
     assert max_err(batched, chunks_of_3) <= 1e-5
+
+
+def test_windowed_chunks_attend_key_slices_and_equal_frame_by_frame(monkeypatch):
+    model = StreamVGGT.tiny()
+    agg = model.aggregator
+    with torch.no_grad():  # make special tokens matter (official init is ~1e-6)
+        agg.camera_token.normal_()
+        agg.register_token.normal_()
+    imgs = images(20)
+    p = 5 + 2 * 3  # tokens per frame of a 28x42 image
+    with torch.inference_mode():
+        frame_by_frame = stream(agg, imgs, 1, 4)
+        calls = []
+
+        def spy(q, k, v, attn_mask=None):
+            calls.append((q.shape[2], k.shape[2], attn_mask is None))
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+
+        monkeypatch.setattr(cache_module, "F", SimpleNamespace(scaled_dot_product_attention=spy))
+        cache = agg.new_cache(4)
+        chunked = stream(agg, imgs, 8, 4, cache)
+        # mixed sizes: single frames leave the ring out of frame order, so a later chunk re-orders it
+        mixed = stream(agg, imgs, [1, 1, 1, 1, 1, 1, 3, 8, 1, 2], 4)
+    assert max_err(frame_by_frame, chunked) <= 1e-5
+    assert max_err(frame_by_frame, mixed) <= 1e-5
+    # no mask and no masked-out work: every query frame attends to at most itself + 4 past frames
+    bad = [c for c in calls if not (c[2] and c[1] <= 5 * p and c[0] == p)]
+    assert calls and not bad, f"(query tokens, key tokens, no mask) of calls with a mask or masked-out keys: {bad}"
+    assert len(cache.layers[0].frames) == 4 + 8  # bounded ring: window + chunk slots
+    assert [f for f in cache.layers[0].frames if f >= 0] == [16, 17, 18, 19]
 
 
 def test_window_limits_attention_and_cache():
@@ -134,14 +173,20 @@ def test_ring_buffer_grows_and_evicts():
         ring.attend(k[:, :, :6], k[:, :, :6], k[:, :, :6], [3], window=1)
 
 
-def test_frame_causal_attention_matches_dense_mask():
+@pytest.mark.parametrize("p", [3, 9])  # 3: one masked call; 9 (>= SLICE_MIN_TOKENS): per-frame key slices
+def test_frame_causal_attention_matches_dense_mask(p):
     torch.manual_seed(0)
-    q, k, v = (torch.randn(1, 2, 4 * 3, 8) for _ in range(3))
+    q, k, v = (torch.randn(1, 2, 4 * p, 8) for _ in range(3))
     frames = torch.arange(4)
     dense = (frames[None, :] <= frames[:, None]) & (frames[None, :] >= frames[:, None] - 1)
-    mask = dense.repeat_interleave(3, 0).repeat_interleave(3, 1)
+    mask = dense.repeat_interleave(p, 0).repeat_interleave(p, 1)
     expect = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    got = frame_causal_attention(q, k, v, frames, frames, 3, window=1)
+    got = frame_causal_attention(q, k, v, frames, frames, p, window=1)
+    assert (got - expect).abs().max() <= 1e-6
+    # keys out of frame order (a ring) are not contiguous per query frame: the masked path, same result
+    perm = torch.tensor([2, 0, 3, 1])
+    idx = (perm[:, None] * p + torch.arange(p)).reshape(-1)
+    got = frame_causal_attention(q, k[:, :, idx], v[:, :, idx], frames, perm, p, window=1)
     assert (got - expect).abs().max() <= 1e-6
 
 

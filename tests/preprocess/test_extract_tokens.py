@@ -1,4 +1,5 @@
-"""Token extraction: streaming equals batch, crash + resume is byte-identical, mismatches refused, mp4 == PNG."""
+"""Token extraction: streaming equals batch, crash + resume is byte-identical (fp16 and int8), mismatches refused,
+mp4 == PNG."""
 
 from __future__ import annotations
 
@@ -130,6 +131,38 @@ def test_crash_then_resume_gives_identical_files(backbone, scene, tmp_path, monk
     # a later exact (default) run does not trust the windowed frames: it rewrites them, byte-identically
     rep = ex.extract_tokens(backbone, frames, tmp_path / "b", s)
     assert rep.written == 2 and _files(tmp_path / "b") == expected
+
+
+def test_int8_extraction_is_deterministic_resumable_and_read_as_floats(backbone, scene, tmp_path):
+    frames = list_frames(scene)
+    s = ex.ExtractionSettings(**{**SETTINGS, "dtype": "int8"})
+    ex.extract_tokens(backbone, frames, tmp_path / "a", s)
+    ex.extract_tokens(backbone, frames, tmp_path / "b", s)
+    expected = _files(tmp_path / "a")
+    assert _files(tmp_path / "b") == expected  # byte-identical across runs
+    for k in ("000004", "000006"):  # resume: only the missing frames are rewritten, identically
+        (tmp_path / "b" / f"{k}.safetensors").unlink()
+    rep = ex.extract_tokens(backbone, frames, tmp_path / "b", s)
+    assert rep.written == 2 and _files(tmp_path / "b") == expected
+    cache = TokenCache(tmp_path / "a")
+    cache.validate(layers=(0, 1, 2, 3), token_dim=128, deep=True)
+    assert cache.meta["dtype"] == "int8" and cache.meta["version"] == 2
+    raw = (tmp_path / "a" / "000001.safetensors").stat().st_size
+    assert raw < 4 * 13 * 128 + 4 * 13 * 2 + 2000  # 1 byte per value + 2 per token row + the JSON header
+    with pytest.raises(TokenCacheError, match=r"dtype is 'int8' but 'fp16'.*--overwrite"):
+        ex.extract_tokens(backbone, frames, tmp_path / "a", ex.ExtractionSettings(**SETTINGS))
+    # read back as float32, within half a quantisation step of the exact (batched) tokens
+    prep = FramePreprocessor(56, "crop")
+    from preprocess.frames import read_frame
+    imgs = torch.stack([prep.prepare(read_frame(f))[0] for f in frames])[None]
+    with torch.no_grad():
+        ref, _ = backbone.aggregator(imgs, None, window=3)
+    for i, key in enumerate(cache.keys):
+        for li, tok in zip(cache.layers, cache.load(key), strict=True):
+            x = ref[li][0, i]
+            assert tok.dtype == torch.float32 and tok.shape == (13, 128)
+            step = x.abs().amax(1, keepdim=True) / 127
+            assert bool(((tok - x).abs() <= step * 0.5 + 1e-4).all())
 
 
 def test_settings_mismatch_is_refused_unless_overwrite(backbone, scene, tmp_path):

@@ -1,4 +1,5 @@
-"""The safetensors token cache: bit-exact round trip, determinism, corruption and mismatch refusal."""
+"""The safetensors token cache: bit-exact round trip, determinism, corruption and mismatch refusal; the int8
+storage (per-token fp16 scales): error bound, byte determinism, one byte per value, refusals."""
 
 from __future__ import annotations
 
@@ -7,14 +8,19 @@ import json
 import pytest
 import torch
 
+import preprocess.token_cache as tc
 from preprocess.frames import FramePreprocessor
 from preprocess.token_cache import (
     META_KEY,
     TokenCache,
     TokenCacheError,
+    canonical_json,
     check_frame_file,
+    dequantize_int8,
     frame_meta_for,
+    load_quantized_token_file,
     load_token_file,
+    quantize_int8,
     read_token_header,
     write_scene_meta,
     write_token_file,
@@ -160,3 +166,131 @@ def test_load_token_file_without_mmap_and_shape_checks(tmp_path):
     with pytest.raises(ValueError, match="3 token tensors for 2 layers"):
         write_token_file(tmp_path / "g.safetensors", toks + toks[:1], [4, 11], {})
     assert not (tmp_path / "g.safetensors").exists()
+
+
+def _int8_tokens(seed: int = 0) -> list[torch.Tensor]:
+    """float32 (P, D) tokens per layer with row magnitudes from 1e-9 to 1e4, a zero row and exact half steps."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in LAYERS:
+        x = torch.randn(P, D, generator=g) * torch.logspace(-9, 4, P)[:, None]
+        x[3] = 0
+        step = torch.tensor(0.1).half().float()  # row 4: scale exactly 0.1 (fp16), values on half steps
+        x[4] = (torch.arange(D) - D // 2 + 0.5) * step
+        x[4, 0] = 127 * step
+        out.append(x)
+    return out
+
+
+def _write_int8(path, toks, scene, key="000001", index=0):
+    q, sc = zip(*(quantize_int8(t) for t in toks), strict=True)
+    write_token_file(path, list(q), LAYERS, frame_meta_for(scene, key, index), scales=list(sc))
+    return list(q), list(sc)
+
+
+def test_int8_round_trip_error_bound_and_float_reads(tmp_path):
+    toks = _int8_tokens()
+    d = tmp_path / "tokens"
+    scene = _scene_meta(["000001"], dtype="int8")
+    write_scene_meta(d, scene)
+    q, sc = _write_int8(d / "000001.safetensors", toks, scene)
+    cache = TokenCache(d)
+    assert cache.meta["version"] == 2 and cache.meta["dtype"] == "int8"
+    cache.validate(layers=LAYERS, token_dim=D, deep=True)
+    got = cache.load("000001", verify=True)
+    assert [t.dtype for t in got] == [torch.float32] * len(LAYERS) and got[0].shape == (P, D)
+    for x, y, qq, s in zip(toks, got, q, sc, strict=True):
+        assert qq.dtype == torch.int8 and int(qq.abs().max()) <= 127 and s.dtype == torch.float16
+        assert torch.equal(y, dequantize_int8(qq, s))
+        err = (x.double() - y.double()).abs()
+        assert bool((err <= s.double()[:, None] / 2).all())  # |x - dequant(q)| <= scale / 2, every element
+        assert float(s[3]) == 0 and not y[3].any()  # a zero row stays exactly zero
+        assert bool((s.double() >= x.abs().amax(1).double() / 127).all())  # scales rounded up: nothing clipped
+    half = cache.load("000001", dtype=torch.float16)
+    assert half[0].dtype == torch.float16 and torch.equal(half[1], got[1].half())
+    # the stored bytes, memory-mapped
+    q2, sc2, meta = load_quantized_token_file(d / "000001.safetensors", verify=True)
+    assert all(torch.equal(a, b) for a, b in zip(q2 + sc2, q + sc, strict=True)) and meta["dtype"] == "int8"
+    assert "symmetric-per-token" in meta["quantization"]
+
+
+def test_int8_files_are_deterministic_one_byte_per_value(tmp_path):
+    toks = _int8_tokens()
+    scene = _scene_meta(["000001"], dtype="int8")
+    _write_int8(tmp_path / "x.safetensors", toks, scene)
+    _write_int8(tmp_path / "y.safetensors", [t.clone() for t in toks], scene)
+    raw = (tmp_path / "x.safetensors").read_bytes()
+    assert raw == (tmp_path / "y.safetensors").read_bytes()
+    meta, header, start = read_token_header(tmp_path / "x.safetensors")
+    assert raw.count(META_KEY.encode()) == 1 and json.loads(raw[8:start])["__metadata__"].keys() == {META_KEY}
+    # one (P, D) entry per layer, as for float files (the scales are listed under their layer)
+    assert set(header) == {f"layer_{li:02d}" for li in LAYERS} and {tuple(t["shape"]) for t in header.values()} \
+        == {(P, D)}
+    for q in header.values():
+        s = q["scale"]
+        assert q["dtype"] == "I8" and q["data_offsets"][1] - q["data_offsets"][0] == P * D  # 1 byte per value
+        assert s["dtype"] == "F16" and s["data_offsets"][1] - s["data_offsets"][0] == 2 * P  # 2 bytes per row
+    assert len(raw) == start + len(LAYERS) * (P * D + 2 * P)
+    assert set(json.loads(raw[8:start])) == {"__metadata__"} | set(header) | {f"scale_{li:02d}" for li in LAYERS}
+    # the fp16 file of the same tokens holds 2 bytes per value
+    write_token_file(tmp_path / "h.safetensors", [t.half() for t in toks], LAYERS,
+                     frame_meta_for(_scene_meta(["000001"]), "000001", 0))
+    assert read_token_header(tmp_path / "h.safetensors")[0]["version"] == 1
+
+
+def test_int8_refusals(tmp_path, monkeypatch):
+    toks = _int8_tokens()
+    scene = _scene_meta(["000001", "000002"], dtype="int8")
+    d = tmp_path / "tokens"
+    write_scene_meta(d, scene)
+    q, sc = _write_int8(d / "000001.safetensors", toks, scene)
+    cache = TokenCache(d)
+    # writer: int8 needs its scales, floats take none; quantising NaN or out-of-range values is refused
+    with pytest.raises(ValueError, match="int8 tokens need one"):
+        write_token_file(tmp_path / "a.safetensors", q, LAYERS, {})
+    with pytest.raises(ValueError, match="only stored with int8"):
+        write_token_file(tmp_path / "a.safetensors", [t.half() for t in toks], LAYERS, {}, scales=sc)
+    with pytest.raises(FloatingPointError, match="NaN"):
+        quantize_int8(torch.full((2, 3), float("nan")))
+    with pytest.raises(FloatingPointError, match="fp16 scale range"):
+        quantize_int8(torch.full((2, 3), 1e8))
+    assert not (tmp_path / "a.safetensors").exists()
+    # readers: integer output, or the raw int8 reader on a float file
+    with pytest.raises(ValueError, match="floating-point"):
+        cache.load("000001", dtype=torch.int8)
+    write_token_file(tmp_path / "h.safetensors", [t.half() for t in toks], LAYERS, {})
+    with pytest.raises(TokenCacheError, match=r"h\.safetensors: stored as fp16, not int8"):
+        load_quantized_token_file(tmp_path / "h.safetensors")
+    # a reader from before int8 (reads version 1 only) refuses the folder and the file by version
+    monkeypatch.setattr(tc, "READ_VERSIONS", (1,))
+    with pytest.raises(TokenCacheError, match=r"meta\.json: .*version 2, expected .*version 1"):
+        TokenCache(d)
+    with pytest.raises(TokenCacheError, match=r"000001\.safetensors: token format version 2 but this code reads "
+                                              r"version\(s\) 1"):
+        load_token_file(d / "000001.safetensors")
+    monkeypatch.undo()
+    # hand-made inconsistent files are refused by name: no scales, int8 under a float label, wrong version
+    from safetensors.torch import save_file
+
+    def forge(name, tensors, **meta):
+        full = {**frame_meta_for(scene, "000002", 1), "format": tc.FORMAT, "version": 2, "layers": LAYERS,
+                "dtype": "int8", "num_tokens": P, "token_dim": D, "sha256": "", **meta}
+        save_file(tensors, str(d / name), metadata={META_KEY: canonical_json(full)})
+        return d / name
+
+    layers_only = {f"layer_{li:02d}": t for li, t in zip(LAYERS, q, strict=True)}
+    scales = {f"scale_{li:02d}": s for li, s in zip(LAYERS, sc, strict=True)}
+    with pytest.raises(TokenCacheError, match=r"000002\.safetensors: tensors .* do not match .* storage 'int8'"):
+        load_token_file(forge("000002.safetensors", layers_only))
+    with pytest.raises(TokenCacheError, match="int8 tensors in a file whose metadata says 'fp16'"):
+        load_token_file(forge("000002.safetensors", layers_only, dtype="fp16", version=1))
+    with pytest.raises(TokenCacheError, match="format version 1 does not go with storage dtype 'int8'"):
+        load_token_file(forge("000002.safetensors", {**layers_only, **scales}, version=1))
+    wrong = {**layers_only, **scales, "scale_00": sc[0].float()}
+    with pytest.raises(TokenCacheError, match=r"int8 file with tensors layer_00 I8 .* scale_00 F32"):
+        load_token_file(forge("000002.safetensors", wrong))
+    # an fp16 frame in an int8 folder is a mixed run
+    write_token_file(d / "000002.safetensors", [t.half() for t in toks], LAYERS, frame_meta_for(
+        {**scene, "dtype": "fp16"}, "000002", 1))
+    with pytest.raises(TokenCacheError, match="dtype is 'fp16' but 'int8'"):
+        cache.load("000002")
