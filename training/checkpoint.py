@@ -9,7 +9,10 @@ A checkpoint folder holds
 
 The folder is written under a temporary name and renamed into place, and ``last`` (a one-line text
 file naming the folder) is replaced atomically afterwards, so an interrupted save never leaves a
-half-written checkpoint behind ``last``. Reading (and building the decoder a checkpoint holds) lives in
+half-written checkpoint behind ``last``; what a kill leaves (the temporary folder, an old folder moved
+aside) is removed or put back by the next run (:func:`training.run_dir.clean_stale`), and ``--resume`` also
+finds a checkpoint renamed into place just before a kill kept ``last`` from naming it
+(:func:`training.run_dir.resume_point`). Reading (and building the decoder a checkpoint holds) lives in
 :mod:`model.decoder_io`.
 
 :func:`save_published_pth` (``train.py --save-published-pth``) also writes ``<out>/checkpoint_epoch_<N>.pth`` in

@@ -18,7 +18,10 @@ else ``gt/names.json`` ``eval_frames``) are held out for the validation loss unl
 ``train_on_eval_frames`` (the published behaviour: train on everything).
 
 Construction runs a pre-flight check over the whole dataset and raises one :class:`DatasetError`
-listing every problem found (missing token files, mismatched cache metadata, missing or misshapen targets).
+listing every problem found (missing, truncated or mismatched token files and cache metadata; missing or
+misshapen targets, targets of another size than the frames, region indices beyond the feature rows, NaN/inf
+in the targets). Token values are checked for NaN/inf as they are read for training (:func:`check_finite_batch`):
+reading every token file up front would cost a pass over the whole cache.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ from torch.utils.data import Dataset
 
 from eval.annotations import frame_index_from_file_name
 from preprocess.frames import CropInfo, FramePreprocessor, FrameRef, list_frames, read_frame
-from preprocess.token_cache import TokenCache, TokenCacheError
+from preprocess.token_cache import EXTRACT_HINT, TokenCache, TokenCacheError, read_token_header
+from utils.cli import UserError
 from utils.io import load_npy
 
 logger = logging.getLogger(__name__)
@@ -47,8 +51,23 @@ DEFAULT_FEATURES = "clip_features-language_features_dim3"
 DEFAULT_VIDEO = "video_features-language_features_dim6"
 
 
-class DatasetError(ValueError):
-    """The training data failed the pre-flight check; the message lists every problem."""
+class DatasetError(UserError, ValueError):
+    """The training data failed a check; one line (``utils.cli`` convention) naming the file(s) and the fix."""
+
+    @classmethod
+    def of_problems(cls, problems: Sequence[str]) -> DatasetError:
+        """One error for every problem of the pre-flight check (each ``<file>: <what>; <fix>``), on one line."""
+        if len(problems) == 1:
+            return cls(f"training data check failed (1 problem): {problems[0]}")
+        shown = problems[:MAX_SHOWN]
+        more = f" | ... and {len(problems) - MAX_SHOWN} more" if len(problems) > MAX_SHOWN else ""
+        return cls(f"training data check failed ({len(problems)} problem(s)): " + " | ".join(shown) + more, None,
+                   "fix each one as described, then re-run")
+
+
+MAX_SHOWN = 20
+TARGET_FIX = ("regenerate the targets (python -m preprocess.extract_semantics, then "
+              "python -m preprocess.train_autoencoder)")
 
 
 @dataclass
@@ -81,7 +100,8 @@ def eval_frame_indices(scene: str | os.PathLike) -> set[int] | None:
         try:  # the evaluator's reading of COCO file names, so the held-out frames are exactly the scored ones
             return {frame_index_from_file_name(str(img["file_name"])) for img in data.get("images", [])}
         except ValueError as e:
-            raise DatasetError(f"{coco}: {e}") from None
+            raise DatasetError(f"unreadable evaluation frame names ({e})", coco,
+                               "fix the COCO file names (<frame number>_...)") from None
     names = scene / "gt" / "names.json"
     if names.is_file():
         data = json.loads(names.read_text())
@@ -99,13 +119,90 @@ def expand_scenes(paths: Sequence[str | os.PathLike], tokens_subdir: str = "toke
         elif p.is_dir() and (subs := sorted(s for s in p.iterdir() if (s / tokens_subdir).is_dir())):
             out.extend(subs)
         else:
-            raise DatasetError(f"{p}: neither a scene folder (no {tokens_subdir}/ inside) nor a folder of scenes; "
+            raise DatasetError(f"neither a scene folder (no {tokens_subdir}/ inside) nor a folder of scenes", p,
                                f"extract tokens first with `python -m preprocess.extract_tokens {p}`")
     return out
 
 
 def _npy_shape(path: Path) -> tuple[int, ...]:
     return tuple(load_npy(path, mmap=True).shape)
+
+
+def token_info_of(cache: TokenCache) -> dict[str, Any]:
+    """What a decoder trained on ``cache`` depends on (recorded in every checkpoint's ``state.json``): the backbone
+    (id and, for official weights, the checkpoint's sha256), the layers read, the token width, the number of
+    special tokens and the patch size."""
+    m = cache.meta
+    info = {"dim": cache.token_dim, "layers": cache.layers, "patch_start_idx": cache.patch_start_idx,
+            "patch_size": int(m.get("patch_size", 14)), "backbone": m.get("backbone")}
+    backbone = m.get("backbone_info")
+    sha = backbone.get("sha256") if isinstance(backbone, dict) else None
+    if sha:
+        info["backbone_sha256"] = sha
+    return info
+
+
+def token_info_mismatches(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """How the token cache a decoder was trained on (``recorded``, from its ``state.json``) differs from
+    ``current`` (:func:`token_info_of` of the cache read now); fields one side does not record are skipped."""
+    names = {"backbone": "backbone", "backbone_sha256": "backbone checkpoint sha256", "layers": "layers",
+             "dim": "token width", "patch_start_idx": "patch_start_idx", "patch_size": "patch size"}
+    out = []
+    for key, name in names.items():
+        a, b = recorded.get(key), current.get(key)
+        if a is None or b is None:
+            continue
+        if isinstance(a, (list, tuple)):
+            a, b = [int(x) for x in a], [int(x) for x in b]
+        if a != b:
+            out.append(f"{name} {b!r} where the decoder was trained on {a!r}")
+    return out
+
+
+def check_target_values(s_path: Path, f_path: Path, levels: slice) -> list[str]:
+    """Problems of one ``_s``/``_f`` pair's values: NaN/inf, indices below -1 or beyond the ``_f`` rows (in the
+    ``levels`` training reads)."""
+    problems = []
+    try:
+        feats = load_npy(f_path, mmap=True)
+        seg = load_npy(s_path, mmap=True)[levels]
+        finite_f = bool(np.isfinite(feats).all())
+        finite_s = bool(np.isfinite(seg).all())
+        lo, hi = (float(np.min(seg)), float(np.max(seg))) if finite_s and seg.size else (-1.0, -1.0)
+    except (ValueError, OSError) as e:
+        return [f"{s_path.parent}/{s_path.name[:-6]}_*.npy: unreadable ({e}); {TARGET_FIX}"]
+    if not finite_f:
+        problems.append(f"{f_path}: NaN or inf in the feature rows; {TARGET_FIX}")
+    if not finite_s:
+        problems.append(f"{s_path}: NaN or inf in the region indices; {TARGET_FIX}")
+    elif lo < -1:
+        problems.append(f"{s_path}: region index {lo:g} (only -1 = no region, and 0.. are valid); {TARGET_FIX}")
+    elif hi >= feats.shape[0]:
+        problems.append(f"{s_path}: region index {hi:g} but {f_path.name} has only {feats.shape[0]} rows (the _s/_f "
+                        f"pair is inconsistent); {TARGET_FIX}")
+    return problems
+
+
+def check_finite_batch(batch: dict[str, Any], ds: SceneDataset) -> None:
+    """Raise :class:`DatasetError` naming the file when a batch read for training holds NaN/inf tokens or
+    targets. One device sync when everything is finite."""
+    tensors = [*batch["tokens"], *(batch[k] for k in ("lang_target", "video_target") if k in batch)]
+    ok = torch.stack([torch.isfinite(t).all() for t in tensors]).all()
+    if bool(ok):
+        return
+    for b, index in enumerate(batch["index"]):
+        item = ds.items[index]
+        scene = ds.scenes[item.scene]
+        if not all(bool(torch.isfinite(t[b]).all()) for t in batch["tokens"]):
+            raise DatasetError("NaN or inf in the cached tokens", scene.cache.path(item.ref.key),
+                               f"re-extract them with `python -m preprocess.extract_tokens {scene.root} "
+                               "--overwrite` (fp16 storage overflows on a backbone whose tokens exceed 65504: "
+                               "use --dtype bf16 or fp32)")
+        for key, sub in (("lang_target", ds.features_subdir), ("video_target", ds.video_subdir)):
+            if key in batch and not bool(torch.isfinite(batch[key][b]).all()):
+                raise DatasetError("NaN or inf in the targets", scene.root / sub / f"{item.ref.key}_f.npy",
+                                   TARGET_FIX)
+    raise DatasetError("NaN or inf in a training batch", None, "check the token cache and the targets")
 
 
 def input_grid_to_original(crop: CropInfo) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -140,12 +237,12 @@ class SceneDataset(Dataset):
         if not problems and not self.scenes:
             problems.append("no scenes given")
         # consistency across scenes
-        infos = {s.root: (s.cache.layers, s.cache.token_dim, s.cache.patch_start_idx,
+        infos = {s.root: (s.cache.meta.get("backbone"), s.cache.layers, s.cache.token_dim, s.cache.patch_start_idx,
                           int(s.cache.meta.get("patch_size", 14))) for s in self.scenes}
         if len(set(map(repr, infos.values()))) > 1:
-            problems.append("scenes were extracted with different settings (layers, token dim, patch_start_idx, "
-                            "patch size): " + "; ".join(f"{r}: {v}" for r, v in infos.items())
-                            + " -- re-extract them with the same backbone settings")
+            problems.append("scenes were extracted with different backbones or settings (backbone, layers, token "
+                            "dim, patch_start_idx, patch size): " + ", ".join(f"{r}: {v}" for r, v in infos.items())
+                            + "; re-extract them with one backbone and the same settings")
         lang_dims, video_dims = set(), set()
         self.video_subdir = video_subdir
         if video_subdir and not all((s.root / video_subdir).is_dir() for s in self.scenes):
@@ -163,35 +260,39 @@ class SceneDataset(Dataset):
                 s_path, f_path = scene.root / sub / f"{key}_s.npy", scene.root / sub / f"{key}_f.npy"
                 if not s_path.is_file() or not f_path.is_file():
                     missing = [p.name for p in (s_path, f_path) if not p.is_file()]
-                    problems.append(f"{scene.root / sub}: missing {', '.join(missing)}")
+                    problems.append(f"{scene.root / sub}: missing {', '.join(missing)}; {TARGET_FIX}")
                     continue
                 try:
                     s_shape, f_shape = _npy_shape(s_path), _npy_shape(f_path)
                 except ValueError as e:
-                    problems.append(f"{s_path.parent}/{key}_*.npy: unreadable ({e})")
+                    problems.append(f"{s_path.parent}/{key}_*.npy: unreadable ({e}); {TARGET_FIX}")
                     continue
+                bad_shape = False
                 if len(s_shape) != 3 or s_shape[0] < n_levels or s_shape[1:] != (H, W):
-                    problems.append(f"{s_path}: shape {s_shape}, expected ({n_levels}, {H}, {W}) (levels x frame size)")
+                    problems.append(f"{s_path}: shape {s_shape}, expected ({n_levels}, {H}, {W}) (levels x frame "
+                                    f"size {W}x{H}); {TARGET_FIX}")
+                    bad_shape = True
                 if len(f_shape) != 2:
-                    problems.append(f"{f_path}: shape {f_shape}, expected (N, k) feature rows")
+                    problems.append(f"{f_path}: shape {f_shape}, expected (N, k) feature rows; {TARGET_FIX}")
+                    bad_shape = True
                 else:
                     dims.add(f_shape[1])
+                if not bad_shape:
+                    levels = slice(1, 4) if sub == features_subdir else slice(0, 1)
+                    problems.extend(check_target_values(s_path, f_path, levels))
         if len(lang_dims) > 1:
             problems.append(f"language targets have different dimensions {sorted(lang_dims)} across frames; "
                             "encode them all with one autoencoder")
         if len(video_dims) > 1:
-            problems.append(f"video targets have different dimensions {sorted(video_dims)} across frames")
+            problems.append(f"video targets have different dimensions {sorted(video_dims)} across frames; "
+                            "encode them all with one autoencoder")
         if problems:
-            shown = problems[:50]
-            more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
-            raise DatasetError(f"training data check failed ({len(problems)} problem(s)):\n  "
-                               + "\n  ".join(shown) + more)
+            raise DatasetError.of_problems(problems)
         self.lang_dim = lang_dims.pop() if lang_dims else 0
         self.video_dim = video_dims.pop() if video_dims else 0
         c = self.scenes[0].cache
         self.patch_start_idx = c.patch_start_idx
-        self.token_info = {"dim": c.token_dim, "layers": c.layers, "patch_start_idx": c.patch_start_idx,
-                           "patch_size": int(c.meta.get("patch_size", 14)), "backbone": c.meta.get("backbone")}
+        self.token_info = token_info_of(c)
 
     def _add_scene(self, root: Path, tokens_subdir: str, problems: list[str]) -> None:
         try:
@@ -217,7 +318,7 @@ class SceneDataset(Dataset):
         grid = tuple(cache.grid)
         if (grid[0] * patch, grid[1] * patch) != tuple(crop.input_hw):
             problems.append(f"{cache.dir}/meta.json: grid {grid} x patch {patch} does not match the crop input "
-                            f"size {crop.input_hw}")
+                            f"size {crop.input_hw}; re-extract the tokens")
         missing = [f.key for f in frames if f.key not in cache or not cache.path(f.key).is_file()]
         if missing:
             problems.append(f"{cache.dir}: {len(missing)} frame(s) have no token file (e.g. {missing[:5]}); "
@@ -227,14 +328,26 @@ class SceneDataset(Dataset):
                 continue
             try:
                 cache.validate(keys=[f.key])
+                shapes = {tuple(t["shape"]) for t in read_token_header(cache.path(f.key))[1].values()}
+                n_tok = cache.meta.get("num_tokens")
+                if any(len(sh) != 2 or sh[1] != cache.token_dim or (n_tok is not None and sh[0] != n_tok)
+                       for sh in shapes):
+                    problems.append(f"{cache.path(f.key)}: tensors of shape {sorted(shapes)} but {cache.dir}/"
+                                    f"meta.json says ({n_tok}, {cache.token_dim}) (tokens x width); "
+                                    f"{EXTRACT_HINT}")
             except TokenCacheError as e:
                 problems.append(str(e))
             if not f.is_video:
-                with Image.open(f.path) as im:
-                    size = (im.height, im.width)
+                try:
+                    with Image.open(f.path) as im:
+                        size = (im.height, im.width)
+                except OSError as e:
+                    problems.append(f"{f.path}: unreadable image ({e}); replace the frame")
+                    continue
                 if size != tuple(crop.orig_hw):
                     problems.append(f"{f.path}: frame is {size[1]}x{size[0]} but the token cache was made from "
-                                    f"{crop.orig_hw[1]}x{crop.orig_hw[0]} frames")
+                                    f"{crop.orig_hw[1]}x{crop.orig_hw[0]} frames; re-extract the tokens of "
+                                    f"these frames (python -m preprocess.extract_tokens {root} --overwrite)")
         evals = eval_frame_indices(root)
         if evals is None:
             logger.warning("%s: no annotations/ or gt/names.json, so no frame is held out for validation", root)
@@ -280,8 +393,8 @@ class SceneDataset(Dataset):
         feats = load_npy(scene.root / sub / f"{key}_f.npy")
         mask = idx >= 0
         if mask.any() and idx.max() >= feats.shape[0]:
-            raise DatasetError(f"{s_path}: region index {idx.max()} but {key}_f.npy has only {feats.shape[0]} rows; "
-                               "the _s/_f pair is inconsistent, regenerate the targets")
+            raise DatasetError(f"region index {idx.max()} but {key}_f.npy has only {feats.shape[0]} rows (the _s/_f "
+                               "pair is inconsistent)", s_path, TARGET_FIX)
         feats = np.concatenate([np.asarray(feats, dtype=np.float32), np.zeros((1, feats.shape[1]), np.float32)])
         rows = np.take(feats, np.where(mask, idx, -1), axis=0)  # (L, h*w, k); -1 -> the zero row
         h, w = oy.shape

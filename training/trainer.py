@@ -3,7 +3,16 @@
 Determinism: the model is initialised from ``--seed``; every epoch reseeds torch/numpy/random with
 ``(seed, epoch, rank)`` and the batch sampler with ``(seed, epoch)``, so a run resumed from the
 checkpoint of epoch N continues bit for bit like an uninterrupted run (model, optimizer, AMP scaler,
-global step and learning-rate position are restored from the checkpoint).
+global step and learning-rate position are restored from the checkpoint). A run killed at any moment and
+re-run with ``--resume`` leaves the same files, byte for byte, as an uninterrupted run: stale temporaries are
+removed, ``metrics.jsonl`` is cut back to the checkpoint's epochs (:mod:`training.run_dir`), and ``state.json``
+holds no wall-clock time and no invocation-only argument (:data:`INVOCATION_ARGS`); the one wall-clock field,
+``seconds``, is in ``metrics.jsonl`` only.
+
+Refused with one ``error:`` line (:class:`utils.cli.UserError`, exit code 2): bad training data (the pre-flight of
+:class:`training.dataset.SceneDataset`, NaN/inf tokens met in training), a resumed or ``--init`` decoder trained on
+tokens of another backbone / layers / width or on targets of another dimension, fewer training frames than one
+global batch, a fresh run into a folder that holds a run, a second writer in one run folder.
 
 Decoders: ours (:class:`~model.decoder.SemanticBridgingDecoder`, the default) or the published head
 (:class:`~model.published_decoder.PublishedLanguageHead`, ``--decoder published``); both are called through
@@ -30,6 +39,7 @@ from tqdm import tqdm
 
 from model.decoder import DecoderConfig, init_feature_extractor_from_backbone
 from model.decoder_io import (
+    LAST,
     DecoderLoadError,
     build_decoder,
     decoder_config_from_dict,
@@ -42,15 +52,34 @@ from model.published_decoder import PublishedDecoderConfig
 from preprocess.token_cache import TokenCacheError
 from training.batchnorm import prepare_batchnorm
 from training.checkpoint import load_checkpoint, save_checkpoint, save_published_pth
-from training.dataset import DatasetError, SceneDataset, collate_samples
+from training.dataset import SceneDataset, check_finite_batch, collate_samples, token_info_mismatches
 from training.distributed import DistInfo, all_reduce_sum, barrier, cleanup_distributed, init_distributed
 from training.loss import LOSS_KINDS, LossWeights, compute_loss
+from training.run_dir import (
+    RunDirLock,
+    append_metrics,
+    clean_stale,
+    deterministic,
+    existing_run,
+    restart_metrics,
+    resume_point,
+)
 from training.sampler import GlobalBatchSampler
 from training.schedule import lr_at, param_groups, set_lr
 from utils.cli import UserError
 from utils.device import resolve_device
 
 logger = logging.getLogger("train")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,10 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(matching tensors only; default: random init)")
     m.add_argument("--lang-dim", type=int, default=None, help="language feature channels (default: from the targets)")
     o = p.add_argument_group("optimisation")
-    o.add_argument("--epochs", type=int, default=100, help="total epochs")
-    o.add_argument("--stop-at-epoch", type=int, default=None,
+    o.add_argument("--epochs", type=_positive_int, default=100, help="total epochs")
+    o.add_argument("--stop-at-epoch", type=_positive_int, default=None,
                    help="stop after this epoch (the schedule still assumes --epochs; resume later with --resume)")
-    o.add_argument("--batch-size", type=int, default=8, help="samples per process per step")
+    o.add_argument("--batch-size", type=_positive_int, default=8, help="samples per process per step")
     o.add_argument("--lr", type=float, default=4e-5, help="peak learning rate")
     o.add_argument("--min-lr", type=float, default=1e-6, help="final learning rate of the cosine schedule")
     o.add_argument("--schedule", choices=["constant", "cosine"], default="constant", help="after warmup")
@@ -119,10 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "loss exactly (L1 averaged over all elements incl. masked-out ones, cosine over the image "
                    "width axis): a reproduction switch, not a recommendation")
     r = p.add_argument_group("run")
-    r.add_argument("--out", required=True, help="run folder (checkpoints, last pointer, metrics.jsonl)")
+    r.add_argument("--out", required=True,
+                   help="run folder (checkpoints, last pointer, metrics.jsonl); one that already holds a run is "
+                   "refused without --resume")
     r.add_argument("--resume", nargs="?", const="last", default=None,
-                   help="continue from a checkpoint folder, or (no value) from <out>/last")
-    r.add_argument("--save-every", type=int, default=5, help="checkpoint every N epochs (and at the end)")
+                   help="continue from a checkpoint folder, or (no value) from <out>'s newest checkpoint (the one "
+                   "<out>/last names, or a newer one a killed run saved just before updating last); the result is "
+                   "byte-identical to an uninterrupted run")
+    r.add_argument("--save-every", type=_positive_int, default=5, help="checkpoint every N epochs (and at the end)")
     r.add_argument("--save-published-pth", action="store_true",
                    help="with the published decoder, also write <out>/checkpoint_epoch_<N>.pth in the published "
                    "layout {epoch, model_state_dict, optimizer_state_dict, scaler, loss, args} (args as a plain "
@@ -135,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-val", action="store_true", help="skip the per-epoch validation loss")
     r.add_argument("--wandb", choices=["disabled", "offline", "online"], default="disabled", help="wandb mode")
     r.add_argument("--wandb-project", default="langvggt4d", help="wandb project name")
-    r.add_argument("--log-every", type=int, default=10, help="log the training loss every N steps")
+    r.add_argument("--log-every", type=_positive_int, default=10, help="log the training loss every N steps")
     r.add_argument("--no-progress", action="store_true", help="hide tqdm progress bars")
     r.add_argument("--debug", action="store_true", help="show the traceback of expected errors too")
     return p
@@ -158,8 +191,18 @@ def _decoder_config(args: argparse.Namespace, ds: SceneDataset, video_dim: int
     override = {}
     if args.decoder_config:
         text = args.decoder_config
-        path = Path(text)
-        override = json.loads(path.read_text() if path.is_file() else text)
+        try:
+            is_file = Path(text).is_file()
+        except OSError:  # a JSON string too long for a file name
+            is_file = False
+        try:
+            override = json.loads(Path(text).read_text() if is_file else text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"--decoder-config is not valid JSON ({e.msg} at column {e.colno})",
+                            text if is_file else None, "pass a JSON object or a JSON file") from None
+        if not isinstance(override, dict):
+            raise UserError("--decoder-config is not a JSON object", text if is_file else None,
+                            'pass a JSON object of config fields, e.g. \'{"frame_input": false}\'')
     if DECODER_PRESETS[args.decoder] == PUBLISHED:
         base.pop("video_dim")
         base.pop("rgb")  # the published head always has its RGB branch (frozen when --w-rgb 0)
@@ -172,9 +215,13 @@ def _decoder_config(args: argparse.Namespace, ds: SceneDataset, video_dim: int
                             "pass only PublishedDecoderConfig fields (dim_in, patch_size, lang_dim, features, "
                             "hidden_dim, dpt_out_channels, layers); it has no video decoder") from None
     base.update(override)
-    if args.decoder == "tiny":
-        return DecoderConfig.tiny(**base)
-    return DecoderConfig(**base)
+    try:
+        if args.decoder == "tiny":
+            return DecoderConfig.tiny(**base)
+        return DecoderConfig(**base)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"--decoder-config does not fit our decoder ({e})", None,
+                        "pass only DecoderConfig fields (see model/decoder.py)") from None
 
 
 def _describe(cfg: DecoderConfig | PublishedDecoderConfig) -> str:
@@ -186,9 +233,12 @@ def _describe(cfg: DecoderConfig | PublishedDecoderConfig) -> str:
     return ", ".join(f"{k}={d[k]}" for k in keys)
 
 
-def init_from(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
+def init_from(model: torch.nn.Module, path: str | Path, ds: SceneDataset | None = None,
+              video_dim: int = 0) -> dict[str, Any]:
     """``--init``: load the weights ``path`` holds (published ``.pth`` or any decoder path) into ``model``,
-    strictly. Raises :class:`UserError` when the file holds another kind or size of decoder."""
+    strictly. Raises :class:`UserError` when the file holds another kind or size of decoder, or (given the
+    dataset ``ds``) one trained on tokens of another backbone, layers or width than ``ds``'s (when the file
+    records them: our checkpoint folders do, a published ``.pth`` does not)."""
     src_cfg, sd, info = read_decoder(path)
     have = PUBLISHED if isinstance(src_cfg, PublishedDecoderConfig) else "ours"
     want = decoder_kind(model)
@@ -197,6 +247,13 @@ def init_from(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
     if have != want:
         raise UserError(f"--init holds {names[have]} but this run trains {names[want]}", path,
                         f"train it with {flags[have]}, or pass another --init file")
+    if ds is not None:
+        misfits = decoder_misfits(src_cfg, ds, video_dim, info.get("token_info"),
+                                  layers_known=info.get("layers_known", True))
+        if misfits:
+            raise UserError("--init does not fit this training data: " + "; ".join(misfits), path,
+                            "pass a decoder trained on tokens of this backbone and layers (and targets of this "
+                            "autoencoder), or train on tokens extracted like the ones it was trained on")
     try:
         load_state_strict(model, sd, path)
     except DecoderLoadError as e:
@@ -255,6 +312,7 @@ def evaluate(model: torch.nn.Module, ds: SceneDataset, indices: list[int], args:
     with torch.no_grad():
         for i in mine:
             batch = _move(collate_samples([ds[i]]), dist_info.device)
+            check_finite_batch(batch, ds)
             with torch.autocast("cuda", dtype=amp_dtype, enabled=amp_dtype is not None) if amp_dtype else _null():
                 out = model.predict(batch["tokens"], batch["frame"], ds.patch_start_idx)
             t = compute_loss(out, batch, weights, reduce=False, kind=loss_kind)
@@ -276,22 +334,104 @@ class _null:
         return None
 
 
+# Run arguments that say how this process was invoked, not what it trains: left out of state.json, so the
+# checkpoints of a run resumed after a kill are byte-identical to those of an uninterrupted run.
+INVOCATION_ARGS = ("out", "resume", "stop_at_epoch", "debug", "no_progress")
+# Settings that change the training trajectory: a resume with other values is warned about.
+TRAJECTORY_ARGS = ("batch_size", "lr", "min_lr", "schedule", "warmup_epochs", "weight_decay", "betas", "clip_grad",
+                   "w_l1", "w_cos", "w_img", "w_rgb", "w_video", "loss", "seed", "precision", "train_on_eval_frames",
+                   "no_video", "sync_bn")
+
+
+def recorded_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The run arguments ``state.json`` records (everything but :data:`INVOCATION_ARGS`)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(args).items() if k not in INVOCATION_ARGS}
+
+
+def decoder_misfits(cfg: DecoderConfig | PublishedDecoderConfig, ds: SceneDataset, video_dim: int,
+                    recorded_tokens: dict[str, Any] | None = None, layers_known: bool = True) -> list[str]:
+    """How a decoder (its config, and the token cache it was trained on when recorded) does not fit the data."""
+    meta = ds.scenes[0].cache.dir / "meta.json"
+    current = ds.token_info
+    tokens = token_info_mismatches(recorded_tokens or {}, current)
+    out = [f"{meta}: " + ", ".join(tokens)] if tokens else []
+    said = " ".join(out)
+    if layers_known and [int(x) for x in cfg.layers] != [int(x) for x in current["layers"]] and "layers" not in said:
+        out.append(f"the decoder reads layers {list(cfg.layers)} but {meta} holds {current['layers']}")
+    if int(cfg.dim_in) != int(current["dim"]) and "token width" not in said:
+        out.append(f"the decoder takes tokens of width {cfg.dim_in} but {meta} holds width {current['dim']}")
+    if int(cfg.lang_dim) != int(ds.lang_dim):
+        out.append(f"the decoder predicts {cfg.lang_dim} language channels but the targets in "
+                   f"{ds.scenes[0].root / ds.features_subdir} have {ds.lang_dim}")
+    cfg_video = int(getattr(cfg, "video_dim", 0) or 0)
+    if cfg_video and cfg_video != video_dim:
+        where = ds.scenes[0].root / (ds.video_subdir or "video_features-language_features_dim6")
+        have = f"have {video_dim}" if video_dim else "are not used (absent, --no-video or --w-video 0)"
+        out.append(f"the decoder's time-sensitive head predicts {cfg_video} channels but the video targets "
+                   f"({where}) {have}")
+    return out
+
+
+def _check_resumed_args(info: dict[str, Any], args: argparse.Namespace) -> None:
+    before = info.get("args") or {}
+    now = recorded_args(args)
+    keys = TRAJECTORY_ARGS + (("epochs",) if now.get("schedule") == "cosine" else ())
+    diffs = [f"--{k.replace('_', '-')} {before[k]!r} -> {now[k]!r}" for k in keys
+             if k in before and k in now and before[k] != now[k]]
+    if diffs:
+        logger.warning("resuming with other settings than the checkpoint was trained with (%s): the run will not "
+                       "match an uninterrupted one", ", ".join(diffs))
+
+
+def _prepare_run_dir(out_dir: Path, lock: RunDirLock, dist_info: DistInfo) -> None:
+    """Rank 0: lock the run folder and remove what a killed run left there (before anything reads it)."""
+    if dist_info.is_main and out_dir.is_dir():
+        lock.acquire()
+        removed = clean_stale(out_dir)
+        if removed:
+            logger.info("%s: removed what an interrupted run left: %s", out_dir, ", ".join(removed))
+    barrier(dist_info)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Train; returns a summary (final epoch, losses per epoch, checkpoint path)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     dist_info = init_distributed(resolve_device(args.device))
     device = dist_info.device
     out_dir = Path(args.out)
+    lock = RunDirLock(out_dir)
+    created = not out_dir.exists()
     try:
+        _prepare_run_dir(out_dir, lock, dist_info)
         resume_state = None
         if args.resume:
-            src = out_dir if args.resume == "last" else Path(args.resume)
+            src = resume_point(out_dir) if args.resume == "last" else Path(args.resume)
+            if src is None:
+                raise UserError("nothing to resume: the run folder holds no checkpoint yet", out_dir,
+                                "run the same command without --resume to start from epoch 0 (or pass --resume "
+                                "<checkpoint folder>)")
+            named = (out_dir / LAST).read_text().strip() if (out_dir / LAST).is_file() else None
+            if args.resume == "last" and src.name != named and dist_info.is_main:
+                logger.info("%s: continuing from %s, the newest checkpoint of this run (the run was stopped before "
+                            "'%s' named it)", out_dir, src.name, LAST)
             resume_state = load_checkpoint(src)
+            src_run = Path(resume_state[2]["path"]).resolve().parent
+            if src_run != out_dir.resolve() and (what := existing_run(out_dir)):
+                raise UserError(f"--resume continues {resume_state[2]['path']} into a run folder that holds another "
+                                f"run ({what})", out_dir, "pass an empty or new --out")
+            for key in ("decoder_config", "epoch", "global_step"):
+                if key not in resume_state[2]:
+                    raise UserError(f"the checkpoint's state.json has no {key!r}", Path(resume_state[2]["path"]) /
+                                    "state.json", "it was not written by train.py: pass another checkpoint")
             published = resume_state[2]["decoder_config"].get("kind") == PUBLISHED
         else:
             published = DECODER_PRESETS[args.decoder] == PUBLISHED
+            if what := existing_run(out_dir):
+                raise UserError(f"the run folder already holds a training run ({what})", out_dir,
+                                "add --resume to continue it, or pass another --out (or delete the folder to "
+                                "start over)")
         if args.save_published_pth and not published:
             raise UserError("--save-published-pth writes the published head's checkpoint layout, but this run "
                             "trains our decoder, which the published inference code cannot load", None,
@@ -305,15 +445,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             logger.warning("the published head has no time-sensitive decoder: the video targets (%s/) are not "
                            "trained (use our decoder, --decoder default, to train them)", args.video_features_subdir)
         train_idx, val_idx = ds.split_indices()
+        scenes_text = ", ".join(str(s.root) for s in ds.scenes)
         if not train_idx:
-            raise ValueError("no training frames left after holding out the evaluation frames; "
-                             "add scenes or pass --train-on-eval-frames")
+            raise UserError("no training frames left after holding out the evaluation frames", scenes_text,
+                            "add scenes or pass --train-on-eval-frames")
         video_dim = ds.video_dim if ds.video_dim and args.w_video > 0 else 0
 
         if resume_state is not None:
-            cfg = decoder_config_from_dict(resume_state[2]["decoder_config"])
+            info = resume_state[2]
+            cfg = decoder_config_from_dict(info["decoder_config"])
+            misfits = decoder_misfits(cfg, ds, video_dim, info.get("token_info"))
+            if misfits:
+                raise UserError("the checkpoint does not fit this training data: " + "; ".join(misfits),
+                                Path(info["path"]) / "state.json",
+                                "resume on the tokens and targets it was trained on (same backbone, layers, "
+                                "autoencoder and video targets), or start a new run with another --out")
+            _check_resumed_args(info, args)
         else:
             cfg = _decoder_config(args, ds, video_dim)
+            misfits = decoder_misfits(cfg, ds, video_dim)
+            if misfits:
+                raise UserError("the decoder does not fit the training data: " + "; ".join(misfits), None,
+                                "drop --lang-dim / the --decoder-config fields that disagree with the data")
 
         seed_everything(args.seed)
         model = build_decoder(cfg)
@@ -322,7 +475,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if dist_info.is_main:
                 logger.info("DPT feature extractor: %d tensors from %s", len(copied), args.init_dpt_from)
         if args.init and resume_state is None:
-            info = init_from(model, args.init)
+            info = init_from(model, args.init, ds=ds, video_dim=video_dim)
             if dist_info.is_main:
                 logger.info("initial weights from %s (%s, epoch %s); fresh optimizer", info["path"],
                             info.get("format"), info.get("epoch"))
@@ -343,12 +496,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         start_epoch, global_step, history = 0, 0, []
         if resume_state is not None:
             model_sd, optim_sd, info = resume_state
-            model.load_state_dict(model_sd, strict=True)
-            if optim_sd is not None:
-                optimizer.load_state_dict(optim_sd)
+            try:
+                load_state_strict(model, model_sd, info["path"])
+                if optim_sd is not None:
+                    optimizer.load_state_dict(optim_sd)
+            except ValueError as e:  # an optimizer state of another model
+                raise UserError(f"the checkpoint's optimizer state does not fit its decoder ({e})",
+                                Path(info["path"]) / "optim.safetensors",
+                                "the checkpoint is damaged: resume from another epoch's folder") from None
             if info.get("scaler") and scaler.is_enabled():
                 scaler.load_state_dict(info["scaler"])
-            start_epoch, global_step, history = info["epoch"], info["global_step"], info.get("history", [])
+            start_epoch, global_step = int(info["epoch"]), int(info["global_step"])
+            history = [deterministic(h) for h in info.get("history", [])]
             if dist_info.is_main:
                 logger.info("resumed from %s (epoch %d, step %d)", info["path"], start_epoch, global_step)
 
@@ -356,8 +515,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sampler = GlobalBatchSampler(ds.groups(train_idx), args.batch_size, dist_info.world_size, dist_info.rank,
                                      seed=args.seed, shuffle=True, drop_last=True)
         if len(sampler) == 0:
-            raise ValueError(f"{len(train_idx)} training frames are fewer than one global batch "
-                             f"({args.batch_size} x {dist_info.world_size}); lower --batch-size")
+            sizes = [len(g) for g in ds.groups(train_idx)]
+            per = f" (at most {max(sizes)} of one frame size)" if len(sizes) > 1 else ""
+            fit = max(1, max(sizes) // dist_info.world_size)
+            raise UserError(f"{len(train_idx)} training frame(s){per} are fewer than one global batch "
+                            f"({args.batch_size} x {dist_info.world_size} process(es))", scenes_text,
+                            f"pass --batch-size {fit} or lower, or add frames"
+                            + ("" if args.train_on_eval_frames or not val_idx else
+                               " (or --train-on-eval-frames)"))
         loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate_samples, num_workers=args.num_workers,
                             pin_memory=device.type == "cuda")
         steps_per_epoch = len(sampler)
@@ -367,6 +532,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.loss != "ours" and dist_info.is_main:
             logger.info("loss: the published formulas (--loss %s), a reproduction switch", args.loss)
 
+        if dist_info.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+            restart_metrics(out_dir, history[:start_epoch])
         wb = None
         if dist_info.is_main and args.wandb != "disabled":
             import wandb
@@ -374,7 +543,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             wb = wandb.init(project=args.wandb_project, mode=args.wandb, dir=str(out_dir), config=vars(args),
                             resume="allow")
         if dist_info.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
             logger.info("training on %d frames (%d held out) of %d scene(s); %d steps/epoch; %s decoder %.2fM params",
                         len(train_idx), len(val_idx), len(ds.scenes), steps_per_epoch, decoder_kind(model),
                         sum(p.numel() for p in model.parameters()) / 1e6)
@@ -393,13 +561,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 lr = lr_at(global_step, args.lr, warmup_steps, total_steps, args.schedule, args.min_lr)
                 set_lr(optimizer, lr)
                 batch = _move(batch, device)
+                check_finite_batch(batch, ds)
                 ctx = torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None else _null()
                 with ctx:
                     out = ddp_model(batch["tokens"], batch["frame"], ds.patch_start_idx)
                 terms = compute_loss(out, batch, weights, kind=args.loss)
                 loss = terms["loss"]
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch}, step {global_step}")
+                    raise UserError(f"training diverged: non-finite loss {loss.item()} at epoch {epoch + 1}, step "
+                                    f"{global_step + 1}", out_dir,
+                                    "lower --lr, keep --clip-grad on, or use --precision fp32/bf16; resume from "
+                                    "the last checkpoint with --resume")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if args.clip_grad > 0:
@@ -416,22 +588,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             sums = all_reduce_sum(sums.to(device), dist_info).cpu()
             record: dict[str, Any] = {"epoch": epoch + 1, "step": global_step,
                                       "train_loss": sums[0].item() / max(sums[2].item(), 1.0),
-                                      "train_lang": sums[1].item() / max(sums[2].item(), 1.0),
-                                      "seconds": round(time.time() - t0, 3)}
+                                      "train_lang": sums[1].item() / max(sums[2].item(), 1.0)}
             if val_idx and not args.no_val:
                 record.update(evaluate(model, ds, val_idx, args, dist_info, amp_dtype, weights, args.loss))
-            history.append(record)
+            history.append(record)  # deterministic: the wall-clock seconds go to metrics.jsonl only
             if dist_info.is_main:
-                logger.info("epoch %d: %s", epoch + 1, {k: round(v, 6) if isinstance(v, float) else v
-                                                        for k, v in record.items()})
-                with open(out_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(record) + "\n")
+                seconds = round(time.time() - t0, 3)
+                logger.info("epoch %d (%.1f s): %s", epoch + 1, seconds,
+                            {k: round(v, 6) if isinstance(v, float) else v for k, v in record.items()})
+                append_metrics(out_dir, {**record, "seconds": seconds})
                 if wb is not None:
-                    wb.log(record, step=global_step)
+                    wb.log(record | {"seconds": seconds}, step=global_step)
             if (epoch + 1) % args.save_every == 0 or epoch + 1 == end_epoch:
                 if dist_info.is_main:
                     state = {"decoder_config": cfg.to_dict(), "global_step": global_step, "history": history,
-                             "args": {k: v for k, v in vars(args).items()},
+                             "args": recorded_args(args),
                              "patch_start_idx": ds.patch_start_idx, "token_info": ds.token_info}
                     last_ckpt = save_checkpoint(out_dir, epoch + 1, model, optimizer, state, scaler)
                     if args.save_published_pth:
@@ -445,16 +616,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return {"epoch": end_epoch, "global_step": global_step, "history": history,
                 "checkpoint": str(last_ckpt) if last_ckpt else None, "final": final,
                 "rank": dist_info.rank, "world_size": dist_info.world_size}
+    except BaseException:
+        if created and dist_info.is_main and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # a run that failed before writing anything leaves no empty run folder behind
+        raise
     finally:
+        lock.release()
         cleanup_distributed()
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """``train.py``: parse ``argv`` and train. Expected failures raise :class:`UserError` (a token file that turns
+    out to be bad while training included); ``train.py`` prints them as one ``error:`` line (exit code 2)."""
     args = build_parser().parse_args(argv)
     try:
         summary = run(args)
-    except (DatasetError, TokenCacheError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+    except TokenCacheError as e:  # "<file>: <what>; <fix>" from preprocess.token_cache, read during training
+        raise UserError(str(e)) from None
     if summary["rank"] == 0:
         fin = summary["final"]
         msg = ", ".join(f"{k}={v:.5g}" if isinstance(v, float) and math.isfinite(v) else f"{k}={v}"

@@ -24,9 +24,11 @@ PSI = 5  # camera + register tokens before the patch tokens
 
 def make_tiny_scene(root: Path, n_frames: int = 8, grid: tuple[int, int] = (2, 3), dim: int = 32,
                     lang_dim: int = 3, n_objects: int = 3, eval_frames: tuple[int, ...] = (2, 5), seed: int = 0,
-                    layers: tuple[int, ...] = (0, 1, 2, 3), video_dim: int = 0, layout: str = "patch") -> Path:
+                    layers: tuple[int, ...] = (0, 1, 2, 3), video_dim: int = 0, layout: str = "patch",
+                    backbone: str = "tiny-test") -> Path:
     """Write the scene under ``root``; ``layout="patch"``: labels per patch, ``"uniform"``: one object per
-    level and frame (easy to fit: the loss-falls test), except a label-free corner patch at level small."""
+    level and frame (easy to fit: the loss-falls test), except a label-free corner patch at level small.
+    ``backbone``: the backbone id recorded in the token cache (a different id = tokens of another backbone)."""
     rng = np.random.default_rng(seed)
     gh, gw = grid
     H, W = gh * PATCH, gw * PATCH
@@ -55,7 +57,7 @@ def make_tiny_scene(root: Path, n_frames: int = 8, grid: tuple[int, int] = (2, 3
             patch_tok += np.where(lab[:, None] >= 0, emb[lvl][np.maximum(lab, 0)], 0.0)
         special = rng.normal(size=(PSI, dim)).astype(np.float32)
         tok = torch.from_numpy(np.concatenate([special, patch_tok])).to(torch.float16)
-        meta = {"backbone": "tiny-test", "token_dim": dim, "grid": [gh, gw], "patch_start_idx": PSI,
+        meta = {"backbone": backbone, "token_dim": dim, "grid": [gh, gw], "patch_start_idx": PSI,
                 "patch_size": PATCH, "crop": crop.to_dict(), "frame_key": key, "frame_index": t}
         toks = [tok + 0.01 * i for i in range(len(layers))]
         write_token_file(tok_dir / f"{key}.safetensors", toks, layers, meta)
@@ -82,7 +84,7 @@ def make_tiny_scene(root: Path, n_frames: int = 8, grid: tuple[int, int] = (2, 3
             vf = rng.normal(size=(n_objects, video_dim)).astype(np.float32)
             save_npy_atomic(up[2:3].astype(np.float32), vdir / f"{key}_s.npy")
             save_npy_atomic(vf, vdir / f"{key}_f.npy")
-    write_scene_meta(tok_dir, {"backbone": "tiny-test", "layers": list(layers), "token_dim": dim,
+    write_scene_meta(tok_dir, {"backbone": backbone, "layers": list(layers), "token_dim": dim,
                                "grid": [gh, gw], "patch_start_idx": PSI, "patch_size": PATCH,
                                "crop": crop.to_dict(), "dtype": "fp16", "num_tokens": PSI + gh * gw,
                                "frames": frames_meta, "complete": True})
