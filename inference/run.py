@@ -23,6 +23,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import torch
+
 from inference.outputs import AUTOENCODER_DIR, LEVELS
 from inference.pipeline import Frame, InferenceSettings, run_inference
 from preprocess.frames import MODES, PUBLISHED_MODE
@@ -38,8 +40,10 @@ log = logging.getLogger("inference.run")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m inference.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", required=True,
-                   help="frames folder (rgb/2x), scene folder, or a video file (.mp4 ...)")
+    p.add_argument("--source", required=True, nargs="+",
+                   help="frames folder (rgb/2x), scene folder, or a video file (.mp4 ...); several sources, or a "
+                        "dataset root (a folder of scenes / videos), write to --out/<name> each; under `torchrun "
+                        "--nproc_per_node=N -m inference.run ...` every process takes every N-th source")
     p.add_argument("--decoder", required=True,
                    help="trained decoder: a checkpoint_epoch_<N>/ folder, a training run folder (uses 'last'), a "
                         "decoder .safetensors, or the published 4DLangVGGT checkpoint_epoch_100.pth")
@@ -252,24 +256,59 @@ def check_one_size(refs, source: Path) -> None:
                             "frame", source, "resize the frames to one size, or run without --preset published")
 
 
+def expand_sources(sources: list[str]) -> list[tuple[Path, str | None]]:
+    """(source, output sub-folder name) pairs: one source writes to ``--out`` itself; several sources, or a dataset
+    root (a folder without frames whose sub-folders are scenes), write to ``--out/<name>``."""
+    from preprocess.frames import is_video_file, resolve_frame_folder
+
+    paths = [Path(s) for s in sources]
+    for p in paths:
+        if not p.exists():
+            raise UserError("source not found", p, "pass a frame folder, a scene folder, a video file or a dataset "
+                            "root")
+    if len(paths) == 1 and paths[0].is_dir():
+        root = paths[0]
+        try:
+            resolve_frame_folder(root)
+            return [(root, None)]
+        except FileNotFoundError:
+            children = sorted(c for c in root.iterdir() if (c.is_dir() and not c.name.startswith(".")) or
+                              (c.is_file() and is_video_file(c)))
+            scenes = []
+            for c in children:
+                try:
+                    if c.is_dir():
+                        resolve_frame_folder(c)
+                    scenes.append(c)
+                except FileNotFoundError:
+                    continue
+            if not scenes:
+                raise
+            return [(c, c.stem) for c in scenes]
+    if len(paths) == 1:
+        return [(paths[0], None)]
+    names = [p.stem for p in paths]
+    if len(set(names)) != len(names):
+        raise UserError(f"several sources share a name ({sorted({n for n in names if names.count(n) > 1})})", None,
+                        "give sources with distinct folder / file names (each writes to --out/<name>)")
+    return [(p, p.stem) for p in paths]
+
+
 @cli_main
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> dict | list[dict]:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet, args.verbose)
     apply_preset(args)
-    published = args.preset == "published"
     from model.decoder_io import decoder_kind, load_decoder
-    from preprocess.frames import FramePreprocessor, read_frame_published
+    from utils.ranks import local_device_index, my_share, rank_and_world
 
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
-    source = Path(args.source)
-    if not source.exists():
-        raise UserError("source not found", source, "pass a frame folder, a scene folder or a video file")
-    refs = list_source_frames(source, published)
-    if args.max_frames:
-        refs = refs[: args.max_frames]
-    if published:
-        check_one_size(refs, source)
+    if device.type == "cuda" and rank_and_world()[1] > 1 and device.index is None:
+        device = torch.device("cuda", local_device_index())  # torchrun: one GPU per local rank
+    jobs = expand_sources(args.source)
+    if len(jobs) > 1 and args.tokens:
+        raise UserError("--tokens names one token cache but there are several sources", args.tokens,
+                        "drop --tokens: each scene's own <scene>/tokens is used")
     backbone, backbone_id = None, None
     if args.backbone:
         from model.backbones import load_backbone
@@ -277,10 +316,32 @@ def main(argv: list[str] | None = None) -> dict:
         backbone, backbone_id, _ = load_backbone(args.backbone, device)
     layers = tuple(backbone.config.dpt_layers) if backbone is not None else None
     decoder = load_decoder(args.decoder, device=device, layers=layers)
-    if published and decoder_kind(decoder) != "published":
+    if args.preset == "published" and decoder_kind(decoder) != "published":
         raise UserError("--preset published runs the published head, but this decoder is one of ours", args.decoder,
                         "pass the published checkpoint_epoch_100.pth (or a decoder trained with --decoder "
                         "published), or drop --preset")
+    mine = my_share(jobs)
+    if len(mine) < len(jobs):
+        log.info("rank %d of %d: %d of %d sources", *rank_and_world(), len(mine), len(jobs))
+    summaries = []
+    for source, name in mine:
+        out = Path(args.out) / name if name else Path(args.out)
+        summaries.append(run_source(args, source, out, decoder, backbone, backbone_id, device, dtype))
+    return summaries[0] if len(jobs) == 1 and summaries else summaries
+
+
+def run_source(args: argparse.Namespace, source: Path, out: Path, decoder, backbone, backbone_id: str | None,
+               device: torch.device, dtype: torch.dtype) -> dict:
+    """Inference on one video / frame folder / scene into ``out``."""
+    from model.decoder_io import decoder_kind
+    from preprocess.frames import FramePreprocessor, read_frame_published
+
+    published = args.preset == "published"
+    refs = list_source_frames(source, published)
+    if args.max_frames:
+        refs = refs[: args.max_frames]
+    if published:
+        check_one_size(refs, source)
     cache = open_token_cache(args, source, decoder)
     geometry = not args.no_geometry
     if cache is None and backbone is None:
@@ -317,13 +378,12 @@ def main(argv: list[str] | None = None) -> dict:
                     "decoder_kind": decoder_kind(decoder), "preset": args.preset,
                     "backbone": args.backbone, "backbone_id": backbone_id, "autoencoder": args.autoencoder,
                     "tokens": str(cache.dir) if cache is not None else None,
-                    "preprocess": preprocess_meta, "window": args.window, "device": str(device)})
+                    "preprocess": preprocess_meta, "window": args.window, "device": device.type})
     reader = read_frame_published if published else None
     if args.autoencoder:
-        settings.extra_meta.update(copy_autoencoder(args.autoencoder, Path(args.out)))
-    summary = run_inference(iter_prepared(refs, preprocessor, reader), len(refs), predictor, args.out, settings,
-                            keys=[r.key for r in refs])
-    return summary
+        settings.extra_meta.update(copy_autoencoder(args.autoencoder, out))
+    return run_inference(iter_prepared(refs, preprocessor, reader), len(refs), predictor, out, settings,
+                         keys=[r.key for r in refs])
 
 
 def _frame_hw(ref) -> tuple[int, int]:

@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from tests.conftest import REPO_ROOT
 
@@ -45,3 +48,35 @@ def leftovers(root: Path) -> list[Path]:
 @pytest.fixture
 def clean_error():
     return assert_clean_error
+
+
+H, W = 42, 56
+
+
+def frames(folder: Path, n: int, size=(W, H), seed: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(folder / f"{i + 1:06d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def decoder_file(tmp_path_factory) -> Path:
+    """A tiny decoder of ours (random weights) for the tiny backbone, as one self-describing .safetensors file."""
+    from model.decoder import DecoderConfig, SemanticBridgingDecoder
+    from model.decoder_io import save_decoder_file
+    from model.streamvggt.config import StreamVGGTConfig
+
+    cfg = StreamVGGTConfig.tiny()
+    torch.manual_seed(0)
+    dec = SemanticBridgingDecoder(DecoderConfig.tiny(dim_in=2 * cfg.embed_dim, layers=tuple(cfg.dpt_layers)))
+    path = tmp_path_factory.mktemp("dec") / "decoder.safetensors"
+    save_decoder_file(dec, path)
+    return path
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+

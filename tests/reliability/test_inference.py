@@ -8,38 +8,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from model.decoder import DecoderConfig, SemanticBridgingDecoder
-from model.decoder_io import save_decoder_file
 from model.streamvggt.config import StreamVGGTConfig
 from tests.conftest import REPO_ROOT
-from tests.reliability.conftest import assert_clean_error, leftovers, run_module
-
-H, W = 42, 56
-
-
-def frames(folder: Path, n: int, size=(W, H), seed: int = 0) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(folder / f"{i + 1:06d}.png")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def decoder_file(tmp_path_factory) -> Path:
-    cfg = StreamVGGTConfig.tiny()
-    torch.manual_seed(0)
-    dec = SemanticBridgingDecoder(DecoderConfig.tiny(dim_in=2 * cfg.embed_dim, layers=tuple(cfg.dpt_layers)))
-    path = tmp_path_factory.mktemp("dec") / "decoder.safetensors"
-    save_decoder_file(dec, path)
-    return path
+from tests.reliability.conftest import H, W, assert_clean_error, frames, leftovers, run_module, tree_bytes
 
 
 def infer(src, out, decoder, *extra, backbone="tiny"):
@@ -109,16 +86,12 @@ def test_json_outputs_are_valid_json_even_with_infinite_values(tmp_path):
         "focal": None, "nested": [None, 1.5, None]}
 
 
-def _tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 def test_killed_inference_resumes_to_the_same_bytes(tmp_path, decoder_file):
     src = frames(tmp_path / "f", 16)
     args = ["--chunk", "2", "--point-stride", "3"]
     assert infer(src, tmp_path / "a", decoder_file, *args).returncode == 0
     assert infer(src, tmp_path / "b", decoder_file, *args).returncode == 0
-    assert _tree(tmp_path / "a") == _tree(tmp_path / "b")  # two runs, the same bytes
+    assert tree_bytes(tmp_path / "a") == tree_bytes(tmp_path / "b")  # two runs, the same bytes
     cmd = [sys.executable, "-m", "inference.run", "--source", str(src), "--out", str(tmp_path / "c"), "--decoder",
            str(decoder_file), "--device", "cpu", "--backbone", "tiny", "--no-pca", "-q", *args]
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
@@ -135,4 +108,4 @@ def test_killed_inference_resumes_to_the_same_bytes(tmp_path, decoder_file):
     assert done < 16, "the run finished before it could be killed; make it longer"
     assert infer(src, tmp_path / "c", decoder_file, *args).returncode == 0
     assert leftovers(tmp_path / "c") == []
-    assert _tree(tmp_path / "c") == _tree(tmp_path / "a")
+    assert tree_bytes(tmp_path / "c") == tree_bytes(tmp_path / "a")
