@@ -69,10 +69,20 @@ class StreamVGGT(nn.Module):
     # ------------------------------------------------------------------ construction / loading
     @classmethod
     def tiny(cls, seed: int = 0) -> StreamVGGT:
-        """Seeded random tiny model (conv patch embed, width 64, 4 blocks) in eval mode."""
+        """Seeded random tiny model (conv patch embed, width 64, 4 blocks) in eval mode.
+
+        Its camera head is nudged to predict a field of view of about 1 radian (the last layer's field-of-view
+        outputs get a positive bias and 1% of their random weights): with plain random weights the ReLU on the
+        field of view gives 0 for most seeds, i.e. infinite focal lengths, and every frame's point cloud collapses
+        onto a line. The tokens (all the decoder reads) are unaffected.
+        """
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = cls(StreamVGGTConfig.tiny())
+        with torch.no_grad():
+            last = model.camera_head.pose_branch.fc2  # pose encoding: translation 3, quaternion 4, field of view 2
+            last.weight[7:].mul_(0.01)
+            last.bias[7:].fill_(0.25)  # summed over the 4 refinement iterations
         return model.eval()
 
     @classmethod

@@ -152,10 +152,10 @@ def test_hostile_pth_on_the_command_line_ends_in_one_line(hostile, tmp_path, fla
            "--device", "cpu", *[x for kv in args.items() for x in kv]]
     r = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
                        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
-    assert r.returncode == 2, r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and str(hostile) in lines[0], r.stderr
-    assert "Traceback" not in r.stderr and not (tmp_path / "out" / "fields").exists()
+    from tests.reliability.conftest import assert_clean_error
+
+    assert_clean_error(r, mentions=hostile)  # (log lines such as the tiny backbone's WARNING are allowed)
+    assert not (tmp_path / "out" / "fields").exists()
 
 
 def test_folder_checkpoint_records_its_kind(tmp_path, head):
