@@ -37,6 +37,7 @@ from torch import nn
 
 from model.levels import LEVELS
 from model.unet import UNetDecoder, UNetEncoder
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
