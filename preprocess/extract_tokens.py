@@ -28,7 +28,6 @@ either changes, or every run when that folder is read-only).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import math
@@ -46,6 +45,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from model.backbones import BackboneSpec, checkpoint_sha256, tiny_backbone_id  # noqa: E402,F401  (re-exported)
+from model.backbones import load_backbone as load_backbone_model  # noqa: E402
 from preprocess.frames import (  # noqa: E402
     MODES,
     CropInfo,
@@ -72,7 +73,9 @@ from preprocess.token_cache import (  # noqa: E402
     write_scene_meta,
     write_token_file,
 )
+from utils.cli import UserError, cli_main  # noqa: E402
 from utils.device import autocast, resolve_device, resolve_dtype  # noqa: E402
+from utils.ranks import local_device_index, my_share, rank_and_world  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -92,68 +95,30 @@ class Backbone:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def checkpoint_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a checkpoint file, cached in ``<path>.sha256.json`` (keyed by size and mtime)."""
-    path = Path(path)
-    st = path.stat()
-    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    side = path.with_name(path.name + ".sha256.json")
-    try:
-        cached = json.loads(side.read_text())
-        if cached.get("size") == stamp["size"] and cached.get("mtime_ns") == stamp["mtime_ns"]:
-            return str(cached["sha256"])
-    except (OSError, ValueError, KeyError, AttributeError):
-        pass
-    logger.info("hashing %s (%.1f GB) once; the digest is cached in %s", path, st.st_size / 1e9, side)
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    digest = h.hexdigest()
-    try:
-        from utils.io import save_json_atomic
-
-        save_json_atomic({**stamp, "sha256": digest}, side)
-    except OSError as e:
-        logger.warning("cannot cache the checkpoint hash beside it (%s); it will be recomputed next run", e)
-    return digest
-
-
-def tiny_backbone_id(seed: int) -> str:
-    return f"tiny-random-seed{int(seed)}"
-
-
 def load_backbone(kind: str = "streamvggt", checkpoint: str | os.PathLike | None = None, seed: int = 0,
                   device: torch.device | str = "cpu") -> Backbone:
-    """``kind="tiny"``: ``StreamVGGT.tiny(seed)`` (random weights, logged loudly and recorded in every file);
-    ``kind="streamvggt"``: the official weights from ``checkpoint`` (file, folder, HF repo id, or None for
-    ``ckpt/streamvggt/checkpoints.pth`` then the Hub). A missing checkpoint is an error, never a fallback."""
-    from model.streamvggt.streamvggt import StreamVGGT
-
-    device = torch.device(device)
-    if kind == "tiny":
-        if checkpoint is not None:
-            raise ValueError("--checkpoint cannot be combined with --backbone tiny (random weights)")
-        model = StreamVGGT.tiny(seed=seed)
-        bid = tiny_backbone_id(seed)
-        logger.warning("backbone: TINY RANDOM WEIGHTS (seed %d) -- tokens are for testing the pipeline only; "
-                       "recorded as %r in the metadata", seed, bid)
-        info = {"id": bid, "kind": "tiny-random", "seed": int(seed)}
-    elif kind == "streamvggt":
-        from model.streamvggt.loading import resolve_checkpoint
-
-        path = resolve_checkpoint(checkpoint)
-        digest = checkpoint_sha256(path)
-        model = StreamVGGT.from_pretrained(path, device="cpu")
-        bid = f"streamvggt-sha256-{digest[:16]}"
-        info = {"id": bid, "kind": "checkpoint", "file": path.name, "sha256": digest}
-        logger.info("backbone: %s (%s)", path, bid)
-    else:
-        raise ValueError(f"unknown backbone {kind!r}; choose 'streamvggt' (official weights) or 'tiny'")
-    config = model.config
+    """``kind``: a backbone specification (``streamvggt``, ``tiny``, ``tiny:<seed>``, a path or a Hub repo id,
+    parsed by :class:`model.backbones.BackboneSpec`); ``checkpoint`` (with ``streamvggt``) and ``seed`` (with
+    ``tiny``) are the older separate flags. A missing checkpoint is an error, never a fallback."""
+    spec = backbone_spec(kind, checkpoint, seed)
+    model, bid, info = load_backbone_model(spec, device="cpu")
     aggregator = model.aggregator.to(device).eval().requires_grad_(False)
-    info["config"] = config.to_dict()
-    return Backbone(aggregator=aggregator, config=config, id=bid, info=info)
+    return Backbone(aggregator=aggregator, config=model.config, id=bid, info=info)
+
+
+def backbone_spec(kind: str, checkpoint: str | os.PathLike | None, seed: int) -> BackboneSpec:
+    """The one backbone specification from ``--backbone`` (+ the older ``--checkpoint`` / ``--seed``)."""
+    spec = BackboneSpec.parse(kind)
+    if spec.is_tiny:
+        if checkpoint is not None:
+            raise UserError("--checkpoint cannot be combined with --backbone tiny (random weights)", checkpoint,
+                            "drop --checkpoint, or pass --backbone streamvggt")
+        return spec if ":" in kind else BackboneSpec("tiny", seed=seed)
+    if checkpoint is not None:
+        if spec.source is not None:
+            raise UserError("--checkpoint and a --backbone path both name the weights", checkpoint, "pass one")
+        return BackboneSpec("checkpoint", str(checkpoint))
+    return spec
 
 
 # --------------------------------------------------------------------------------------------- settings
@@ -491,9 +456,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None,
                    help="tokens folder for a single input (default: <scene>/tokens, <scene>/camXX/tokens, "
                         "or <video dir>/<video stem>/tokens)")
-    p.add_argument("--backbone", choices=("streamvggt", "tiny"), default="streamvggt",
-                   help="'streamvggt': official weights (see --checkpoint); 'tiny': seeded RANDOM tiny model, "
-                        "only to run the pipeline without weights (recorded as tiny-random-seed<N>)")
+    p.add_argument("--backbone", default="streamvggt",
+                   help="'streamvggt': official weights (see --checkpoint); a weights file/folder or Hub repo id; "
+                        "'tiny' / 'tiny:<seed>': seeded RANDOM tiny model, only to run the pipeline without weights "
+                        "(recorded as tiny-random-seed<N>); the same specification as inference.run --backbone")
     p.add_argument("--checkpoint", default=None,
                    help="weights file/folder or Hugging Face repo id; default ckpt/streamvggt/checkpoints.pth, "
                         "else the Hub repo lch01/StreamVGGT")
@@ -534,17 +500,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s", force=True)
     settings = ExtractionSettings(
         layers=args.layers, dtype=args.dtype, compute_dtype=args.compute_dtype, chunk_size=args.chunk_size,
         window=args.window, target_width=args.target_width, mode=args.mode, overwrite=args.overwrite,
         resume_replay=args.resume_replay, verify=args.verify, progress=not args.no_progress)
     jobs = discover_jobs(args.input, args.scenes, args.cameras, args.out, args.frames_subdir)
     device = resolve_device(args.device)
+    rank, world = rank_and_world()
+    if device.type == "cuda" and world > 1 and device.index is None:
+        device = torch.device("cuda", local_device_index())  # torchrun: one GPU per local rank
+    mine = my_share(jobs)
+    if world > 1:
+        logger.info("rank %d of %d: %d of %d videos", rank, world, len(mine), len(jobs))
     backbone = load_backbone(args.backbone, args.checkpoint, args.seed, device)
-    for job in jobs:
+    for job in mine:
         frames = list_frames(job.source)
         rep = extract_tokens(backbone, frames, job.tokens_dir, settings, device, desc=job.name)
         print(f"{job.name}: {rep.num_frames} frames -> {rep.tokens_dir} (written {rep.written}, skipped "

@@ -44,3 +44,28 @@ def test_inference_over_a_dataset_root_two_processes_equal_one(tmp_path, decoder
     a, b = tree_bytes(tmp_path / "one"), tree_bytes(tmp_path / "two")
     assert sorted({k.split("/")[0] for k in a}) == ["alpha", "beta", "gamma"]
     assert a.keys() == b.keys() and all(a[k] == b[k] for k in a), [k for k in a if a[k] != b.get(k)][:5]
+
+
+def test_token_extraction_over_a_two_scene_root_two_processes_equal_one(tmp_path):
+    root = tmp_path / "root"
+    for i, name in enumerate(("alpha", "beta")):
+        frames(root / name / "rgb" / "2x", 4, seed=10 + i)
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TQDM_DISABLE="1", OMP_NUM_THREADS="1")
+    common = ["--backbone", "tiny", "--target-width", "56", "--device", "cpu", "--no-progress"]
+    import shutil
+
+    one_root = tmp_path / "one"
+    shutil.copytree(root, one_root)
+    one = subprocess.run([sys.executable, "-m", "preprocess.extract_tokens", str(one_root), *common], cwd=REPO_ROOT,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two_root = tmp_path / "two"
+    shutil.copytree(root, two_root)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "preprocess.extract_tokens", str(two_root), *common], cwd=REPO_ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a, b = tree_bytes(one_root), tree_bytes(two_root)
+    tokens = [k for k in a if "/tokens/" in k]
+    assert len(tokens) >= 2 * 5  # 4 frames + meta.json per scene
+    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a), [k for k in a if a[k] != b.get(k)][:5]
