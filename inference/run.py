@@ -175,8 +175,8 @@ def open_token_cache(args: argparse.Namespace, source: Path, decoder) -> object 
     if args.tokens:
         tdir = Path(args.tokens)
     else:
-        if source.is_dir():  # scene/, or scene/rgb/2x
-            candidates = [source / "tokens", source.parent.parent / "tokens"]
+        if source.is_dir():  # scene/, scene/rgb/2x, or a Neu3D scene/camXX/images
+            candidates = [source / "tokens", source.parent.parent / "tokens", source.parent / "tokens"]
         else:  # a video: <video dir>/<video stem>/tokens (the extractor's default)
             candidates = [source.parent / source.stem / "tokens"]
         tdir = next((c for c in candidates if (c / "meta.json").is_file()), None)
@@ -257,36 +257,19 @@ def check_one_size(refs, source: Path) -> None:
 
 
 def expand_sources(sources: list[str]) -> list[tuple[Path, str | None]]:
-    """(source, output sub-folder name) pairs: one source writes to ``--out`` itself; several sources, or a dataset
-    root (a folder without frames whose sub-folders are scenes), write to ``--out/<name>``."""
-    from preprocess.frames import is_video_file, resolve_frame_folder
+    """(source, output sub-folder name) pairs. One video, frame folder or single-video scene writes to ``--out``
+    itself; several sources, a dataset root or a multi-camera scene (``preprocess.layout.discover_jobs``) write
+    each video to ``--out/<name>``."""
+    from preprocess.layout import discover_jobs
 
+    if len(sources) == 1:
+        jobs = discover_jobs(sources[0])
+        if len(jobs) == 1:
+            return [(Path(sources[0]), None)]
+        return [(job.source, job.name) for job in jobs]
     paths = [Path(s) for s in sources]
     for p in paths:
-        if not p.exists():
-            raise UserError("source not found", p, "pass a frame folder, a scene folder, a video file or a dataset "
-                            "root")
-    if len(paths) == 1 and paths[0].is_dir():
-        root = paths[0]
-        try:
-            resolve_frame_folder(root)
-            return [(root, None)]
-        except FileNotFoundError:
-            children = sorted(c for c in root.iterdir() if (c.is_dir() and not c.name.startswith(".")) or
-                              (c.is_file() and is_video_file(c)))
-            scenes = []
-            for c in children:
-                try:
-                    if c.is_dir():
-                        resolve_frame_folder(c)
-                    scenes.append(c)
-                except FileNotFoundError:
-                    continue
-            if not scenes:
-                raise
-            return [(c, c.stem) for c in scenes]
-    if len(paths) == 1:
-        return [(paths[0], None)]
+        discover_jobs(p)  # a clear error for a missing or unusable source, before anything runs
     names = [p.stem for p in paths]
     if len(set(names)) != len(names):
         raise UserError(f"several sources share a name ({sorted({n for n in names if names.count(n) > 1})})", None,

@@ -52,12 +52,11 @@ from preprocess.frames import (  # noqa: E402
     CropInfo,
     FramePreprocessor,
     FrameRef,
-    is_video_file,
     iter_frames,
     list_frames,
     read_frame,
-    resolve_frame_folder,
 )
+from preprocess.layout import Job, discover_jobs, scene_jobs  # noqa: E402,F401  (re-exported)
 from preprocess.token_cache import (  # noqa: E402
     META_FILE,
     RUN_FIELDS,
@@ -334,99 +333,6 @@ def extract_tokens(backbone: Backbone, frames: Sequence[FrameRef], tokens_dir: s
     write_scene_meta(tokens_dir, {**scene, "complete": True})  # every frame was valid or has been written
     secs = time.perf_counter() - t_start
     return ExtractionReport(tokens_dir, len(frames), written, len(frames) - written, replayed, secs, nbytes)
-
-
-# --------------------------------------------------------------------------------------------- jobs
-@dataclass
-class Job:
-    """One video to extract: its name (for logs), its frames and where its tokens go."""
-
-    name: str
-    source: Path
-    tokens_dir: Path
-
-
-def _camera_dirs(scene: Path) -> list[Path]:
-    return sorted(p for p in scene.iterdir() if p.is_dir() and p.name.startswith("cam") and (p / "images").is_dir())
-
-
-def _has_images(folder: Path) -> bool:
-    try:
-        resolve_frame_folder(folder)
-        return True
-    except FileNotFoundError:
-        return False
-
-
-def scene_jobs(scene: Path, cameras: Sequence[str] | None = None, frames_subdir: str = "rgb/2x") -> list[Job]:
-    """Jobs of one scene folder: HyperNeRF (``<frames_subdir>`` -> ``<scene>/tokens``), Neu3D (each
-    ``camXX/images`` -> ``<scene>/camXX/tokens``, optionally only ``cameras``), or ``images/``."""
-    if (scene / frames_subdir).is_dir():
-        return [Job(scene.name, scene / frames_subdir, scene / "tokens")]
-    cams = _camera_dirs(scene)
-    if cams:
-        if cameras:
-            missing = sorted(set(cameras) - {c.name for c in cams})
-            if missing:
-                raise FileNotFoundError(f"{scene}: no camera folder(s) {missing} with images/ "
-                                        f"(found {[c.name for c in cams]})")
-            cams = [c for c in cams if c.name in set(cameras)]
-        return [Job(f"{scene.name}/{c.name}", c / "images", c / "tokens") for c in cams]
-    if (scene / "images").is_dir():
-        return [Job(scene.name, scene / "images", scene / "tokens")]
-    return []
-
-
-def discover_jobs(source: str | os.PathLike, scenes: Sequence[str] | None = None,
-                  cameras: Sequence[str] | None = None, out: str | os.PathLike | None = None,
-                  frames_subdir: str = "rgb/2x") -> list[Job]:
-    """Turn the CLI input into jobs.
-
-    * a video file ``x/clip.mp4`` -> ``x/clip/tokens``;
-    * a frame folder ``<scene>/rgb/2x`` -> ``<scene>/tokens``; ``<scene>/camXX/images`` -> ``<scene>/camXX/tokens``;
-      any other folder of images -> ``<folder>/tokens``;
-    * a scene folder (HyperNeRF or Neu3D) -> see :func:`scene_jobs`;
-    * a dataset root -> the jobs of each scene folder in it (``scenes`` selects and orders them).
-    ``out`` replaces the tokens folder (only for a single job).
-    """
-    src = Path(source)
-    if not src.exists():
-        raise FileNotFoundError(f"{src}: no such file or folder")
-    is_root = False
-    if src.is_file():
-        if not is_video_file(src):
-            raise ValueError(f"{src}: not a video; pass a video, a frame folder, a scene or a dataset root")
-        jobs = [Job(src.stem, src, src.parent / src.stem / "tokens")]
-    elif scene_jobs(src, cameras, frames_subdir):
-        jobs = scene_jobs(src, cameras, frames_subdir)
-    elif _has_images(src):
-        folder = resolve_frame_folder(src)
-        if folder.parent.name == "rgb":
-            tokens = folder.parent.parent / "tokens"
-        elif folder.name == "images":
-            tokens = folder.parent / "tokens"
-        else:
-            tokens = folder / "tokens"
-        jobs = [Job(tokens.parent.name, folder, tokens)]
-    else:
-        is_root = True
-        children = sorted(p for p in src.iterdir() if p.is_dir())
-        if scenes:
-            missing = [name for name in scenes if not (src / name).is_dir()]
-            if missing:
-                raise FileNotFoundError(f"{src}: no scene folder(s) {missing}")
-            children = [src / name for name in scenes]
-        jobs = [j for c in children for j in scene_jobs(c, cameras, frames_subdir)]
-        if not jobs:
-            raise FileNotFoundError(f"{src}: no frames, video, scene (rgb/2x, camXX/images, images) or dataset of "
-                                    "scenes found")
-    if scenes and not is_root:
-        raise ValueError(f"--scenes selects scenes of a dataset root, but {src} is itself a video/scene")
-    if out is not None:
-        if len(jobs) != 1:
-            raise ValueError(f"--out needs a single video, but {src} gives {len(jobs)} jobs; drop --out")
-        jobs[0].tokens_dir = Path(out)
-    return jobs
 
 
 # --------------------------------------------------------------------------------------------- CLI
