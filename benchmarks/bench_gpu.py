@@ -88,7 +88,7 @@ def inference_fps(model: StreamVGGT, decoder: torch.nn.Module, frames: int, wind
     """Backbone + decoder + depth and camera heads, chunks of 8, as ``inference.predictor`` runs them."""
     from inference.pipeline import Frame
     from inference.predictor import LangVGGTPredictor
-    from preprocess.frames import CropInfo
+    from preprocess.crop import CropInfo
 
     pred = LangVGGTPredictor(decoder, model, None, window=window, geometry=True, device=device, dtype=dtype)
     crop = CropInfo.identity(hw)

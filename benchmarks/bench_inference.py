@@ -68,7 +68,8 @@ def run_published(video: Path, out: Path, window: int) -> int:
     import torch
     import torch.nn.functional as F
 
-    from preprocess.frames import FramePreprocessor, iter_frames, list_frames
+    from preprocess.crop import FramePreprocessor
+    from preprocess.frames import iter_frames, list_frames
 
     backbone, decoder = build_models()
     refs = list_frames(video)
@@ -91,7 +92,8 @@ def run_published(video: Path, out: Path, window: int) -> int:
 def run_ours(video: Path, out: Path, window: int, chunk: int, full: bool) -> int:
     from inference.pipeline import Frame, InferenceSettings, run_inference
     from inference.predictor import LangVGGTPredictor
-    from preprocess.frames import FramePreprocessor, iter_frames, list_frames
+    from preprocess.crop import FramePreprocessor
+    from preprocess.frames import iter_frames, list_frames
 
     backbone, decoder = build_models()
     refs = list_frames(video)

@@ -41,7 +41,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from preprocess import extract_tokens as ex  # noqa: E402
-from preprocess.frames import FramePreprocessor, iter_frames, list_frames  # noqa: E402
+from preprocess.crop import FramePreprocessor  # noqa: E402
+from preprocess.frames import iter_frames, list_frames  # noqa: E402
 from preprocess.token_cache import (  # noqa: E402
     SUFFIX,
     TokenCache,

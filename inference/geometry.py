@@ -22,7 +22,7 @@ import math
 import numpy as np
 import torch
 
-from preprocess.frames import CropInfo
+from preprocess.crop import CropInfo
 
 
 def uncrop_map(x: torch.Tensor, crop: CropInfo, mode: str = "bilinear") -> tuple[torch.Tensor, torch.Tensor]:

@@ -36,7 +36,7 @@ from inference.outputs import (
 )
 from inference.ply import PlyStreamWriter, read_ply, write_ply
 from inference.visualize import Mp4Writer, PCAProjector, load_png, save_png, to_uint8_image
-from preprocess.frames import CropInfo
+from preprocess.crop import CropInfo
 from utils.io import save_json_atomic
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ import torch
 
 from inference.outputs import AUTOENCODER_DIR, LEVELS
 from inference.pipeline import Frame, InferenceSettings, run_inference
-from preprocess.frames import MODES, PUBLISHED_MODE
+from preprocess.crop import MODES, PUBLISHED_MODE
 from utils.cli import UserError, cli_main, setup_logging
 from utils.device import resolve_device, resolve_dtype
 
@@ -317,7 +317,8 @@ def run_source(args: argparse.Namespace, source: Path, out: Path, decoder, backb
                device: torch.device, dtype: torch.dtype) -> dict:
     """Inference on one video / frame folder / scene into ``out``."""
     from model.decoder_io import decoder_kind
-    from preprocess.frames import FramePreprocessor, read_frame_published
+    from preprocess.crop import FramePreprocessor
+    from preprocess.frames import read_frame_published
 
     published = args.preset == "published"
     refs = list_source_frames(source, published)

@@ -47,15 +47,8 @@ from tqdm import tqdm  # noqa: E402
 
 from model.backbones import BackboneSpec, checkpoint_sha256, tiny_backbone_id  # noqa: E402,F401  (re-exported)
 from model.backbones import load_backbone as load_backbone_model  # noqa: E402
-from preprocess.frames import (  # noqa: E402
-    MODES,
-    CropInfo,
-    FramePreprocessor,
-    FrameRef,
-    iter_frames,
-    list_frames,
-    read_frame,
-)
+from preprocess.crop import MODES, CropInfo, FramePreprocessor  # noqa: E402
+from preprocess.frames import FrameRef, iter_frames, list_frames, read_frame  # noqa: E402
 from preprocess.layout import Job, discover_jobs, scene_jobs  # noqa: E402,F401  (re-exported)
 from preprocess.token_cache import (  # noqa: E402
     META_FILE,

@@ -12,7 +12,7 @@ from inference.geometry import fov_intrinsics, is_rotation
 from inference.outputs import LEVELS, OutputLayout, read_fields
 from inference.pipeline import ChunkOutput, Frame, InferenceSettings, run_inference
 from inference.ply import read_ply
-from preprocess.frames import CropInfo
+from preprocess.crop import CropInfo
 
 H, W, h, w = 20, 12, 14, 14  # original 20x12 -> resized 23x14 (crop rows 4..18)
 CROP = CropInfo(orig_hw=(H, W), resized_hw=(23, 14), box=(4, 0, h, w))

@@ -18,7 +18,7 @@ from inference.geometry import (
     unproject_depth,
 )
 from inference.ply import PlyStreamWriter, read_ply, read_ply_header, write_ply
-from preprocess.frames import CropInfo, FramePreprocessor
+from preprocess.crop import CropInfo, FramePreprocessor
 
 
 def _rot(axis_angle):

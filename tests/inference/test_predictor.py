@@ -8,7 +8,7 @@ import torch
 
 from inference.geometry import is_rotation
 from inference.pipeline import Frame
-from preprocess.frames import CropInfo
+from preprocess.crop import CropInfo
 
 sv = pytest.importorskip("model.streamvggt.streamvggt")
 dec = pytest.importorskip("model.decoder")

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import preprocess.extract_tokens as ex
-from preprocess.frames import FramePreprocessor, list_frames
+from preprocess.crop import FramePreprocessor
+from preprocess.frames import list_frames
 from preprocess.token_cache import TokenCache, TokenCacheError
 
 W, H = 84, 50  # -> crop to 56 x 28 (2 x 4 patches)

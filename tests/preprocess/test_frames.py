@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from preprocess.frames import CropInfo, FramePreprocessor, iter_frames, list_frames, read_frame
+from preprocess.crop import CropInfo, FramePreprocessor
+from preprocess.frames import iter_frames, list_frames, read_frame
 
 
 def _write_png(path, rgb):
@@ -148,7 +149,7 @@ ORIGINAL_BOXES = [  # (W, H) -> (turned?, box (top, left, h, w) on the (turned) 
 
 @pytest.mark.parametrize("wh,expected", ORIGINAL_BOXES)
 def test_original_mode_crop_boxes(wh, expected):
-    from preprocess.frames import FramePreprocessor
+    from preprocess.crop import FramePreprocessor
 
     W, H = wh
     info = FramePreprocessor(mode="original").plan((H, W))
@@ -161,7 +162,7 @@ def test_original_mode_gives_the_published_tensor(wh):
     """PIL's ROTATE_90 of a landscape frame, the centre crop to multiples of 14, ToTensor's /255: bit for bit."""
     from PIL import Image
 
-    from preprocess.frames import FramePreprocessor
+    from preprocess.crop import FramePreprocessor
 
     W, H = wh
     rgb = np.random.default_rng(W).integers(0, 256, (H, W, 3), dtype=np.uint8)
@@ -181,7 +182,7 @@ def test_original_mode_gives_the_published_tensor(wh):
 
 
 def test_turned_pixel_coordinates_round_trip():
-    from preprocess.frames import FramePreprocessor
+    from preprocess.crop import FramePreprocessor
 
     info = FramePreprocessor(mode="original").plan((45, 75))
     x = torch.arange(45 * 75, dtype=torch.float32).view(45, 75)

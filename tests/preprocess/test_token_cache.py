@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import preprocess.token_cache as tc
-from preprocess.frames import FramePreprocessor
+from preprocess.crop import FramePreprocessor
 from preprocess.token_cache import (
     META_KEY,
     TokenCache,
