@@ -22,7 +22,9 @@
 #   W_RGB=1 W_COS=0.1 W_VIDEO=1              loss weights (RGB term, feature cosine (train.py: 0.01), video term)
 #   AE_EPOCHS=200 VIDEO_AE_EPOCHS=100        autoencoder epochs (200: rare part names need them to stay apart)
 #   DECODER_CONFIG='{...}'                   DecoderConfig JSON (default: a small decoder, frame input on)
-#   THREADS=$(nproc)  PYTHON=python  SEED=0  ORACLE=1 (also score the targets themselves: the upper bound)
+#   THREADS=1  PYTHON=python  SEED=0  ORACLE=1  torch threads per step (1: the small models run fastest on one
+#                                            thread and do not slow down on a busy machine); ORACLE: also score the
+#                                            targets themselves (the upper bound)
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
@@ -50,7 +52,7 @@ BATCH="${BATCH:-4}"; LR="${LR:-2e-3}"; WARMUP="${WARMUP:-1}"; SEED="${SEED:-0}";
 W_COS="${W_COS:-0.1}"; W_VIDEO="${W_VIDEO:-1}"
 AE_EPOCHS="${AE_EPOCHS:-200}"; VIDEO_AE_EPOCHS="${VIDEO_AE_EPOCHS:-100}"
 [[ -n "${DECODER_CONFIG:-}" ]] || DECODER_CONFIG='{"dpt_features": 32, "dpt_out_channels": [16, 32, 64, 64], "lang_widths": [16, 32, 64, 64], "rgb_widths": [8, 8, 16, 16]}'
-THREADS="${THREADS:-$(nproc)}"; PYTHON="${PYTHON:-python}"; ORACLE="${ORACLE:-1}"
+THREADS="${THREADS:-1}"; PYTHON="${PYTHON:-python}"; ORACLE="${ORACLE:-1}"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
 cd "$REPO"
 if ! "$PYTHON" -c "import torch, cv2, open_clip, safetensors" 2>/dev/null; then
@@ -101,7 +103,7 @@ step() {  # step NAME "settings" command...
   rm -f "$stamp"
   local t0=$SECONDS
   say "$name ..."
-  if ! "$@" >> "$LOG" 2>&1; then
+  if ! "$@" >> "$LOG" 2> >(tee -a "$LOG" >&2); then
     echo "[demo] $name FAILED; last lines of $LOG:" >&2; tail -n 25 "$LOG" >&2; exit 1
   fi
   printf '%s' "$CHAIN" > "$stamp"
@@ -110,29 +112,28 @@ step() {  # step NAME "settings" command...
 T0=$SECONDS
 step scene "$FRAMES $WIDTH $HEIGHT $SEED" \
   "$PYTHON" -m preprocess.make_synthetic --out "$SCENE" --frames "$FRAMES" --width "$WIDTH" --height "$HEIGHT" \
-  --seed "$SEED" --overwrite --no-progress
+  --seed "$SEED" --overwrite
 step tokens "${BACKBONE_ARGS[*]} $TARGET_WIDTH $DEVICE" \
   "$PYTHON" -m preprocess.extract_tokens "$SCENE" "${BACKBONE_ARGS[@]}" --target-width "$TARGET_WIDTH" \
-  --device "$DEVICE" --overwrite --no-progress
+  --device "$DEVICE" --overwrite
 step targets "${TEXT_SEM[*]}" \
   "$PYTHON" -m preprocess.extract_semantics --scene "$SCENE" --mode oracle "${TEXT_SEM[@]}" --device "$DEVICE" \
-  --overwrite --no-progress
+  --overwrite
 step autoencoder "$AE_EPOCHS" \
   "$PYTHON" -m preprocess.train_autoencoder --scenes "$SCENE" --features clip_features --dim 3 --epochs "$AE_EPOCHS" \
-  --out "$OUT/autoencoder" --device "$DEVICE" --overwrite --no-progress
+  --out "$OUT/autoencoder" --device "$DEVICE" --overwrite
 step video_autoencoder "$VIDEO_AE_EPOCHS" \
   "$PYTHON" -m preprocess.train_autoencoder --scenes "$SCENE" --features video_features --dim 6 \
   --epochs "$VIDEO_AE_EPOCHS" --lr 7e-4 --cos-weight 1e-3 --out "$OUT/autoencoder_video" --device "$DEVICE" --overwrite \
-  --no-progress
+ 
 step autoencoder_check "" \
-  "$PYTHON" -m training.demo_checks autoencoder --scene "$SCENE" --autoencoder "$OUT/autoencoder" \
+  "$PYTHON" -m scripts.demo_checks autoencoder --scene "$SCENE" --autoencoder "$OUT/autoencoder" \
   --video-autoencoder "$OUT/autoencoder_video" --out "$OUT/autoencoder_check.json"
 rm -rf "$OUT/run.partial"
 step train "$EPOCHS $BATCH $LR $WARMUP $W_RGB $W_COS $W_VIDEO $DECODER_CONFIG $THREADS" \
   bash -c 'rm -rf "$1" && "$2" "$3/train.py" --scenes "$4" --out "$1" --decoder tiny --decoder-config "$5" \
     --epochs "$6" --batch-size "$7" --lr "$8" --warmup-epochs "$9" --schedule cosine --min-lr 1e-5 \
-    --device "${10}" --threads "${11}" --seed "${12}" --w-rgb "${13}" --w-cos "${14}" --w-video "${15}" --cache-in-memory --save-every 1000 \
-    --no-progress' _ \
+    --device "${10}" --threads "${11}" --seed "${12}" --w-rgb "${13}" --w-cos "${14}" --w-video "${15}" --cache-in-memory --save-every 1000' _ \
   "$OUT/run" "$PYTHON" "$REPO" "$SCENE" "$DECODER_CONFIG" "$EPOCHS" "$BATCH" "$LR" "$WARMUP" "$DEVICE" \
   "$THREADS" "$SEED" "$W_RGB" "$W_COS" "$W_VIDEO"
 step inference "" \
@@ -148,4 +149,5 @@ fi
 say "pipeline time: $((SECONDS - T0)) s"
 
 # ---------------------------------------------------------------- summary
-"$PYTHON" -m training.demo_checks summary --out "$OUT" --backbone "$BACKBONE_DESC" --text "$TEXT_DESC"
+"$PYTHON" -m scripts.demo_checks summary --out "$OUT" --backbone "$BACKBONE_DESC" --text "$TEXT_DESC"
+say "see it in 4D (a viser viewer with live text queries): bash scripts/view.sh $OUT/inference"
