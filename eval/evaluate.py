@@ -11,6 +11,13 @@ IoU and pixel accuracy against the polygon mask. Time-sensitive: per state query
 chosen level (before the 7x7 cleanup) selects pixels of the time-sensitive field; the frame score is their
 mean cosine with the query embedding; scores are smoothed, thresholded at their raw mean, and give Acc and
 vIoU (IoU_t = the cleaned mask's IoU with the object's GT mask).
+
+Bad input ends in one ``error: <what> (<file>): <fix>`` line (exit code 2) before anything is written: a missing
+or empty --scene / --fields / --renders folder, malformed annotations (see ``eval/annotations.py``), an annotated
+frame the scene does not have, unreadable or inconsistent fields / targets (see ``eval/fields.py``), a file given
+to --autoencoder that is not one. Annotations skipped by the reader (polygons with fewer than 3 points ...) are
+listed per scene in ``results.json`` (``skipped_annotations``) and ``results.md``. ``results.json`` is valid JSON
+(an undefined mean is ``null``) and two runs write the same bytes.
 """
 
 from __future__ import annotations
@@ -18,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,15 +36,26 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from eval.annotations import VIDEO_RELPATH, CocoFrames, in_intervals, load_coco_masks, load_video_annotations
+from eval.annotations import (
+    COCO_RELPATH,
+    VIDEO_RELPATH,
+    AnnotationError,
+    CocoFrames,
+    in_intervals,
+    load_coco_masks,
+    load_video_annotations,
+)
 from eval.fields import (
     Decoder,
+    FieldsError,
+    FieldsMissingError,
     FieldSource,
     GroundTruthFields,
     OurFields,
     RendersNpyFields,
     TargetFields,
     autoencoder_decoder,
+    key_to_index,
 )
 from eval.masks import CLEANUP_KERNEL, MASK_THRESHOLD, SMOOTH_KERNEL, masks_from_relevancy
 from eval.metrics import (
@@ -53,7 +70,7 @@ from eval.metrics import (
 )
 from eval.relevancy import CANONICAL_NEGATIVES, TEMPERATURE, RelevancyModel, TextEncoder
 from eval.report import summarize, to_markdown
-from utils.cli import UserError, cli_main
+from utils.cli import UserError, cli_main, json_safe, require_path
 from utils.device import resolve_device
 from utils.io import atomic_path, save_json_atomic
 
@@ -126,6 +143,60 @@ def _cosines(feats: torch.Tensor, query: torch.Tensor, decode: Decoder | None, d
         raise ValueError(f"time-sensitive feature dim {feats.shape[-1]} != query embedding dim {qe.shape[0]}; "
                          "pass --video-autoencoder or matching query embeddings")
     return feats @ qe
+
+
+def _scene_frame_indices(scene_dir: Path | None, dataset: str) -> set[int] | None:
+    """0-based indices of the scene's own frames (``rgb/2x`` for HyperNeRF, ``cam00/images`` for Neu3D), or None
+    when the scene has no such folder (the evaluator only needs the annotations)."""
+    if scene_dir is None:
+        return None
+    folder = scene_dir / ("rgb/2x" if dataset == "hypernerf" else "cam00/images")
+    if not folder.is_dir():
+        return None
+    out = set()
+    for p in folder.iterdir():
+        if p.is_file() and not p.name.startswith("."):
+            try:
+                out.add(key_to_index(p.stem, dataset))
+            except ValueError:
+                continue
+    return out or None
+
+
+def check_frames(coco: CocoFrames, fields: FieldSource, scene_dir: Path | None, dataset: str) -> None:
+    """Every annotated frame must be a frame of the scene (else the annotation file is wrong) and have a field
+    (else the fields are incomplete): one :class:`UserError` naming the file at fault."""
+    available = set(fields.frame_indices())
+    missing = [i for i in coco.frame_indices if i not in available]
+    if not missing:
+        return
+    own = _scene_frame_indices(scene_dir, dataset)
+    if own is not None:
+        foreign = [i for i in missing if i not in own]
+        if foreign:
+            i = foreign[0]
+            raise AnnotationError(
+                f"annotated image {coco.file_names[i]!r} is frame {i}, which the scene does not have "
+                f"({len(own)} frames, indices {min(own)}..{max(own)})", coco.path or scene_dir,
+                "remove the annotation or check the --dataset naming (hypernerf: file number - 1)")
+    raise FieldsMissingError(
+        f"no field for annotated frame(s) {missing[:10]}{'...' if len(missing) > 10 else ''} "
+        f"(the fields hold {len(available)} frames)", fields.location,
+        "run inference on the whole sequence")
+
+
+def _check_latent_sizes(fields: FieldSource, index: int, decode: Decoder | None,
+                        video_decode: Decoder | None) -> None:
+    """An autoencoder whose latent size is not the fields' feature size is refused up front (decoders made by
+    :func:`eval.fields.autoencoder_decoder` carry ``check_latent``)."""
+    if decode is not None and hasattr(decode, "check_latent"):
+        ind = fields.semantic_indexed(index)
+        decode.check_latent(int(ind[1].shape[-1] if ind is not None else fields.semantic(index).shape[-1]))
+    if video_decode is not None and hasattr(video_decode, "check_latent") and fields.has_video():
+        vind = fields.video_indexed(index)
+        vfeat = vind[1] if vind is not None else fields.video(index)
+        if vfeat is not None:
+            video_decode.check_latent(int(vfeat.shape[-1]))
 
 
 def _slug(s: str) -> str:
@@ -206,14 +277,22 @@ def evaluate_scene(
 
     ta_frames: dict[str, list[dict[str, Any]]] = {}
     ts_frames: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    available = set(fields.frame_indices())
+    check_frames(coco, fields, scene_dir, dataset)
     indices = coco.frame_indices
-    missing = [i for i in indices if i not in available]
-    if missing:
-        raise FileNotFoundError(f"fields have no frame for annotated indices {missing[:10]}"
-                                f"{'...' if len(missing) > 10 else ''}; run inference on the whole sequence "
-                                f"(fields hold {len(available)} frames)")
-    for idx in tqdm(indices, desc=f"eval {scene_name or (scene_dir.name if scene_dir else '')}", leave=False):
+    scored = [i for i in indices if coco.masks[i]]
+    # refuse inconsistent inputs before the first score (and before the progress bar)
+    fields.check({i: coco.sizes[i] for i in scored})
+    if scored:
+        _check_latent_sizes(fields, scored[0], decode, video_decode if run_ts else None)
+
+    def check_size(shape: Sequence[int], idx: int, size: tuple[int, int]) -> None:
+        if fields.exact_size and tuple(shape[-2:]) != tuple(size):
+            raise FieldsError(f"targets of frame {idx} are {shape[-1]}x{shape[-2]} but its annotation is "
+                              f"{size[1]}x{size[0]}", fields.frame_file(idx),
+                              "extract the targets from the annotated frames (same resolution)")
+
+    for idx in tqdm(indices, desc=f"eval {scene_name or (scene_dir.name if scene_dir else '')}", leave=False,
+                    disable=None):  # no bar when stderr is not a terminal
         gts = coco.masks[idx]
         if not gts:
             continue
@@ -225,11 +304,13 @@ def evaluate_scene(
             ind = fields.semantic_indexed(idx)
             if ind is not None:  # few distinct features: score the rows, then scatter to pixels
                 imap, rows = ind
+                check_size(imap.shape, idx, size)
                 rows = torch.cat([rows.float(), rows.new_zeros(1, rows.shape[1]).float()]).to(dev)
                 imap = torch.where(imap < 0, rows.shape[0] - 1, imap).to(dev)
                 rel = model.relevancy(rows, texts, decode=decode)[:, imap]  # (Q, L, h, w)
             else:
                 feats = fields.semantic(idx).to(dev)
+                check_size(feats.shape[:-1], idx, size)
                 rel = model.relevancy(feats, texts, decode=decode)  # (Q, L, h, w)
             rel = _to_size(rel, size)
             masks = {t: masks_from_relevancy(rel[i], cfg.threshold, cfg.smooth_kernel, cfg.cleanup_kernel)
@@ -294,6 +375,7 @@ def evaluate_scene(
             "queries": ta_queries,
         },
         "time_sensitive": None,
+        "skipped_annotations": list(coco.skipped),
     }
     if run_ts:
         image_pos = {idx: k for k, idx in enumerate(coco.image_order)}
@@ -325,19 +407,21 @@ def evaluate_scene(
 
 
 def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
+    """Non-finite floats (NaN, +-inf) -> None, recursively (``utils.cli.json_safe``)."""
+    return json_safe(obj)
+
+
+RESULT_FILES = ("results.json", "results.md")
 
 
 def write_results(summary: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``results.json`` (NaN -> null) and ``results.md`` into ``out_dir``; returns both paths."""
+    """Write ``results.json`` (non-finite -> null, valid JSON) and ``results.md`` into ``out_dir``; returns both
+    paths. Temporary files a killed earlier run left beside them are removed."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for name in RESULT_FILES:
+        for stale in out.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
     save_json_atomic(_json_safe(summary), out / "results.json")
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text(to_markdown(summary))
@@ -345,13 +429,26 @@ def write_results(summary: dict[str, Any], out_dir: str | Path) -> tuple[Path, P
 
 
 def load_query_embeddings(path: str | Path) -> dict[str, torch.Tensor]:
-    """``{query: (D,)}`` from a JSON ``{query: [floats]}`` or a safetensors file (tensor name = query)."""
-    path = Path(path)
+    """``{query: (D,)}`` from a JSON ``{query: [floats]}`` or a safetensors file (tensor name = query); anything
+    else is one :class:`UserError` naming the file."""
+    path = require_path(path, "query embeddings file", "check --video-query-embeddings", kind="file")
+    fix = "pass a JSON {query: [floats]} or a safetensors file of 1-d tensors named by query"
     if path.suffix == ".json":
-        return {k: torch.tensor(v, dtype=torch.float32) for k, v in json.loads(path.read_text()).items()}
-    from safetensors.torch import load_file
+        try:
+            data = json.loads(path.read_text())
+            out = {str(k): torch.tensor(v, dtype=torch.float32).reshape(-1) for k, v in data.items()}
+        except json.JSONDecodeError as e:
+            raise UserError(f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})", path, fix) from None
+        except (AttributeError, TypeError, ValueError, RuntimeError) as e:
+            raise UserError(f"not query embeddings ({type(e).__name__}: {e})", path, fix) from None
+    else:
+        from model.safe_load import read_safetensors
 
-    return dict(load_file(str(path)))
+        out = {k: v.float().reshape(-1) for k, v in read_safetensors(path)[0].items()}  # names the file if bad
+    bad = [k for k, v in out.items() if v.numel() == 0 or not bool(torch.isfinite(v).all())]
+    if bad:
+        raise UserError(f"query embedding {bad[0]!r} is empty or not finite", path, fix)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -408,25 +505,44 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         "give one --video-renders per --scene")
     from eval.text import text_encoder_from_args
 
-    dev = resolve_device(args.device)
-    encode_text = text_encoder_from_args(args, device=str(dev))
-    decode = autoencoder_decoder(args.autoencoder, dev) if args.autoencoder else None
-    vdecode = autoencoder_decoder(args.video_autoencoder, dev) if args.video_autoencoder else None
-    vq = load_query_embeddings(args.video_query_embeddings) if args.video_query_embeddings else None
-    results = []
+    # everything that can be checked cheaply is checked before any model is loaded or any score computed
+    coco, video_ann = [], []
+    for scene in args.scene:
+        require_path(scene, "scene folder", "pass a scene folder holding annotations/", kind="dir")
+        coco.append(load_coco_masks(scene, args.dataset))
+        vpath = Path(scene) / VIDEO_RELPATH
+        video_ann.append(load_video_annotations(scene) if vpath.is_file() else None)
+        if not coco[-1].frame_indices:
+            raise AnnotationError("no annotated image", Path(scene) / COCO_RELPATH, "check the annotation export")
+    for f in args.fields:
+        require_path(f, "fields folder", "pass the inference output folder (<out> holding fields/)", kind="dir")
+    sources: list[FieldSource | None] = []
     for i, scene in enumerate(args.scene):
         if args.fields:
-            src: FieldSource = OurFields(args.fields[i], dataset=args.dataset)
+            sources.append(OurFields(args.fields[i], dataset=args.dataset))
         elif args.renders:
             dirs = args.renders[i].split(",")
-            src = RendersNpyFields(dirs, args.video_renders[i] if args.video_renders else None)
+            sources.append(RendersNpyFields(dirs, args.video_renders[i] if args.video_renders else None))
         elif args.targets is not None:
-            src = TargetFields(scene, features=args.targets, dataset=args.dataset)
+            sources.append(TargetFields(scene, features=args.targets, dataset=args.dataset))
         else:
-            src = GroundTruthFields(scene, encode_text)
+            sources.append(None)  # GroundTruthFields needs the text encoder
+    vq = load_query_embeddings(args.video_query_embeddings) if args.video_query_embeddings else None
+    dev = resolve_device(args.device)
+    decode = autoencoder_decoder(args.autoencoder, dev) if args.autoencoder else None
+    vdecode = autoencoder_decoder(args.video_autoencoder, dev) if args.video_autoencoder else None
+    encode_text = text_encoder_from_args(args, device=str(dev))
+    if args.overlays:  # temporary PNGs a killed earlier run left (the folder is written by this command only)
+        for stale in (Path(args.out) / "overlays").rglob(".*.png.*.tmp"):
+            stale.unlink(missing_ok=True)
+    results = []
+    for i, scene in enumerate(args.scene):
+        src = sources[i] if sources[i] is not None else GroundTruthFields(scene, encode_text)
+        check_frames(coco[i], src, Path(scene), args.dataset)
         name = Path(scene).name
         results.append(evaluate_scene(
             scene, src, encode_text, decode=decode, video_decode=vdecode, video_query_embeddings=vq,
+            coco=coco[i], video_annotations=video_ann[i],
             dataset=args.dataset, time_sensitive=False if args.no_time_sensitive else None, device=dev,
             overlays_dir=Path(args.out) / "overlays" / name if args.overlays else None, scene_name=name))
     summary = summarize(results)

@@ -12,6 +12,11 @@ Two layouts, both exposed through :class:`FieldSource`:
 
 Features stay in their stored dimension (k = 3, 6, 512, ...); decoding to the text-embedding dimension is a
 callable ``decode(z (..., k)) -> (..., D)`` applied lazily by the evaluator in pixel chunks.
+
+Files that cannot be what they claim are refused with one :class:`FieldsError` naming the file: a missing or
+empty folder, an unreadable ``.safetensors`` / ``.npy``, a render that is not (H, W, C), targets whose ``_s.npy``
+is not (4, H, W) (video: (1, H, W) of the same H, W), whose ``_f.npy`` is not (N, D), or whose indices are not
+-1 or a row of ``_f.npy``; an autoencoder whose latent size differs from the fields'.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
+from utils.cli import UserError
 from utils.io import load_npy
 
 logger = logging.getLogger(__name__)
@@ -33,10 +39,42 @@ LEVELS: tuple[str, ...] = ("small", "middle", "large")
 Decoder = Callable[[torch.Tensor], torch.Tensor]
 
 
+class FieldsError(UserError, ValueError):
+    """A field, render or target file that is not what the evaluator needs (the message names the file)."""
+
+
+class FieldsMissingError(UserError, FileNotFoundError):
+    """A field, render or target folder that is missing or holds no usable file."""
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """A .npy file (never unpickled); an unreadable one is a :class:`FieldsError` naming it."""
+    try:
+        return np.asarray(load_npy(path))
+    except FileNotFoundError:
+        raise FieldsMissingError("file not found", path, "check the folder") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise FieldsError(f"not a readable .npy file ({str(e).splitlines()[0][:120]})", path,
+                          "write the file again") from None
+
+
 class FieldSource:
     """Per-frame feature fields. ``semantic(i)`` -> (L, H, W, k); ``video(i)`` -> (H, W, c) or None."""
 
     levels: tuple[str, ...] = LEVELS
+    location: str | Path = ""
+    """Where the fields are read from (for messages)."""
+    exact_size: bool = False
+    """True when the fields must have the annotation size (targets): the evaluator then refuses another size
+    instead of resizing."""
+
+    def frame_file(self, index: int) -> str | Path:
+        """The file holding frame ``index`` (for messages); the source's location by default."""
+        return self.location
+
+    def check(self, sizes: dict[int, tuple[int, int]]) -> None:
+        """Refuse (one :class:`UserError` naming the file) frames of ``sizes`` (index -> annotated (H, W)) whose
+        files are inconsistent, before any score is computed. Sources that read cheaply checked files override it."""
 
     def frame_indices(self) -> list[int]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -80,27 +118,45 @@ class OurFields(FieldSource):
     """Fields written by our inference (``<out>/fields/<key>.safetensors``); ``root`` = ``<out>`` or the folder."""
 
     def __init__(self, root: str | Path, dataset: str = "hypernerf", levels: Sequence[str] = LEVELS) -> None:
+        from safetensors import SafetensorError
+
         root = Path(root)
         self.root = root / "fields" if (root / "fields").is_dir() else root
+        self.location = self.root
         self.levels = tuple(levels)
+        if not self.root.is_dir():
+            raise FieldsMissingError("fields folder not found", self.root,
+                                     "pass the inference output folder (<out> holding fields/<key>.safetensors)")
         files = sorted(self.root.glob("*.safetensors"))
         if not files:
-            raise FileNotFoundError(f"no *.safetensors fields in {self.root}; run inference first "
-                                    "(expected <out>/fields/<key>.safetensors)")
+            raise FieldsMissingError("no *.safetensors fields in the folder", self.root,
+                                     "run inference first (expected <out>/fields/<key>.safetensors)")
         self._files: dict[int, Path] = {}
         self._video = False
         for f in files:
-            with safe_open(str(f), framework="pt") as sf:
-                meta = sf.metadata() or {}
-                keys = set(sf.keys())
-            idx = int(meta["frame_index"]) if "frame_index" in meta else key_to_index(f.stem, dataset)
+            try:
+                with safe_open(str(f), framework="pt") as sf:
+                    meta = sf.metadata() or {}
+                    keys = set(sf.keys())
+                idx = int(meta["frame_index"]) if "frame_index" in meta else key_to_index(f.stem, dataset)
+            except (SafetensorError, OSError) as e:
+                raise FieldsError(f"not a readable safetensors file ({str(e).splitlines()[0][:120]})", f,
+                                  "run inference again or remove the file") from None
+            except ValueError as e:
+                raise FieldsError(f"no frame index ({e})", f, "write 'frame_index' into the field metadata"
+                                  ) from None
             missing = [lv for lv in self.levels if lv not in keys]
             if missing:
-                raise ValueError(f"{f}: missing level tensors {missing} (has {sorted(keys)})")
+                raise FieldsError(f"missing level tensors {missing} (has {sorted(keys)})", f,
+                                  "run inference again")
             if idx in self._files:
-                raise ValueError(f"{f} and {self._files[idx]} both hold frame index {idx}")
+                raise FieldsError(f"this file and {self._files[idx].name} both hold frame index {idx}", f,
+                                  "keep one field file per frame")
             self._files[idx] = f
             self._video = self._video or "video" in keys
+
+    def frame_file(self, index: int) -> str | Path:
+        return self._files.get(index, self.root)
 
     def frame_indices(self) -> list[int]:
         return sorted(self._files)
@@ -132,16 +188,17 @@ def _renders_dir(d: str | Path) -> Path:
     if (d / "renders_npy").is_dir():
         d = d / "renders_npy"
     if not d.is_dir():
-        raise FileNotFoundError(f"render folder not found: {d} (expected .../renders_npy/<idx:05d>.npy)")
+        raise FieldsMissingError("render folder not found", d, "expected .../renders_npy/<idx:05d>.npy")
     return d
 
 
 def _load_render(path: Path) -> torch.Tensor:
     """(H, W, C) float32 render, values as stored (no mapping)."""
-    arr = np.asarray(load_npy(path), dtype=np.float32)
-    if arr.ndim != 3:
-        raise ValueError(f"{path}: expected (H, W, C), got shape {arr.shape}")
-    return torch.from_numpy(arr)
+    arr = _read_npy(path)
+    if arr.ndim != 3 or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise FieldsError(f"expected an (H, W, C) render, got shape {arr.shape} of {arr.dtype}", path,
+                          "pass the renders_npy folders of the 4D LangSplat renderer")
+    return torch.from_numpy(arr.astype(np.float32))
 
 
 def unmap_level_renders(stack: torch.Tensor) -> torch.Tensor:
@@ -167,12 +224,17 @@ class RendersNpyFields(FieldSource):
             raise ValueError(f"need one render folder per level {tuple(levels)}, got {len(level_dirs)}")
         self.levels = tuple(levels)
         self.dirs = [_renders_dir(d) for d in level_dirs]
+        self.location = self.dirs[0]
         self.video_dir = _renders_dir(video_dir) if video_dir is not None else None
         sets = [{int(p.stem) for p in d.glob("*.npy") if p.stem.isdigit()} for d in self.dirs]
         common = set.intersection(*sets)
         if not common:
-            raise FileNotFoundError(f"no common <idx:05d>.npy renders across {self.dirs}")
+            raise FieldsMissingError(f"no common <idx:05d>.npy renders across {len(self.dirs)} level folders",
+                                     self.dirs[0], "pass the renders_npy folders of the same scene")
         self._indices = sorted(common)
+
+    def frame_file(self, index: int) -> str | Path:
+        return self.dirs[0] / f"{index:05d}.npy"
 
     def frame_indices(self) -> list[int]:
         return list(self._indices)
@@ -203,14 +265,22 @@ def autoencoder_decoder(path: str | Path, device: str | torch.device = "cpu") ->
     """
     from model.autoencoder import FeatureAutoencoder  # lazy: separate owner
 
-    ae = FeatureAutoencoder.load(path, device=device)
+    ae = FeatureAutoencoder.load(path, device=device)  # refuses anything that is not an autoencoder, naming it
 
     @torch.no_grad()
     def decode(z: torch.Tensor) -> torch.Tensor:
+        check_latent(z.shape[-1])
         lead = z.shape[:-1]
         out = ae.decode(z.reshape(-1, z.shape[-1]).to(device, torch.float32))
         return out.reshape(*lead, out.shape[-1])
 
+    def check_latent(k: int) -> None:
+        if k != ae.latent_dim:
+            raise FieldsError(f"the fields have {k}-d features but this autoencoder decodes {ae.latent_dim}-d "
+                              "latents", path,
+                              "pass the autoencoder the fields were encoded with (or none for full-size fields)")
+
+    decode.check_latent = check_latent  # type: ignore[attr-defined]  (lets the evaluator check before scoring)
     return decode
 
 
@@ -238,22 +308,66 @@ class TargetFields(FieldSource):
     Pass ``features="clip_features-language_features_dim3"`` plus a decoder to check autoencoded targets.
     """
 
+    exact_size = True
+
     def __init__(self, scene_dir: str | Path, features: str = "clip_features", video: str | None = "video_features",
                  dataset: str = "hypernerf") -> None:
         scene_dir = Path(scene_dir)
         self.dir = scene_dir / features
+        self.location = self.dir
         if not self.dir.is_dir():
-            raise FileNotFoundError(f"target folder {self.dir} not found; run preprocess.extract_semantics first")
+            raise FieldsMissingError("target folder not found", self.dir, "run preprocess.extract_semantics first")
         self._keys: dict[int, str] = {}
         for p in sorted(self.dir.glob("*_s.npy")):
             key = p.name[:-len("_s.npy")]
-            idx = key_to_index(key, dataset)
+            try:
+                idx = key_to_index(key, dataset)
+            except ValueError as e:
+                raise FieldsError(str(e).split(";")[0], p, "name target files <frame number>_s.npy") from None
             if idx in self._keys:
-                raise ValueError(f"{self.dir}: {self._keys[idx]}_s.npy and {key}_s.npy both hold frame {idx} "
-                                 "(several cameras in one folder?); keep only the test camera's targets (cam00)")
+                raise FieldsError(f"{self._keys[idx]}_s.npy and {key}_s.npy both hold frame {idx} (several cameras "
+                                  "in one folder?)", self.dir, "keep only the test camera's targets (cam00)")
             self._keys[idx] = key
+        if not self._keys:
+            raise FieldsMissingError("no <key>_s.npy targets in the folder", self.dir,
+                                     "run preprocess.extract_semantics first")
         vdir = scene_dir / video if video else None
         self.video_dir = vdir if vdir is not None and vdir.is_dir() else None
+
+    def frame_file(self, index: int) -> str | Path:
+        return self.dir / f"{self._keys[index]}_s.npy" if index in self._keys else self.dir
+
+    def check(self, sizes: dict[int, tuple[int, int]]) -> None:
+        for index, size in sizes.items():
+            imap, _ = self._sem_ind(index)
+            if tuple(imap.shape[-2:]) != tuple(size):
+                raise FieldsError(f"targets of frame {index} are {imap.shape[-1]}x{imap.shape[-2]} but its annotation "
+                                  f"is {size[1]}x{size[0]}", self.frame_file(index),
+                                  "extract the targets from the annotated frames (same resolution)")
+            self._vid_ind(index)
+
+    @staticmethod
+    def _read_pair(folder: Path, key: str, planes: int) -> tuple[np.ndarray, torch.Tensor]:
+        """``<key>_s.npy`` (planes, H, W) and ``<key>_f.npy`` (N, D), checked: shapes, finite rows, and every
+        index -1 or a row of ``_f`` (what a target that fits its rows holds)."""
+        s_path, f_path = folder / f"{key}_s.npy", folder / f"{key}_f.npy"
+        seg, feats = _read_npy(s_path), _read_npy(f_path)
+        if seg.ndim != 3 or seg.shape[0] != planes or 0 in seg.shape:
+            raise FieldsError(f"expected ({planes}, H, W) region indices, got shape {seg.shape}", s_path,
+                              "re-extract the targets with preprocess.extract_semantics")
+        if feats.ndim != 2 or not np.issubdtype(feats.dtype, np.floating):
+            raise FieldsError(f"expected (N, D) float feature rows, got shape {feats.shape} of {feats.dtype}", f_path,
+                              "re-extract the targets with preprocess.extract_semantics")
+        if not np.isfinite(feats).all():
+            raise FieldsError("feature rows hold NaN or infinite values", f_path, "re-extract the targets")
+        seg = seg.astype(np.float64)
+        bad = ~np.isfinite(seg) | (seg != np.rint(seg)) | (seg < -1) | (seg >= feats.shape[0])
+        if bad.any():
+            vals = np.unique(seg[bad])[:5].tolist()
+            raise FieldsError(f"{int(bad.sum())} region indices {vals} are neither -1 nor a row of {f_path.name} "
+                              f"({feats.shape[0]} rows)", s_path,
+                              "the _s.npy and _f.npy files do not belong together; re-extract the targets")
+        return seg, torch.from_numpy(feats.astype(np.float32))
 
     def frame_indices(self) -> list[int]:
         return sorted(self._keys)
@@ -273,11 +387,7 @@ class TargetFields(FieldSource):
         return self._vid_ind(index)
 
     def _sem_ind(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        key = self._key(index)
-        seg = np.asarray(load_npy(self.dir / f"{key}_s.npy"))
-        rows = torch.from_numpy(np.asarray(load_npy(self.dir / f"{key}_f.npy"), dtype=np.float32))
-        if seg.ndim != 3 or seg.shape[0] != 4:
-            raise ValueError(f"{self.dir / (key + '_s.npy')}: expected (4, H, W), got {seg.shape}")
+        seg, rows = self._read_pair(self.dir, self._key(index), 4)
         return _clean_index(seg[1:4], rows.shape[0]), rows
 
     def semantic(self, index: int) -> torch.Tensor:
@@ -288,9 +398,13 @@ class TargetFields(FieldSource):
         if self.video_dir is None:
             return None
         key = self._key(index)
-        seg = np.asarray(load_npy(self.video_dir / f"{key}_s.npy"))
-        rows = torch.from_numpy(np.asarray(load_npy(self.video_dir / f"{key}_f.npy"), dtype=np.float32))
-        return _clean_index(seg.reshape(-1, *seg.shape[-2:])[0], rows.shape[0]), rows
+        seg, rows = self._read_pair(self.video_dir, key, 1)
+        sem_hw = tuple(_read_npy(self.dir / f"{key}_s.npy").shape[-2:])
+        if tuple(seg.shape[-2:]) != sem_hw:
+            raise FieldsError(f"time-sensitive targets are {seg.shape[-1]}x{seg.shape[-2]} but the semantic targets "
+                              f"of the frame are {sem_hw[1]}x{sem_hw[0]}", self.video_dir / f"{key}_s.npy",
+                              "extract both from the same frames")
+        return _clean_index(seg[0], rows.shape[0]), rows
 
     def video(self, index: int) -> torch.Tensor | None:
         ind = self._vid_ind(index)
@@ -311,9 +425,10 @@ class GroundTruthFields(FieldSource):
 
         scene_dir = Path(scene_dir)
         names_path = scene_dir / "gt" / "names.json"
+        self.location = scene_dir / "gt"
         if not names_path.is_file():
-            raise FileNotFoundError(f"{names_path} not found: GroundTruthFields needs a synthetic scene "
-                                    "(python -m preprocess.make_synthetic)")
+            raise FieldsMissingError("ground truth not found (--gt-oracle needs a synthetic scene)", names_path,
+                                     "make one with python -m preprocess.make_synthetic")
         self.names = json.loads(names_path.read_text())
         self.labels_dir = scene_dir / "gt" / "labels"
         self._keys = {key_to_index(p.stem): p.stem for p in self.labels_dir.glob("*.npy")}

@@ -2,6 +2,8 @@
 
 Scene mIoU / mAcc = mean over its time-agnostic queries of the per-query mean over annotated frames;
 scene Acc / vIoU = mean over its state queries. Overall = plain mean over scenes (as in the papers).
+Annotations the reader skipped (``skipped_annotations`` of a scene result, see ``eval/annotations.py``) are
+counted in ``overall.n_skipped_annotations`` and listed in the Markdown report.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def summarize(scene_results: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "viou": _mean([t["viou"] for t in ts]),
         "n_scenes": len(scene_results),
         "n_ts_scenes": len(ts),
+        "n_skipped_annotations": sum(len(r.get("skipped_annotations") or []) for r in scene_results),
     }
     return {"scenes": list(scene_results), "overall": overall}
 
@@ -51,6 +54,15 @@ def to_markdown(summary: dict[str, Any]) -> str:
         ta, ts = r.get("time_agnostic") or {}, r.get("time_sensitive") or {}
         lines.append(f"| {r['scene']} | {_pct(ta.get('miou'))} | {_pct(ta.get('macc'))} | "
                      f"{_pct(ts.get('acc'))} | {_pct(ts.get('viou'))} |")
+    skipped = [(r["scene"], a) for r in summary["scenes"] for a in r.get("skipped_annotations") or []]
+    if skipped:
+        lines += ["", f"## Skipped annotations ({len(skipped)})", "",
+                  "Left out of the ground truth (a category whose only annotation in a frame is skipped is not "
+                  "scored on that frame).", "",
+                  "| scene | annotation | image | category | reason |", "|---|---|---|---|---|"]
+        for scene, a in skipped:
+            lines.append(f"| {scene} | {a.get('annotation')} | {a.get('image') or '-'} | {a.get('category') or '-'} "
+                         f"| {a.get('reason')} |")
     for r in summary["scenes"]:
         ta, ts = r.get("time_agnostic") or {}, r.get("time_sensitive") or {}
         lines += ["", f"## {r['scene']}: time-agnostic queries", "",

@@ -5,7 +5,11 @@ width, L2-normalised output; decoder ``Linear(k, d0)`` then ``[ReLU, Linear]`` f
 L2-normalised output. The modules live in ``encoder``/``decoder`` ``nn.ModuleList``s in that order.
 
 Presets: CLIP 512 -> (256, 128, 64, 32, 3) -> (16, 32, 64, 128, 256, 512); video features 4096 ->
-(2048, ..., 32, 6) -> (32, ..., 4096). Weights are saved as ``model.safetensors`` + ``config.json``.
+(2048, ..., 32, 6) -> (32, ..., 4096). Weights are saved as ``model.safetensors`` + ``config.json``; the weights
+file is written first and carries the whole ``config.json`` content in its metadata (``config.json`` is a
+readable copy that :func:`restore_config` can rewrite byte for byte). A file that is not an autoencoder (not
+safetensors, a foreign pickle, another model's state dict, a broken ``config.json``) is refused by :meth:`load`
+with one :class:`AutoencoderFileError` naming the file.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils.cli import UserError, json_safe
 from utils.io import save_json_atomic, save_safetensors_atomic
 
 CLIP_ENCODER_DIMS = (256, 128, 64, 32, 3)
@@ -27,6 +32,15 @@ VIDEO_DECODER_DIMS = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+SAVED_CONFIG_KEY = "saved_config"  # weights metadata entry: the JSON written to config.json
+
+
+class AutoencoderFileError(UserError, ValueError):
+    """A file given as an autoencoder that is not one (unreadable, foreign, another model's weights)."""
+
+
+class AutoencoderMissingError(UserError, FileNotFoundError):
+    """An autoencoder folder without its ``config.json`` / ``model.safetensors``."""
 
 
 def default_dims(in_dim: int, latent_dim: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -103,11 +117,17 @@ class FeatureAutoencoder(nn.Module):
         return z, self.decode(z)
 
     def save(self, directory: str | Path, extra: dict | None = None) -> None:
-        """Write ``<directory>/model.safetensors`` and ``<directory>/config.json`` (atomically)."""
+        """Write ``<directory>/model.safetensors`` then ``<directory>/config.json`` (each atomically).
+
+        The weights file's metadata holds the architecture (``config``) and the full ``config.json`` content
+        (``saved_config``, with ``extra``), so a run stopped between the two files can finish the second one
+        (:func:`restore_config`) with the bytes an uninterrupted run writes.
+        """
         directory = Path(directory)
-        cfg = dict(self.config, **(extra or {}))
+        cfg = json_safe(dict(self.config, **(extra or {})))
         save_safetensors_atomic(dict(self.state_dict()), directory / WEIGHTS_FILE,
-                                metadata={"config": json.dumps(self.config)})
+                                metadata={"config": json.dumps(self.config),
+                                          SAVED_CONFIG_KEY: json.dumps(cfg, allow_nan=False)})
         save_json_atomic(cfg, directory / CONFIG_FILE)
 
     @classmethod
@@ -122,33 +142,92 @@ class FeatureAutoencoder(nn.Module):
                          if k.startswith(prefix + ".") and k.endswith(".weight") and v.ndim == 2)
             return [state_dict[f"{prefix}.{i}.weight"] for i in idx]
 
-        enc, dec = linears("encoder"), linears("decoder")
+        if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+            raise ValueError("not a state dict (a mapping of names to tensors)")
+        try:
+            enc, dec = linears("encoder"), linears("decoder")
+        except (KeyError, ValueError, IndexError) as e:
+            raise ValueError(f"state dict with unexpected encoder/decoder keys ({e})") from None
         if not enc or not dec:
             raise ValueError("state dict has no encoder.<i>.weight / decoder.<i>.weight linear layers")
-        model = cls(enc[0].shape[1], [w.shape[0] for w in enc], [w.shape[0] for w in dec])
-        model.load_state_dict(state_dict, strict=True)
+        try:
+            model = cls(enc[0].shape[1], [w.shape[0] for w in enc], [w.shape[0] for w in dec])
+            model.load_state_dict(state_dict, strict=True)
+        except RuntimeError as e:
+            raise ValueError(f"state dict does not fit the autoencoder layout ({str(e).splitlines()[0][:200]})"
+                             ) from None
         return model
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> FeatureAutoencoder:
-        """Load a directory written by :meth:`save` (or a LangSplat ``.pth`` state dict file), in eval mode."""
-        from safetensors.torch import load_file
+        """Load a directory written by :meth:`save` (or a LangSplat ``.pth`` / a ``.safetensors`` state dict file),
+        in eval mode. Anything else is refused with one :class:`UserError` naming the offending file."""
+        from model.safe_load import read_safetensors, read_weights
 
         directory = Path(directory)
+        fix = ("pass the folder written by `python -m preprocess.train_autoencoder --out DIR` (or a LangSplat "
+               "best_ckpt.pth)")
         if directory.is_file():
-            from model.safe_load import read_weights
-
-            sd = read_weights(directory)
-            return cls.from_state_dict(sd).to(device).eval()
+            try:
+                sd = read_weights(directory)  # refuses foreign pickles and unreadable files, naming the file
+            except UserError:
+                raise
+            except Exception as e:  # noqa: BLE001 - torch's unpickler raises anything on a garbage file
+                raise AutoencoderFileError(f"not a readable weights file ({type(e).__name__}: "
+                                           f"{str(e).splitlines()[0][:120] if str(e) else ''})", directory, fix
+                                           ) from None
+            try:
+                return cls.from_state_dict(sd).to(device).eval()
+            except ValueError as e:
+                raise AutoencoderFileError(f"not a feature autoencoder: {e}", directory, fix) from None
+        if not directory.is_dir():
+            raise AutoencoderMissingError("autoencoder not found", directory, fix)
         cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
         for p in (cfg_path, w_path):
             if not p.is_file():
-                raise FileNotFoundError(f"autoencoder file {p} is missing; train one with "
-                                        f"`python -m preprocess.train_autoencoder --out {directory} ...`")
-        cfg = json.loads(cfg_path.read_text())
-        model = cls(cfg["in_dim"], cfg["encoder_dims"], cfg["decoder_dims"])
-        model.load_state_dict(load_file(str(w_path)), strict=True)
+                raise AutoencoderMissingError(
+                    f"autoencoder file {p.name} is missing", p,
+                    f"train one with `python -m preprocess.train_autoencoder --out {directory} ...`")
+        try:
+            cfg = json.loads(cfg_path.read_text())
+            model = cls(int(cfg["in_dim"]), [int(d) for d in cfg["encoder_dims"]],
+                        [int(d) for d in cfg["decoder_dims"]])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+            raise AutoencoderFileError(f"not an autoencoder config ({type(e).__name__}: {e})", cfg_path,
+                                       "write it again with preprocess.train_autoencoder") from None
+        tensors, _ = read_safetensors(w_path)  # an unreadable file is refused naming it
+        try:
+            model.load_state_dict(tensors, strict=True)
+        except RuntimeError as e:
+            raise AutoencoderFileError(f"weights do not fit {CONFIG_FILE} ({str(e).splitlines()[0][:200]})", w_path,
+                                       "the two files come from different runs; train or copy the folder again"
+                                       ) from None
         return model.to(device).eval()
+
+
+def saved_config(directory: str | Path) -> dict | None:
+    """The ``config.json`` content recorded in ``<directory>/model.safetensors`` (see :meth:`FeatureAutoencoder.save`),
+    or None when the file is missing, unreadable or has no such record."""
+    from safetensors import SafetensorError, safe_open
+
+    w_path = Path(directory) / WEIGHTS_FILE
+    try:
+        with safe_open(str(w_path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(SAVED_CONFIG_KEY)
+        cfg = json.loads(raw) if raw else None
+    except (OSError, SafetensorError, ValueError):
+        return None
+    return cfg if isinstance(cfg, dict) else None
+
+
+def restore_config(directory: str | Path) -> dict:
+    """Rewrite ``<directory>/config.json`` from the weights file's record (the bytes :meth:`save` writes)."""
+    cfg = saved_config(directory)
+    if cfg is None:
+        raise AutoencoderFileError("the weights file records no configuration", Path(directory) / WEIGHTS_FILE,
+                                   "train again with --overwrite")
+    save_json_atomic(cfg, Path(directory) / CONFIG_FILE)
+    return cfg
 
 
 def autoencoder_loss(recon: torch.Tensor, target: torch.Tensor, cos_weight: float = 1e-3) -> torch.Tensor:

@@ -15,7 +15,15 @@ Modes:
 
 Output files per frame key: ``_s.npy`` float32 (4, H, W), -1 none, levels offset into one index space;
 ``_f.npy`` float32 (N, D) unit rows in order default|small|middle|large; plus ``meta.json``. The folder is
-built in ``.<name>.partial/`` and renamed at the end (an interrupted run resumes; bad input removes it).
+built in ``.<name>.partial/`` and renamed at the end (bad input removes it).
+
+Interrupting and re-running: a run killed at any moment and re-run with the same command gives the same bytes as
+an uninterrupted run and leaves no temporary file. Finished frames of a ``.partial/`` folder are kept; in oracle
+mode a ``clip_features/`` folder finished by the killed run (same mode, text encoder and frames, see its
+``meta.json``) is kept while ``video_features/`` is (re)built. Every text (region names, object names, state
+captions) is embedded once, up front, in one sorted batch, so the rows do not depend on which frames a resumed run
+still had to do. A run whose outputs all exist is refused unless ``--overwrite`` is given. Frames are decoded
+completely before anything is written (a zero-byte or truncated frame is refused, naming the file).
 
 Examples::
 
@@ -43,8 +51,10 @@ from preprocess.semantics.levels import assemble, compact, pool_levels
 from preprocess.semantics.proposals import PrecomputedProposer, SamProposer, SkimageProposer
 from preprocess.semantics.scene import (
     GroundTruth,
+    OutputExistsError,
     SemanticsInputError,
     StagedOutput,
+    finished_output,
     image_hw,
     iter_rgb,
     list_scene_frames,
@@ -64,12 +74,21 @@ class TextCache:
     def __init__(self, encoder: ClipEncoder) -> None:
         self.encoder, self.cache = encoder, {}
 
-    def rows(self, strings: list[str]) -> np.ndarray:
-        new = sorted({s for s in strings if s not in self.cache})
+    def prefill(self, strings) -> None:
+        """Embed every string of ``strings`` not cached yet in one sorted batch.
+
+        Text encoders are not batch-invariant to the last bit (a row's value depends on the other rows of the
+        batch), so a run embeds all its texts here, up front: a resumed run then gets the same rows as an
+        uninterrupted one, whatever frames it still has to do.
+        """
+        new = sorted({str(s) for s in strings if s not in self.cache})
         if new:
             emb = torch.as_tensor(self.encoder.encode_text(new)).detach().float().cpu().numpy()
             for s, e in zip(new, emb, strict=True):
                 self.cache[s] = e
+
+    def rows(self, strings: list[str]) -> np.ndarray:
+        self.prefill(strings)
         if not strings:
             return np.zeros((0, self.encoder.embed_dim), np.float32)
         return np.stack([self.cache[s] for s in strings]).astype(np.float32)
@@ -81,9 +100,11 @@ def _write_frame(out: StagedOutput, key: str, s: np.ndarray, f: np.ndarray) -> N
 
 
 def _run_staged(out: StagedOutput, body) -> Path:
+    """Run ``body`` (which writes into ``out``) and commit; bad input (a :class:`UserError`) removes the partial
+    folder, any other interruption keeps it for resuming."""
     try:
         body()
-    except SemanticsInputError:
+    except UserError:
         out.abort()
         raise
     return out.commit()
@@ -100,13 +121,29 @@ def extract_oracle(scene: str | Path, encoder: ClipEncoder, overwrite: bool = Fa
     scene = Path(scene)
     frames = list_scene_frames(scene, frames_dir)
     gt = GroundTruth.load(scene)
-    for fr in frames:  # validate everything cheap up front: nothing is written for a broken scene
-        gt.labels(fr.key, image_hw(fr.path))
+    video_final = scene / "video_features"
+    if video and video_final.exists() and not overwrite:  # refuse before any work, not after the first phase
+        raise OutputExistsError(video_final)
+    for fr in frames:  # validate everything up front: nothing is written for a broken scene
+        gt.labels(fr.key, image_hw(fr.path, decode=True))
     texts = TextCache(encoder)
+    # every text either phase needs, embedded in one batch (see TextCache.prefill)
+    texts.prefill([r["name"] for r in gt.regions.values()]
+                  + [gt.caption(o, fr.index) for fr in frames for o in gt.objects])
     base_cfg = {"mode": "oracle", "clip": encoder.identity, "frames": [f.key for f in frames]}
     written: dict[str, Path] = {}
+    clip_final = scene / output_name
+    if (video and not overwrite and not video_final.exists()
+            and finished_output(clip_final, dict(base_cfg, format="4dlangsplat-clip_features"),
+                                [f"{fr.key}_{x}.npy" for fr in frames for x in "sf"])):
+        # an earlier run finished this phase with the same settings and was stopped in the time-sensitive one
+        logger.info("%s is complete (same mode, encoder and frames): keeping it, building %s", clip_final,
+                    video_final.name)
+        written["clip"] = clip_final
+        written["video"] = extract_oracle_video(scene, encoder, gt, frames, texts, overwrite, progress=progress)
+        return written
 
-    out = StagedOutput(scene / output_name, dict(base_cfg, kind="clip"), overwrite)
+    out = StagedOutput(clip_final, dict(base_cfg, kind="clip"), overwrite)
     rows_meta: dict[str, list[list[int]]] = {}
 
     def clip_body() -> None:
@@ -223,6 +260,9 @@ def extract_clip(scene: str | Path, encoder: ClipEncoder, proposer, overwrite: b
         missing = [str(proposer.path(f.key)) for f in frames if not proposer.path(f.key).is_file()]
         if missing:
             raise SemanticsInputError(f"{len(missing)} precomputed masks are missing, e.g. {missing[0]}")
+    for fr in frames:  # a zero-byte or truncated frame is refused before anything is written
+        if not (fr.ref is not None and fr.ref.is_video):
+            image_hw(fr.path, decode=True)
     cfg = {"mode": "clip", "masks": masks, "clip": encoder.identity, "frames": [f.key for f in frames]}
     out = StagedOutput(scene / output_name, cfg, overwrite)
 
@@ -315,7 +355,9 @@ def main(argv: list[str] | None = None) -> int:
             written = {"clip": extract_clip(args.scene, encoder, proposer, args.overwrite, args.output_name,
                                             args.batch_size, args.masks, args.frames_dir,
                                             progress=not args.no_progress)}
-    except (FileExistsError, FileNotFoundError, RuntimeError) as exc:
+    except UserError:
+        raise
+    except (FileExistsError, FileNotFoundError) as exc:  # anything else unexpected keeps its traceback
         raise UserError(str(exc)) from None
     for kind, path in written.items():
         print(f"wrote {kind} targets to {path}")

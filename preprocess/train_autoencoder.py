@@ -6,6 +6,14 @@ published video features use for ids without a caption, are left out of training
 ``config.json``), and writes ``<scene>/<features>-language_features_dim<k>/<key>_f.npy`` (N, k) float32 unit
 rows with ``<key>_s.npy`` copied unchanged (folder built beside and renamed at the end).
 
+Refused, naming the file: a feature file that is not (N, D), of another D than the others, or with rows holding
+NaN or infinite values (they were left out of training and then encoded into NaN targets before; re-extract the
+frame instead). A killed run re-run with the same command resumes: an autoencoder already saved in ``--out`` by the
+same request (same scenes, feature rows, hyper-parameters and seed; recorded in the weights file) is kept and the
+scenes are encoded with it; an encoded folder that already holds exactly what this run would write is kept. The
+result is byte-identical to an uninterrupted run. Anything else already in the way is refused without
+``--overwrite``.
+
 Recipes (DESIGN §4): CLIP (512-d) -> 3, lr 7e-4, cos_weight 1e-3; video (4096-d) -> 6, lr 7e-5, cos_weight
 1e-2; 100 epochs, batch 64. The model with the lowest full-data loss over the last 10% of epochs is kept
 (the published script evaluates epochs > 90 on the training rows and keeps the best).
@@ -24,6 +32,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
+import io
 import logging
 import shutil
 from pathlib import Path
@@ -32,13 +42,25 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.autoencoder import FeatureAutoencoder, autoencoder_loss, default_dims, encode
-from preprocess.semantics.scene import StagedOutput
-from utils.cli import UserError, cli_main
+from model.autoencoder import (
+    WEIGHTS_FILE,
+    FeatureAutoencoder,
+    autoencoder_loss,
+    default_dims,
+    encode,
+    restore_config,
+    saved_config,
+)
+from preprocess.semantics.scene import OutputExistsError, StagedOutput, remove_stale_temps
+from utils.cli import UserError, cli_main, json_safe
 from utils.device import resolve_device
 from utils.io import load_npy, save_json_atomic, save_npy_atomic
 
 logger = logging.getLogger(__name__)
+
+
+class FeaturesMissingError(UserError, FileNotFoundError):
+    """A scene without the feature files to train on or encode."""
 
 
 def feature_files(scene: str | Path, features: str = "clip_features") -> list[Path]:
@@ -46,23 +68,41 @@ def feature_files(scene: str | Path, features: str = "clip_features") -> list[Pa
     d = Path(scene) / features
     files = sorted(d.glob("*_f.npy")) if d.is_dir() else []
     if not files:
-        raise FileNotFoundError(f"no {features}/*_f.npy in scene {scene}: run "
-                                f"`python -m preprocess.extract_semantics --scene {scene} ...` first")
+        raise FeaturesMissingError(f"no {features}/*_f.npy feature files", d,
+                                   f"run `python -m preprocess.extract_semantics --scene {scene} ...` first")
     return files
 
 
+def read_feature_file(f: Path, dim: int | None = None) -> np.ndarray:
+    """One ``_f.npy`` as float32 (N, D), refused (naming the file) when it is not 2-D, has another D than ``dim``
+    or holds a row with NaN or infinite values."""
+    try:
+        a = load_npy(f)
+    except ValueError as e:
+        raise UserError(f"not a readable .npy feature file ({e})", f, "re-extract the features") from None
+    if a.ndim != 2 or not np.issubdtype(a.dtype, np.floating):
+        raise UserError(f"feature file of shape {a.shape} and type {a.dtype}, expected float (N, D)", f,
+                        "re-extract the features with preprocess.extract_semantics")
+    if dim is not None and a.shape[1] != dim:
+        raise UserError(f"feature rows have D={a.shape[1]} but the other files have D={dim}", f,
+                        "keep one kind of features per folder")
+    bad = np.flatnonzero(~np.isfinite(a).all(axis=1))
+    if bad.size:
+        raise UserError(f"{bad.size} of {a.shape[0]} feature rows hold NaN or infinite values (rows "
+                        f"{bad[:5].tolist()}{'...' if bad.size > 5 else ''})", f,
+                        "re-extract this frame's features (preprocess.extract_semantics --overwrite)")
+    return np.asarray(a, np.float32)
+
+
 def load_rows(scenes: list[str | Path], features: str = "clip_features") -> torch.Tensor:
-    """All non-zero rows of all ``_f.npy`` of ``scenes`` -> float32 (M, D)."""
+    """All non-zero rows of all ``_f.npy`` of ``scenes`` -> float32 (M, D) (bad files refused, see
+    :func:`read_feature_file`)."""
     rows, dim = [], None
     for scene in scenes:
         for f in feature_files(scene, features):
-            a = load_npy(f)
-            if a.ndim != 2:
-                raise ValueError(f"{f} has shape {a.shape}, expected (N, D)")
-            if dim is not None and a.shape[1] != dim:
-                raise ValueError(f"{f} has D={a.shape[1]} but earlier files have D={dim}")
+            a = read_feature_file(f, dim)
             dim = a.shape[1]
-            rows.append(np.asarray(a, np.float32))
+            rows.append(a)
     x = torch.from_numpy(np.concatenate(rows))
     x = x[x.abs().sum(dim=1) > 0]
     if x.shape[0] < 2:
@@ -134,28 +174,94 @@ def train(x: torch.Tensor, dim: int = 3, epochs: int = 100, batch_size: int = 64
     return model, stats
 
 
+def _npy_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _check_sources(model: FeatureAutoencoder, files: list[Path]) -> None:
+    """Every feature file readable, finite, of the autoencoder's D, with its ``_s.npy``: checked before anything is
+    written (one error naming the file)."""
+    for f in files:
+        s_src = f.with_name(f.name[: -len("_f.npy")] + "_s.npy")
+        if not s_src.is_file():
+            raise UserError("segment file missing (every _f.npy needs its _s.npy)", s_src,
+                            "re-extract the features with preprocess.extract_semantics")
+        read_feature_file(f, model.in_dim)
+
+
+def _encoded(model: FeatureAutoencoder, files: list[Path]):
+    """Yield ``(key, encoded float32 (N, k), source _s.npy path)`` per feature file."""
+    for f in files:
+        key = f.name[: -len("_f.npy")]
+        z = encode(model, torch.from_numpy(read_feature_file(f, model.in_dim)))
+        yield key, z.cpu().numpy().astype(np.float32), f.with_name(f"{key}_s.npy")
+
+
+def _same_encoding(model: FeatureAutoencoder, files: list[Path], final: Path) -> bool:
+    """True when ``final`` holds exactly the files :func:`encode_scene` would write (same names, same bytes)."""
+    expected = {n for f in files for n in (f.name, f.name[: -len("_f.npy")] + "_s.npy")}
+    if not final.is_dir() or {p.name for p in final.iterdir()} != expected:
+        return False
+    for key, z, s_src in _encoded(model, files):
+        if (final / f"{key}_f.npy").read_bytes() != _npy_bytes(z):
+            return False
+        if (final / f"{key}_s.npy").read_bytes() != s_src.read_bytes():
+            return False
+    return True
+
+
 def encode_scene(model: FeatureAutoencoder, scene: str | Path, features: str = "clip_features",
                  output_name: str = "language_features", overwrite: bool = False, progress: bool = True) -> Path:
-    """Write ``<scene>/<features>-<output_name>_dim<k>/`` (encoded ``_f.npy``, copied ``_s.npy``), atomically."""
+    """Write ``<scene>/<features>-<output_name>_dim<k>/`` (encoded ``_f.npy``, copied ``_s.npy``), atomically.
+
+    Without ``overwrite``, an existing folder is kept when it already holds exactly these bytes (an earlier run of
+    the same command finished it) and refused otherwise.
+    """
     scene = Path(scene)
     files = feature_files(scene, features)
     k = model.latent_dim
     final = scene / f"{features}-{output_name}_dim{k}"
+    _check_sources(model, files)
+    if final.exists() and not overwrite:
+        if _same_encoding(model, files, final):
+            logger.info("%s already holds this encoding; kept", final)
+            return final
+        raise OutputExistsError(final)
     out = StagedOutput(final, {"features": features, "dim": k}, overwrite=overwrite)
     try:
-        for f in tqdm(files, desc=f"encode {scene.name}", unit="frame", disable=not progress):
-            key = f.name[: -len("_f.npy")]
-            s_src = f.with_name(f"{key}_s.npy")
-            if not s_src.is_file():
-                raise FileNotFoundError(f"{s_src} is missing (every _f.npy needs its _s.npy)")
-            z = encode(model, torch.from_numpy(np.asarray(load_npy(f), np.float32)))
-            save_npy_atomic(z.cpu().numpy().astype(np.float32), out.path(f"{key}_f.npy"))
+        for key, z, s_src in tqdm(_encoded(model, files), total=len(files), desc=f"encode {scene.name}",
+                                  unit="frame", disable=not progress):
+            save_npy_atomic(z, out.path(f"{key}_f.npy"))
             shutil.copyfile(s_src, out.path(f".{key}_s.npy.tmp"))
             out.path(f".{key}_s.npy.tmp").replace(out.path(f"{key}_s.npy"))
-    except (FileNotFoundError, ValueError):
+    except (UserError, FileNotFoundError, ValueError):
         out.abort()
         raise
     return out.commit()
+
+
+def training_request(args: argparse.Namespace, x: torch.Tensor) -> dict:
+    """What determines the trained autoencoder: the data (shape and SHA-256 of the rows), the scenes and features
+    as given, and every hyper-parameter. A saved autoencoder with the same request is what this run would train."""
+    return {"features": args.features, "scenes": [str(s) for s in args.scenes], "rows": int(x.shape[0]),
+            "in_dim": int(x.shape[1]), "rows_sha256": hashlib.sha256(x.numpy().tobytes()).hexdigest(),
+            "dim": args.dim, "encoder_dims": args.encoder_dims, "decoder_dims": args.decoder_dims,
+            "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "cos_weight": args.cos_weight,
+            "seed": args.seed}
+
+
+def _reuse_saved(out: Path, request: dict, device) -> tuple[FeatureAutoencoder, dict] | None:
+    """The autoencoder an earlier run of the same request saved in ``out`` (config.json and train_stats.json
+    rewritten from the weights file's record if that run was stopped before them), else None."""
+    cfg = saved_config(out)
+    if cfg is None or cfg.get("request") != request:
+        return None
+    restore_config(out)
+    stats = cfg.get("train") or {}
+    save_json_atomic(stats, out / "train_stats.json")
+    return FeatureAutoencoder.load(out, device=device), stats
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,21 +306,34 @@ def main(argv: list[str] | None = None) -> int:
             if not args.out:
                 raise ValueError("--out DIR is required to save the trained autoencoder (or pass --load DIR)")
             out = Path(args.out)
-            if (out / "model.safetensors").exists() and not args.overwrite:
-                raise FileExistsError(f"{out}/model.safetensors already exists; pass --overwrite or another --out")
             x = load_rows(args.scenes, args.features)
             if args.in_dim is not None and args.in_dim != x.shape[1]:
                 raise ValueError(f"--in-dim {args.in_dim} but the {args.features} rows have D={x.shape[1]}")
-            logger.info("training on %d rows of dim %d from %d scene(s)", x.shape[0], x.shape[1], len(args.scenes))
-            model, stats = train(x, args.dim, args.epochs, args.batch_size, args.lr, args.cos_weight,
-                                 args.encoder_dims, args.decoder_dims, args.seed, device,
-                                 progress=not args.no_progress)
-            model.save(out, extra={"features": args.features, "scenes": [str(s) for s in args.scenes],
-                                   "train": stats})
-            save_json_atomic(stats, out / "train_stats.json")
+            request = training_request(args, x)
+            remove_stale_temps(out, [WEIGHTS_FILE, "config.json", "train_stats.json"])  # left by a killed run
+            reused = None
+            if (out / WEIGHTS_FILE).exists() and not args.overwrite:
+                reused = _reuse_saved(out, request, device)
+                if reused is None:
+                    raise UserError("an autoencoder from another run is already saved there", out / WEIGHTS_FILE,
+                                    "pass --overwrite or another --out")
+                logger.info("%s was trained by the same request (an earlier, interrupted run): kept", out)
+                model, stats = reused
+            else:
+                logger.info("training on %d rows of dim %d from %d scene(s)", x.shape[0], x.shape[1],
+                            len(args.scenes))
+                model, stats = train(x, args.dim, args.epochs, args.batch_size, args.lr, args.cos_weight,
+                                     args.encoder_dims, args.decoder_dims, args.seed, device,
+                                     progress=not args.no_progress)
+                stats = json_safe(stats)
+                model.save(out, extra={"features": args.features, "scenes": [str(s) for s in args.scenes],
+                                       "train": stats, "request": request})
+                save_json_atomic(stats, out / "train_stats.json")
         written = [] if args.no_encode else [
             encode_scene(model, s, args.features, args.output_name, args.overwrite, progress=not args.no_progress)
             for s in args.scenes]
+    except UserError:
+        raise
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
         raise UserError(str(exc)) from None
     if stats:

@@ -57,23 +57,32 @@ def iter_rgb(frames: list[Frame]) -> Iterator[tuple[Frame, np.ndarray]]:
     for fr in frames:
         try:
             _, rgb = next(it)
+        except UserError as exc:  # the frame reader's own one-line error (it names the file)
+            raise SemanticsInputError(exc.what or str(exc), exc.file or fr.path,
+                                      exc.fix or "replace or remove the frame") from None
         except OSError as exc:
-            raise SemanticsInputError(f"frame {fr.path} ({fr.key}) cannot be read: {exc}; replace or remove it") from exc
+            raise SemanticsInputError(f"frame {fr.key} cannot be read ({exc})", fr.path,
+                                      "replace or remove the frame") from None
         yield fr, rgb
 
 
-def image_hw(path: str | Path) -> tuple[int, int]:
-    """(H, W) of an image file from its header (cheap), with the same errors as :func:`read_rgb`."""
+def image_hw(path: str | Path, decode: bool = False) -> tuple[int, int]:
+    """(H, W) of an image file from its header (cheap); ``decode=True`` also decodes every pixel, so that a
+    truncated file (whose header is intact) is refused too. Errors are one-line :class:`SemanticsInputError` s."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
-        raise SemanticsInputError(f"frame {path} is missing")
+        raise SemanticsInputError("frame is missing", path, "restore the frame or remove it from the folder")
     try:
         with Image.open(path) as im:
             w, h = im.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise SemanticsInputError(f"frame {path} cannot be read as an image ({exc}); replace or remove it") from exc
+            if decode:
+                im.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        what = "empty frame file" if path.stat().st_size == 0 else f"frame cannot be decoded as an image ({exc})"
+        raise SemanticsInputError(what, path, "the file is empty, truncated or corrupted: replace or remove it"
+                                  ) from None
     return h, w
 
 
@@ -139,6 +148,42 @@ class GroundTruth:
 
 
 # ---------------------------------------------------------------------- staged output folder
+def remove_stale_temps(folder: str | Path, names: list[str] | None = None) -> list[Path]:
+    """Remove the temporary files a killed run left in ``folder``: ``utils.io.atomic_path`` writes
+    ``.<name>.<random>.tmp`` beside ``<name>``; ``names`` limits the clean-up to those targets (default: every
+    ``.*.tmp`` file, for folders that only this program writes). Returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    pats = [f".{n}.*.tmp" for n in names] if names is not None else [".*.tmp"]
+    gone = sorted({q for pat in pats for q in folder.glob(pat) if q.is_file()})
+    for q in gone:
+        q.unlink(missing_ok=True)
+    if gone:
+        logger.info("removed %d temporary file(s) of an interrupted run in %s", len(gone), folder)
+    return gone
+
+
+class OutputExistsError(UserError, FileExistsError):
+    """An output folder exists and ``--overwrite`` was not given."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__("the output folder already exists", path, "pass --overwrite to replace it")
+
+
+def finished_output(final: str | Path, config: dict, files: list[str]) -> bool:
+    """True when ``final`` is a folder committed by an earlier run with the same settings: its ``meta.json`` holds
+    every ``config`` entry with the same value and every name in ``files`` is there."""
+    final = Path(final)
+    try:
+        meta = json.loads((final / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(meta, dict) or any(meta.get(k) != v for k, v in json.loads(json.dumps(config)).items()):
+        return False
+    return all((final / n).is_file() for n in files)
+
+
 class StagedOutput:
     """Write a folder as a whole: files go to ``.<name>.partial/`` beside it, renamed onto it at :meth:`commit`.
 
@@ -152,7 +197,7 @@ class StagedOutput:
         self.partial = self.final.parent / f".{self.final.name}.partial"
         self.config = config
         if self.final.exists() and not overwrite:
-            raise FileExistsError(f"{self.final} already exists; pass --overwrite to replace it")
+            raise OutputExistsError(self.final)
         cfg_file = self.partial / ".config.json"
         if self.partial.is_dir():
             try:
@@ -161,6 +206,7 @@ class StagedOutput:
                 same = False
             if same:
                 logger.info("resuming from %s", self.partial)
+                remove_stale_temps(self.partial)
             else:
                 shutil.rmtree(self.partial)
         self.partial.mkdir(parents=True, exist_ok=True)
