@@ -234,7 +234,7 @@ class Viewer:
                 continue
             wxyz = vtf.SO3.from_matrix(cam.rotation).wxyz
             self.frustums[key] = scene.add_camera_frustum(
-                f"/cameras/{key}", fov=cam.fov_y, aspect=cam.aspect, scale=0.15 * self.scale,
+                f"/cameras/{key}", fov=cam.fov_y, aspect=cam.aspect, scale=0.08 * self.scale,
                 thickness=0.004 * self.scale, color=FRUSTUM_COLOR, wxyz=wxyz, position=cam.center, format="jpeg")
         if len(ok) > 1:
             centers = np.array([c.center for c in ok], dtype=np.float32)
