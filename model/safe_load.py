@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,9 @@ def torch_load_safe(path: str | os.PathLike, allowed: Sequence[type] = (), mmap:
         raise UnreadableCheckpointError("empty checkpoint file", path, "download or copy it again")
 
     def load(use_mmap: bool) -> Any:
-        with torch.serialization.safe_globals(list(allowed)):
+        # torch warns about odd pickle protocols of garbage files; the outcome is reported below, in one line
+        with torch.serialization.safe_globals(list(allowed)), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
 
     try:
