@@ -62,6 +62,7 @@ from preprocess.semantics.scene import (
 from utils.cli import UserError, cli_main
 from utils.device import resolve_device
 from utils.io import save_json_atomic, save_npy_atomic
+from utils.ranks import my_share
 
 logger = logging.getLogger(__name__)
 
@@ -299,7 +300,10 @@ def extract_clip(scene: str | Path, encoder: ClipEncoder, proposer, overwrite: b
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m preprocess.extract_semantics", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scene", required=True, help="scene folder (HyperNeRF layout: <scene>/rgb/2x/000001.png ...)")
+    p.add_argument("--scene", required=True, nargs="+",
+                   help="scene folder (HyperNeRF layout: <scene>/rgb/2x/000001.png ...); several scenes or a dataset "
+                        "root (a folder of scenes) are done one after the other, and under `torchrun "
+                        "--nproc_per_node=N -m preprocess.extract_semantics ...` every process takes every N-th scene")
     p.add_argument("--frames-dir", default=None, help="frame folder if not <scene>/rgb/2x")
     p.add_argument("--mode", choices=["oracle", "clip"], required=True,
                    help="oracle: ground-truth regions + text embeddings (synthetic scenes); "
@@ -348,20 +352,42 @@ def main(argv: list[str] | None = None) -> int:
             encoder = HashTextEncoder(dim=args.hash_dim, seed=args.clip_seed)
         else:
             encoder = clip_from_args(args, device=device)
-        if args.mode == "oracle":
-            written = extract_oracle(args.scene, encoder, args.overwrite, args.output_name, video=not args.no_video,
-                                     frames_dir=args.frames_dir, progress=not args.no_progress)
-        else:
-            written = {"clip": extract_clip(args.scene, encoder, proposer, args.overwrite, args.output_name,
-                                            args.batch_size, args.masks, args.frames_dir,
-                                            progress=not args.no_progress)}
+        scenes = expand_scene_args(args.scene, args.frames_dir)
+        if len(scenes) > 1 and args.frames_dir:
+            raise SemanticsInputError("--frames-dir names one frame folder but there are several scenes")
+        for scene in my_share(scenes):
+            if args.mode == "oracle":
+                written = extract_oracle(scene, encoder, args.overwrite, args.output_name, video=not args.no_video,
+                                         frames_dir=args.frames_dir, progress=not args.no_progress)
+            else:
+                written = {"clip": extract_clip(scene, encoder, proposer, args.overwrite, args.output_name,
+                                                args.batch_size, args.masks, args.frames_dir,
+                                                progress=not args.no_progress)}
+            for kind, path in written.items():
+                print(f"wrote {kind} targets to {path}")
     except UserError:
         raise
     except (FileExistsError, FileNotFoundError) as exc:  # anything else unexpected keeps its traceback
         raise UserError(str(exc)) from None
-    for kind, path in written.items():
-        print(f"wrote {kind} targets to {path}")
     return 0
+
+
+def expand_scene_args(paths: list[str], frames_dir: str | None) -> list[Path]:
+    """The scene folders of ``--scene``: each path itself when it is a scene (or ``--frames-dir`` is given), else
+    the scenes of a dataset root (its sub-folders with ``rgb/2x`` frames), sorted."""
+    from preprocess.frames import FrameSourceMissing
+
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if frames_dir or (p / "rgb" / "2x").is_dir() or not p.is_dir():
+            out.append(p)
+            continue
+        subs = sorted(c for c in p.iterdir() if c.is_dir() and (c / "rgb" / "2x").is_dir())
+        if not subs:
+            raise FrameSourceMissing("neither a scene (no rgb/2x/ frames) nor a dataset root of scenes", p,
+                                     "pass a scene folder in the HyperNeRF layout, or --frames-dir")
+        out.extend(subs)
+    return out
 
 
 if __name__ == "__main__":

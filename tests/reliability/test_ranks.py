@@ -69,3 +69,19 @@ def test_token_extraction_over_a_two_scene_root_two_processes_equal_one(tmp_path
     tokens = [k for k in a if "/tokens/" in k]
     assert len(tokens) >= 2 * 5  # 4 frames + meta.json per scene
     assert a.keys() == b.keys() and all(a[k] == b[k] for k in a), [k for k in a if a[k] != b.get(k)][:5]
+
+
+def test_semantics_takes_a_dataset_root_and_shares_its_scenes(tmp_path, monkeypatch):
+    from preprocess.extract_semantics import expand_scene_args
+    from utils.ranks import my_share
+
+    for name in ("b", "a", "c"):
+        frames(tmp_path / "root" / name / "rgb" / "2x", 1)
+    (tmp_path / "root" / "notes").mkdir()
+    scenes = expand_scene_args([str(tmp_path / "root")], None)
+    assert [s.name for s in scenes] == ["a", "b", "c"]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert [s.name for s in my_share(scenes)] == ["b"]
+    with pytest.raises(FileNotFoundError, match="dataset root"):
+        expand_scene_args([str(tmp_path / "root" / "notes")], None)
