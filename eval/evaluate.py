@@ -13,7 +13,7 @@ mean cosine with the query embedding; scores are smoothed, thresholded at their 
 vIoU (IoU_t = the cleaned mask's IoU with the object's GT mask).
 
 Bad input ends in one ``error: <what> (<file>): <fix>`` line (exit code 2) before anything is written: a missing
-or empty --scene / --fields / --renders folder, malformed annotations (see ``eval/annotations.py``), an annotated
+or empty --scene / --fields / --renders folder, malformed annotations (see ``preprocess/annotations.py``), an annotated
 frame the scene does not have, unreadable or inconsistent fields / targets (see ``eval/fields.py``), a file given
 to --autoencoder that is not one. Annotations skipped by the reader (polygons with fewer than 3 points ...) are
 listed per scene in ``results.json`` (``skipped_annotations``) and ``results.md``. ``results.json`` is valid JSON
@@ -36,15 +36,6 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from eval.annotations import (
-    COCO_RELPATH,
-    VIDEO_RELPATH,
-    AnnotationError,
-    CocoFrames,
-    in_intervals,
-    load_coco_masks,
-    load_video_annotations,
-)
 from eval.fields import (
     Decoder,
     FieldsError,
@@ -70,6 +61,15 @@ from eval.metrics import (
 )
 from eval.relevancy import CANONICAL_NEGATIVES, TEMPERATURE, RelevancyModel, TextEncoder
 from eval.report import summarize, to_markdown
+from preprocess.annotations import (
+    COCO_RELPATH,
+    VIDEO_RELPATH,
+    AnnotationError,
+    CocoFrames,
+    in_intervals,
+    load_coco_masks,
+    load_video_annotations,
+)
 from utils.cli import UserError, cli_main, json_safe, require_path
 from utils.device import resolve_device
 from utils.io import atomic_path, save_json_atomic

@@ -2,7 +2,7 @@
 
 Scene mIoU / mAcc = mean over its time-agnostic queries of the per-query mean over annotated frames;
 scene Acc / vIoU = mean over its state queries. Overall = plain mean over scenes (as in the papers).
-Annotations the reader skipped (``skipped_annotations`` of a scene result, see ``eval/annotations.py``) are
+Annotations the reader skipped (``skipped_annotations`` of a scene result, see ``preprocess/annotations.py``) are
 counted in ``overall.n_skipped_annotations`` and listed in the Markdown report.
 """
 

@@ -94,7 +94,7 @@ def check_autoencoder(feature_dir: str | Path, autoencoder: str | Path) -> dict[
 
 def trivial_baselines(scene: str | Path) -> dict[str, float]:
     """Trivial-answer scores on the scene's annotations (see the module doc)."""
-    from eval.annotations import load_coco_masks, load_video_annotations
+    from preprocess.annotations import load_coco_masks, load_video_annotations
 
     coco = load_coco_masks(scene)
     frames = sorted(coco.masks)

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from eval.annotations import (
+from eval.fields import OurFields, RendersNpyFields, key_to_index
+from preprocess.annotations import (
     frame_index_from_file_name,
     in_intervals,
     load_coco_masks,
     load_video_annotations,
     polygon_to_mask,
 )
-from eval.fields import OurFields, RendersNpyFields, key_to_index
 from tests.eval import synth
 from utils.io import save_json_atomic
 
@@ -123,7 +123,7 @@ def test_autoencoded_fields_decode_like_predecoded(toy, tmp_path):
 
 
 def test_polygon_vertices_are_truncated_like_the_published_reader():
-    from eval.annotations import polygon_to_mask
+    from preprocess.annotations import polygon_to_mask
 
     m = polygon_to_mask([1.6, 1.6, 6.7, 1.6, 6.7, 5.9, 1.6, 5.9], 8, 8)
     assert m[1, 1] and m[5, 6] and not m[6, 6] and not m[1, 7]  # int32 truncation: corners (1,1)-(6,5)

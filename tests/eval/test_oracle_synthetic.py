@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from eval.annotations import load_coco_masks
 from eval.evaluate import evaluate_scene
 from eval.fields import GroundTruthFields, TargetFields
 from eval.text import HashTextEncoder
+from preprocess.annotations import load_coco_masks
 
 
 @pytest.fixture(scope="module")

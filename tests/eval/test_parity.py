@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from eval.annotations import CocoFrames, load_coco_masks, load_video_annotations
 from eval.fields import FieldSource, OurFields, RendersNpyFields
 from eval.masks import cleanup_mask, masks_from_relevancy, smooth_relevancy
 from eval.metrics import mask_iou, smooth_scores, temporal_predictions, temporal_threshold, video_iou
+from preprocess.annotations import CocoFrames, load_coco_masks, load_video_annotations
 from utils.io import save_npy_atomic
 
 # ---------------------------------------------------------------- 29x29 smoothing and the mask chain

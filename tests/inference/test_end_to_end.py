@@ -29,7 +29,7 @@ from tests.conftest import REPO_ROOT
 
 for mod in ("preprocess.make_synthetic", "preprocess.extract_semantics", "preprocess.train_autoencoder",
             "preprocess.extract_tokens", "training.trainer", "model.streamvggt.streamvggt", "eval.masks",
-            "eval.annotations"):
+            "preprocess.annotations"):
     pytest.importorskip(mod)
 
 pytestmark = pytest.mark.slow
@@ -106,9 +106,9 @@ def test_infer_sh_layout_shapes_ply_cameras(trained):
 
 
 def _ious(scene, qout, names):
-    from eval.annotations import load_coco_masks
     from eval.metrics import mask_iou
     from eval.query import slug
+    from preprocess.annotations import load_coco_masks
 
     coco = load_coco_masks(scene)
     res = {}

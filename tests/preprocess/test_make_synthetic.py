@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from eval.annotations import polygon_to_mask
 from preprocess import make_synthetic
+from preprocess.annotations import polygon_to_mask
 from preprocess.make_synthetic import SyntheticConfig, generate_synthetic_scene
 from preprocess.synthetic import annotations as synth_annotations
 
