@@ -11,6 +11,8 @@
                                                  lang_dim, levels, autoencoder
     <out>/rgb/<key>.png                          decoder RGB reconstruction (original resolution)
     <out>/pca/<level>/<key>.png                  PCA colouring of each level's field
+    <out>/depth/<key>.png                        predicted depth as a picture (inverse depth, turbo, per-frame
+                                                 2-98 % range of the confident pixels)
     <out>/geometry/depth/<key>.safetensors       depth, conf, valid (H, W) + extrinsics (3, 4), intrinsics (3, 3)
     <out>/geometry/cameras.json                  {"convention": ..., "frames": [{key, index, height, width,
                                                  extrinsics 3x4 camera-from-world, intrinsics 3x3}]}
@@ -57,6 +59,9 @@ class OutputLayout:
     def rgb(self, key: str) -> Path:
         return self.root / "rgb" / f"{key}.png"
 
+    def depth_png(self, key: str) -> Path:
+        return self.root / "depth" / f"{key}.png"
+
     def pca(self, level: str, key: str) -> Path:
         return self.root / "pca" / level / f"{key}.png"
 
@@ -97,7 +102,7 @@ class OutputLayout:
         if pca:
             files += [self.pca(level, key) for level in levels]
         if geometry:
-            files += [self.depth(key), self.points(key)]
+            files += [self.depth(key), self.depth_png(key), self.points(key)]
         files.append(self.fields(key))
         return files
 

@@ -35,7 +35,7 @@ from inference.outputs import (
     write_fields,
 )
 from inference.ply import PlyStreamWriter, read_ply, write_ply
-from inference.visualize import Mp4Writer, PCAProjector, load_png, save_png, to_uint8_image
+from inference.visualize import Mp4Writer, PCAProjector, depth_picture, load_png, save_png, to_uint8_image
 from preprocess.crop import CropInfo
 from utils.io import save_json_atomic
 
@@ -256,6 +256,7 @@ def _write_geometry(layout: OutputLayout, f: Frame, pred: ChunkOutput, i: int, s
         log.warning("frame %s: predicted rotation is not orthonormal (|R R^T - I| > 1e-3)", f.key)
     K = intrinsics_to_original(pred.intrinsics[i].double().cpu().numpy(), f.crop)
     write_depth(layout.depth(f.key), depth, conf, valid, extr, K, {"frame_key": f.key, "frame_index": f.index})
+    save_png(layout.depth_png(f.key), depth_picture(depth.numpy(), conf.numpy()))
     if not (np.isfinite(K).all() and np.isfinite(extr).all() and K[0, 0] > 0 and K[1, 1] > 0):
         # e.g. a random backbone whose camera head predicts a field of view of 0 (infinite focal length): the
         # points would collapse onto a line; keep the frame's depth, write no points, say so

@@ -89,6 +89,23 @@ def heatmap_rgb(values: np.ndarray, vmin: float = 0.0, vmax: float = 1.0) -> np.
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def depth_picture(depth: np.ndarray, conf: np.ndarray | None = None) -> np.ndarray:
+    """(H, W) depth -> (H, W, 3) uint8: inverse depth in turbo colours (near = warm), scaled to the 2-98 %
+    range of the pixels with finite positive depth (and, when given, above-median confidence)."""
+    depth = np.asarray(depth, dtype=np.float64)
+    ok = np.isfinite(depth) & (depth > 0)
+    if conf is not None:
+        c = np.asarray(conf, dtype=np.float64)
+        if ok.any():
+            ok &= c >= np.median(c[ok])
+    inv = np.zeros_like(depth)
+    inv[np.isfinite(depth) & (depth > 0)] = 1.0 / depth[np.isfinite(depth) & (depth > 0)]
+    if not ok.any():
+        return np.zeros((*depth.shape, 3), np.uint8)
+    lo, hi = np.percentile(inv[ok], [2, 98])
+    return heatmap_rgb((inv - lo) / max(hi - lo, 1e-12))
+
+
 def overlay(rgb: np.ndarray, heat: np.ndarray | None = None, mask: np.ndarray | None = None,
             alpha: float = 0.5, mask_color: tuple[int, int, int] = (255, 40, 40)) -> np.ndarray:
     """Blend a heatmap (H, W) in [0, 1] over an (H, W, 3) uint8 image and outline a bool mask.

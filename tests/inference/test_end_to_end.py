@@ -81,6 +81,8 @@ def test_infer_sh_layout_shapes_ply_cameras(trained):
         assert all(load_png(lay.pca(lvl, key)).shape == (H, W, 3) for lvl in LEVELS)
         d, _ = read_depth(lay.depth(key))
         assert d["depth"].shape == (H, W) and (d["conf"] >= 1).all()
+        pic = load_png(lay.depth_png(key))  # the depth picture beside RGB and PCA: not blank
+        assert pic.shape == (H, W, 3) and len(np.unique(pic.reshape(-1, 3), axis=0)) > 10
     assert all(lay.video(n).stat().st_size > 0 for n in ("rgb", "pca_small"))
     from model.autoencoder import FeatureAutoencoder
     copy, original = FeatureAutoencoder.load(lay.autoencoder()), FeatureAutoencoder.load(trained["root"] / "ae")
