@@ -469,9 +469,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt-oracle", action="store_true",
                    help="synthetic scenes: score fields built from gt/ (region-name and state-caption text embeddings)")
     p.add_argument("--autoencoder", default=None,
-                   help="folder of the semantic FeatureAutoencoder (decodes k-dim fields to 512); omit for 512-d fields")
+                   help="folder of the semantic FeatureAutoencoder (decodes k-dim fields to 512); default with "
+                        "--fields: the copy inside the fields folder; 'none' for 512-d fields")
     p.add_argument("--video-autoencoder", default=None,
-                   help="folder of the time-sensitive autoencoder (decodes the video field); omit if already full-dim")
+                   help="folder of the time-sensitive autoencoder (decodes the video field); default with --fields: "
+                        "the copy inside the fields folder; 'none' if already full-dim")
     p.add_argument("--video-query-embeddings", default=None,
                    help="JSON {query: [floats]} or safetensors of precomputed state-query embeddings "
                         "(e.g. E5 for published fields); default: encode with the --clip text encoder")
@@ -529,8 +531,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             sources.append(None)  # GroundTruthFields needs the text encoder
     vq = load_query_embeddings(args.video_query_embeddings) if args.video_query_embeddings else None
     dev = resolve_device(args.device)
-    decode = autoencoder_decoder(args.autoencoder, dev) if args.autoencoder else None
-    vdecode = autoencoder_decoder(args.video_autoencoder, dev) if args.video_autoencoder else None
+    ae, vae = args.autoencoder, args.video_autoencoder
+    if args.fields and len(args.fields) == 1:  # default: the copies inside the fields folder (self-contained)
+        from inference.outputs import VIDEO_AUTOENCODER_DIR, OutputLayout
+
+        layout = OutputLayout(args.fields[0])
+        ae = ae if ae is not None else layout.autoencoder()
+        vae = vae if vae is not None else layout.autoencoder(VIDEO_AUTOENCODER_DIR)
+    decode = autoencoder_decoder(ae, dev) if ae and str(ae) != "none" else None
+    vdecode = autoencoder_decoder(vae, dev) if vae and str(vae) != "none" else None
     encode_text = text_encoder_from_args(args, device=str(dev))
     if args.overlays:  # temporary PNGs a killed earlier run left (the folder is written by this command only)
         for stale in (Path(args.out) / "overlays").rglob(".*.png.*.tmp"):

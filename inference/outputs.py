@@ -4,6 +4,7 @@
 
     <out>/meta.json                              run settings, frame keys, levels, shapes
     <out>/autoencoder/                           copy of the autoencoder the fields decode with (when given)
+    <out>/video_autoencoder/                     copy of the time-sensitive field's autoencoder (when given)
     <out>/fields/<key>.safetensors               small|middle|large (lang_dim, H, W) float32 at the ORIGINAL
                                                  frame resolution (+ video (6, H, W) with a time head),
                                                  valid (H, W) uint8 (1 = inside the network crop);
@@ -38,6 +39,7 @@ from utils.io import save_safetensors_atomic
 
 #: the copy of the autoencoder inside an output folder (meta.json records it relative to the folder)
 AUTOENCODER_DIR = "autoencoder"
+VIDEO_AUTOENCODER_DIR = "video_autoencoder"
 CAMERA_CONVENTION = ("OpenCV: x right, y down, z forward; extrinsics are 3x4 [R|t] camera-from-world "
                      "(X_cam = R X_world + t), world = first frame's camera; intrinsics are for the "
                      "original frame resolution, continuous pixel coordinates (pixel centres at i+0.5)")
@@ -79,12 +81,13 @@ class OutputLayout:
     def fused(self) -> Path:
         return self.root / "geometry" / "fused.ply"
 
-    def autoencoder(self) -> Path | None:
-        """The autoencoder the fields decode with: meta.json's ``autoencoder``, resolved against this folder when
-        relative (the copy inference keeps inside it); None when none is recorded."""
+    def autoencoder(self, key: str = AUTOENCODER_DIR) -> Path | None:
+        """The autoencoder the fields decode with (``key="video_autoencoder"``: the time-sensitive one): meta.json's
+        entry, resolved against this folder when relative (the copy inference keeps inside it); None when none is
+        recorded."""
         if not self.meta.exists():
             return None
-        recorded = json.loads(self.meta.read_text()).get("autoencoder")
+        recorded = json.loads(self.meta.read_text()).get(key)
         if not recorded:
             return None
         path = Path(recorded)

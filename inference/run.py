@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from inference.outputs import AUTOENCODER_DIR, LEVELS
+from inference.outputs import AUTOENCODER_DIR, LEVELS, VIDEO_AUTOENCODER_DIR
 from inference.pipeline import Frame, InferenceSettings, run_inference
 from preprocess.crop import MODES, PUBLISHED_MODE
 from utils.cli import UserError, cli_main, setup_logging
@@ -65,7 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="token cache folder; default <scene>/tokens when it exists (use --no-tokens to ignore it)")
     p.add_argument("--no-tokens", action="store_true", help="never read cached tokens; run the backbone")
     p.add_argument("--autoencoder", default=None,
-                   help="autoencoder folder used to decode the fields to CLIP space (recorded in the metadata)")
+                   help="autoencoder that decodes the fields to CLIP space: copied into <out>/autoencoder/ so the "
+                        "output folder can be queried and evaluated on its own")
+    p.add_argument("--video-autoencoder", default=None,
+                   help="autoencoder of the time-sensitive field (when the decoder has a video head): copied into "
+                        "<out>/video_autoencoder/")
     p.add_argument("--chunk", type=int, default=None,
                    help="frames per backbone/decoder pass (memory vs speed); default 8 (published preset: 1)")
     p.add_argument("--window", type=int, default=None,
@@ -115,7 +119,7 @@ def check_backbones(decoder, cache, backbone_id: str | None, decoder_path: str) 
                         "pass the backbone the cache was made with, or --no-tokens to stream with this one")
 
 
-def copy_autoencoder(source: str, out: Path) -> dict[str, str]:
+def copy_autoencoder(source: str, out: Path, name: str = AUTOENCODER_DIR) -> dict[str, str]:
     """Copy the autoencoder into ``<out>/autoencoder/`` (our folder format, a few hundred kB) so the fields folder
     can be queried, evaluated and moved on its own; returns the metadata entries that record it."""
     from model.autoencoder import FeatureAutoencoder
@@ -123,11 +127,11 @@ def copy_autoencoder(source: str, out: Path) -> dict[str, str]:
 
     require_path(source, "autoencoder", "pass the autoencoder folder written by preprocess.train_autoencoder")
     try:
-        FeatureAutoencoder.load(source).save(out / AUTOENCODER_DIR)
+        FeatureAutoencoder.load(source).save(out / name)
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise UserError(f"cannot read the autoencoder ({e})", source,
                         "pass the folder written by preprocess.train_autoencoder or a LangSplat .pth") from None
-    return {"autoencoder": AUTOENCODER_DIR, "autoencoder_source": str(Path(source).resolve())}
+    return {name: name, f"{name}_source": str(Path(source).resolve())}
 
 
 def checked_frames(frames: Iterator[tuple]) -> Iterator[tuple]:
@@ -366,6 +370,8 @@ def run_source(args: argparse.Namespace, source: Path, out: Path, decoder, backb
     reader = read_frame_published if published else None
     if args.autoencoder:
         settings.extra_meta.update(copy_autoencoder(args.autoencoder, out))
+    if args.video_autoencoder:
+        settings.extra_meta.update(copy_autoencoder(args.video_autoencoder, out, VIDEO_AUTOENCODER_DIR))
     return run_inference(iter_prepared(refs, preprocessor, reader), len(refs), predictor, out, settings,
                          keys=[r.key for r in refs])
 

@@ -72,9 +72,11 @@ STREAMVGGT="$REPO/ckpt/streamvggt/checkpoints.pth"
 CLIP_FILE="$(ls "$REPO"/ckpt/open_clip/*.bin "$REPO"/ckpt/open_clip/*.safetensors "$REPO"/ckpt/open_clip/*.pt \
              2>/dev/null | head -n 1 || true)"
 if [[ -f "$STREAMVGGT" ]]; then
-  BACKBONE_ARGS=(--backbone streamvggt --checkpoint "$STREAMVGGT"); BACKBONE_DESC="StreamVGGT official weights ($STREAMVGGT)"
+  BACKBONE_ARGS=(--backbone streamvggt --checkpoint "$STREAMVGGT"); BACKBONE_SPEC="$STREAMVGGT"
+  BACKBONE_DESC="StreamVGGT official weights ($STREAMVGGT)"
 else
-  BACKBONE_ARGS=(--backbone tiny --seed "$SEED"); BACKBONE_DESC="tiny RANDOM StreamVGGT (no ckpt/streamvggt/checkpoints.pth)"
+  BACKBONE_ARGS=(--backbone tiny --seed "$SEED"); BACKBONE_SPEC="tiny:$SEED"
+  BACKBONE_DESC="tiny RANDOM StreamVGGT (no ckpt/streamvggt/checkpoints.pth)"
 fi
 if [[ -n "$CLIP_FILE" ]]; then
   TEXT_SEM=(--text-encoder clip --clip pretrained --clip-weights "$CLIP_FILE")
@@ -136,8 +138,9 @@ step train "$EPOCHS $BATCH $LR $WARMUP $W_RGB $W_COS $W_VIDEO $DECODER_CONFIG $T
     --device "${10}" --threads "${11}" --seed "${12}" --w-rgb "${13}" --w-cos "${14}" --w-video "${15}" --cache-in-memory --save-every 1000' _ \
   "$OUT/run" "$PYTHON" "$REPO" "$SCENE" "$DECODER_CONFIG" "$EPOCHS" "$BATCH" "$LR" "$WARMUP" "$DEVICE" \
   "$THREADS" "$SEED" "$W_RGB" "$W_COS" "$W_VIDEO"
-step inference "" \
-  env PYTHON="$PYTHON" DECODER="$OUT/run" BACKBONE="" AUTOENCODER="$OUT/autoencoder" DEVICE="$DEVICE" VIDEO=0 \
+step inference "$BACKBONE_SPEC" \
+  env PYTHON="$PYTHON" DECODER="$OUT/run" BACKBONE="$BACKBONE_SPEC" AUTOENCODER="$OUT/autoencoder" \
+  VIDEO_AUTOENCODER="$OUT/autoencoder_video" DEVICE="$DEVICE" VIDEO=0 \
   bash "$REPO/scripts/infer.sh" "$SCENE" "$OUT/inference" -- --overwrite -q
 step evaluate "" \
   "$PYTHON" -m eval.evaluate --scene "$SCENE" --fields "$OUT/inference" --autoencoder "$OUT/autoencoder" \

@@ -14,7 +14,8 @@
 #   PUBLISHED_PNG=0                  1: also write the published picture layout under <out>/published/
 #   BACKBONE=ckpt/streamvggt/checkpoints.pth   StreamVGGT weights (or lch01/StreamVGGT, or 'tiny' for tests);
 #                                    empty = cached tokens only, no geometry
-#   AUTOENCODER=                     autoencoder folder (recorded in the fields, used by the queries)
+#   AUTOENCODER=                     autoencoder folder (copied into the output, used by the queries)
+#   VIDEO_AUTOENCODER=               time-sensitive field's autoencoder folder (copied into the output)
 #   DEVICE=auto  DTYPE=fp32          cpu | cuda | auto;  fp32 | fp16 | bf16 (reduced precision on CUDA only)
 #   CHUNK=8  WINDOW=128              frames per backbone pass; past frames kept in the streaming cache
 #                                    (PRESET=published: 1 and 120 unless set)
@@ -25,7 +26,7 @@
 #   PYTHON=python                    interpreter
 set -euo pipefail
 if [[ $# -lt 1 || "$1" == "-h" || "$1" == "--help" ]]; then
-  sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
   exit 0
 fi
 SOURCE="$1"; shift
@@ -44,6 +45,7 @@ args=(--source "$SOURCE" --out "$OUT" --decoder "$DECODER" --device "${DEVICE:-a
 [[ "${PUBLISHED_PNG:-0}" == "1" ]] && args+=(--published-png)
 [[ -n "$BACKBONE" ]] && args+=(--backbone "$BACKBONE")
 [[ -n "${AUTOENCODER:-}" ]] && args+=(--autoencoder "$AUTOENCODER")
+[[ -n "${VIDEO_AUTOENCODER:-}" ]] && args+=(--video-autoencoder "$VIDEO_AUTOENCODER")
 [[ "${VIDEO:-1}" == "1" ]] && args+=(--video)
 "$PYTHON" -m inference.run "${args[@]}" "$@"
 if [[ -n "${QUERIES:-}" ]]; then
