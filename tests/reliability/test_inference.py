@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from model.decoder import DecoderConfig, SemanticBridgingDecoder
@@ -109,3 +110,21 @@ def test_killed_inference_resumes_to_the_same_bytes(tmp_path, decoder_file):
     assert infer(src, tmp_path / "c", decoder_file, *args).returncode == 0
     assert leftovers(tmp_path / "c") == []
     assert tree_bytes(tmp_path / "c") == tree_bytes(tmp_path / "a")
+
+
+def test_a_moved_fields_folder_is_queried_from_anywhere(tmp_path, decoder_file):
+    import shutil
+
+    from model.autoencoder import FeatureAutoencoder
+
+    torch.manual_seed(0)
+    FeatureAutoencoder(in_dim=512).save(tmp_path / "ae")
+    src = frames(tmp_path / "f", 2)
+    assert infer(src, tmp_path / "out", decoder_file, "--autoencoder", tmp_path / "ae", "--no-geometry").returncode == 0
+    shutil.rmtree(tmp_path / "ae")  # the original autoencoder is gone ...
+    shutil.move(tmp_path / "out", tmp_path / "elsewhere" / "moved")  # ... and the folder moved
+    (tmp_path / "cwd").mkdir()
+    r = run_module("eval.query", "--fields", tmp_path / "elsewhere" / "moved", "--text", "red ball", "--hash-text",
+                   "--device", "cpu", "--no-video", "--no-ply", "-q", cwd=tmp_path / "cwd")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(list((tmp_path / "elsewhere" / "moved" / "queries").glob("*/mask/*.png"))) == 2
