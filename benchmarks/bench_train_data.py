@@ -6,18 +6,23 @@ fp32 (``aggregated_tokens_list``, each (1, 1, 5+P, 2048)), unpickled at every st
 collated and moved to the device, the DPT then reads four of them. The benchmark recreates those pickles
 in its own temporary folder (the only place in this project where a pickle is written or read).
 
-Frames and targets go through the same code in both paths (``training.dataset.SceneDataset``), so the
-difference is the token path alone. Reported: samples per wall second and per CPU second of the data path alone
-(load + collate + move to device) and of full training steps (data + decoder forward/backward + AdamW). The first epoch is a
-warm-up (page cache, allocator) and is not timed.
+Frames and targets go through the same code in both paths (``training.dataset.SceneDataset``: uint8 frames,
+compact index maps + feature tables, :mod:`training.targets`), so the difference is the token path alone.
+Reported: samples per wall second and per CPU second of the data path alone (load + collate + move to the device,
+as ``train.py`` does it: tokens as float32, converted while they are stacked on the CPU; the frame as float32; the
+targets compact) and of full training steps (data + per-pixel target gather on the device + decoder
+forward/backward + AdamW). The two paths alternate epoch by epoch (ours, published, ours, ...), so a change of the
+machine's load hits both; the first epoch of each is a warm-up (page cache, allocator) and is not timed.
 
-    python -m benchmarks.bench_train_data                    # real token size (37x21 grid, 2048-d, 24 layers)
-    python -m benchmarks.bench_train_data --decoder default  # the published decoder widths (slow on CPU)
+    python -m benchmarks.bench_train_data --threads 1               # real token size (37x21 grid, 2048-d, 24 layers)
+    python -m benchmarks.bench_train_data --threads 1 --skip-train  # the data path alone
+    python -m benchmarks.bench_train_data --decoder default         # the published decoder widths (slow on CPU)
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -40,6 +45,7 @@ from preprocess.token_cache import write_scene_meta, write_token_file  # noqa: E
 from training.dataset import SceneDataset, collate_samples  # noqa: E402
 from training.loss import compute_loss  # noqa: E402
 from training.schedule import param_groups  # noqa: E402
+from training.targets import batch_to_device, expand_targets  # noqa: E402
 from utils.device import resolve_device  # noqa: E402
 
 LAYERS = (4, 11, 17, 23)
@@ -107,39 +113,58 @@ def evict_page_cache(root: Path) -> None:
                 os.close(fd)
 
 
-def run_path(name: str, ds: SceneDataset, model: torch.nn.Module | None, device: torch.device,
-             args) -> tuple[float, float]:
-    """(samples per wall second, samples per CPU second of this process) over ``args.epochs - 1`` timed
-    epochs (the first is a warm-up). The CPU-time rate is the steadier one on a shared machine."""
-    loader = DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
-                        collate_fn=collate_samples, drop_last=True, pin_memory=device.type == "cuda",
-                        persistent_workers=args.workers > 0, generator=torch.Generator().manual_seed(0))
-    opt = torch.optim.AdamW(param_groups(model, 1e-4), lr=1e-5) if model is not None else None
-    pick = list(LAYERS) if isinstance(ds, PublishedTokens) else list(range(len(LAYERS)))
-    n, t0, c0 = 0, 0.0, 0.0
-    for epoch in range(args.epochs):
-        if args.cold:
-            evict_page_cache(ds.scenes[0].root)
-        if epoch == 1:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0, c0, n = time.perf_counter(), time.process_time(), 0
-        for batch in tqdm(loader, desc=f"{name} epoch {epoch + 1}", leave=False):
-            toks = [t.to(device, non_blocking=True).float() for t in batch["tokens"]]  # all layers the path loads
-            frame = batch["frame"].to(device)
-            if model is not None:
-                tgt = {k: batch[k].to(device) for k in ("lang_target", "lang_mask")} | {"frame": frame}
-                out = model([toks[i] for i in pick], frame, PSI)
-                loss = compute_loss(out, tgt)["loss"]
-                opt.zero_grad(set_to_none=True)
+class PathRun:
+    """One data path (ours or published) and, for full steps, its own decoder + optimizer; :meth:`epoch` runs one
+    epoch and adds its wall and CPU seconds when ``timed``."""
+
+    def __init__(self, name: str, ds: SceneDataset, model: torch.nn.Module | None, device: torch.device,
+                 args) -> None:
+        self.name, self.ds, self.model, self.device, self.args = name, ds, model, device, args
+        # as train.py: tokens converted to float32 while they are stacked on the CPU, on the device elsewhere
+        collate = functools.partial(collate_samples, token_dtype=torch.float32 if device.type == "cpu" else None)
+        self.loader = DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
+                                 collate_fn=collate, drop_last=True, pin_memory=device.type == "cuda",
+                                 persistent_workers=args.workers > 0, generator=torch.Generator().manual_seed(0))
+        self.opt = torch.optim.AdamW(param_groups(model, 1e-4), lr=1e-5) if model is not None else None
+        self.pick = list(LAYERS) if isinstance(ds, PublishedTokens) else list(range(len(LAYERS)))
+        self.n, self.wall, self.cpu = 0, 0.0, 0.0
+
+    def epoch(self, label: str, timed: bool) -> None:
+        if self.args.cold:
+            evict_page_cache(self.ds.scenes[0].root)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        t0, c0, n = time.perf_counter(), time.process_time(), 0
+        for batch in tqdm(self.loader, desc=f"{self.name} {label}", leave=False):
+            batch = batch_to_device(batch, self.device)  # all layers the path loads, as float32
+            toks = batch["tokens"]
+            if self.model is not None:
+                out = self.model([toks[i] for i in self.pick], batch["frame"], PSI)
+                loss = compute_loss(out, expand_targets(batch))["loss"]
+                self.opt.zero_grad(set_to_none=True)
                 loss.backward()
-                opt.step()
+                self.opt.step()
             else:
-                _ = [toks[i].sum() for i in pick]
-            n += frame.shape[0]
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return n / (time.perf_counter() - t0), n / (time.process_time() - c0)
+                _ = [toks[i].sum() for i in self.pick]
+            n += batch["frame"].shape[0]
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        if timed:
+            self.wall += time.perf_counter() - t0
+            self.cpu += time.process_time() - c0
+            self.n += n
+
+    def rates(self) -> tuple[float, float]:
+        """(samples per wall second, samples per CPU second of this process); the CPU-time rate is the steadier
+        one on a shared machine."""
+        return self.n / self.wall, self.n / self.cpu
+
+
+def run_paths(label: str, paths: list[PathRun], epochs: int) -> None:
+    """``epochs`` epochs of every path, alternating path by path; the first of each is not timed."""
+    for epoch in range(epochs):
+        for p in paths:
+            p.epoch(f"{label} epoch {epoch + 1}", timed=epoch > 0)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -149,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--dim", type=int, default=2048, help="token width (2 x embed dim)")
     p.add_argument("--decoder", choices=["tiny", "default"], default="tiny", help="decoder widths")
     p.add_argument("--batch-size", type=int, default=2, help="samples per step")
-    p.add_argument("--epochs", type=int, default=3, help="epochs per path (the first is not timed)")
+    p.add_argument("--epochs", type=int, default=5, help="epochs per path, alternating (the first is not timed)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -176,12 +201,16 @@ def main(argv: list[str] | None = None) -> dict:
         cfg = DecoderConfig.tiny(**cfg_kw) if args.decoder == "tiny" else DecoderConfig(**cfg_kw)
         results: dict = {"device": str(device), "config": vars(args) | {"grid": list(args.grid)}, **sizes}
         for label, model_on in (("data", False), ("train", True))[: 1 if args.skip_train else 2]:
+            paths = []
             for name, ds in (("ours", ours), ("published", pub)):
                 model = None
                 if model_on:
                     torch.manual_seed(0)
                     model = SemanticBridgingDecoder(cfg).to(device)
-                wall, cpu = run_path(f"{label}/{name}", ds, model, device, args)
+                paths.append(PathRun(name, ds, model, device, args))
+            run_paths(label, paths, args.epochs)
+            for name, path in zip(("ours", "published"), paths, strict=True):
+                wall, cpu = path.rates()
                 results[f"{label}_{name}_samples_per_s"] = wall
                 results[f"{label}_{name}_samples_per_cpu_s"] = cpu
             for unit in ("s", "cpu_s"):

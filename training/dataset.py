@@ -1,13 +1,16 @@
 """Multi-scene training data: cached geometry tokens + frames + language targets, aligned by the crop.
 
-For every frame of every scene a sample holds
+For every frame of every scene a sample holds (compact; :mod:`training.targets` has the details)
 
 - ``tokens``: the cached layers, list of (P, 2C) tensors (memory-mapped, storage dtype, e.g. fp16);
-- ``frame``: the network input (3, h, w) in [0, 1], produced with the cache's own crop/resize;
-- ``lang_target``: (3, k, h, w) float32 features of levels small/middle/large, gathered per pixel from
-  ``<features_subdir>/<key>_f.npy`` (N, k) with the indices of ``<key>_s.npy`` (4, H, W) levels 1..3;
-- ``lang_mask``: (3, h, w) bool, index != -1;
-- optionally ``video_target`` (v, h, w) + ``video_mask`` (h, w) from the time-sensitive targets.
+- ``frame``: the network input (3, h, w) as uint8, produced with the cache's own crop/resize;
+- ``lang_index``: (3, h, w) region indices of levels small/middle/large (``<features_subdir>/<key>_s.npy``
+  levels 1..3) on the network grid, -1 = no region; ``lang_table``: (N, k) float32, ``<key>_f.npy``;
+- optionally ``video_index`` (1, h, w) + ``video_table`` (M, v) from the time-sensitive targets.
+
+:func:`collate_samples` stacks them; after :func:`~training.targets.batch_to_device`,
+:func:`~training.targets.expand_targets` gives the loss its dense ``lang_target`` (B, 3, k, h, w) float32 +
+``lang_mask`` (B, 3, h, w) bool (and ``video_target`` + ``video_mask``), gathered on the training device.
 
 Targets live at the original frame resolution (H, W); they are brought onto the network grid through the
 cache's :class:`preprocess.frames.CropInfo` (nearest neighbour, pixels outside the original frame are
@@ -20,8 +23,9 @@ else ``gt/names.json`` ``eval_frames``) are held out for the validation loss unl
 Construction runs a pre-flight check over the whole dataset and raises one :class:`DatasetError`
 listing every problem found (missing, truncated or mismatched token files and cache metadata; missing or
 misshapen targets, targets of another size than the frames, region indices beyond the feature rows, NaN/inf
-in the targets). Token values are checked for NaN/inf as they are read for training (:func:`check_finite_batch`):
-reading every token file up front would cost a pass over the whole cache.
+in the targets; scenes whose caches were made with another backbone, settings or preprocessing). Token values are
+checked for NaN/inf as they are read for training (:func:`check_finite_batch`): reading every token file up front
+would cost a pass over the whole cache.
 """
 
 from __future__ import annotations
@@ -39,9 +43,16 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from eval.annotations import frame_index_from_file_name
-from preprocess.frames import CropInfo, FramePreprocessor, FrameRef, list_frames, read_frame
+from preprocess.annotations import frame_index_from_file_name
+from preprocess.frames import CropInfo, FramePreprocessor, FrameRef, list_frames
 from preprocess.token_cache import EXTRACT_HINT, TokenCache, TokenCacheError, read_token_header
+from training.targets import (  # noqa: F401  (collate_samples, input_grid_to_original: re-exported)
+    GridMap,
+    batch_checks,
+    collate_samples,
+    input_grid_to_original,
+    read_frame_uint8,
+)
 from utils.cli import UserError
 from utils.io import load_npy
 
@@ -78,7 +89,7 @@ class _Scene:
     crop: CropInfo
     preprocessor: FramePreprocessor
     eval_frames: set[int]
-    grid_yx: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (oy, ox, valid) on the input grid
+    grid: GridMap | None = None  # where the network grid reads the original-size targets (built on first use)
 
 
 @dataclass
@@ -128,13 +139,29 @@ def _npy_shape(path: Path) -> tuple[int, ...]:
     return tuple(load_npy(path, mmap=True).shape)
 
 
+def preprocess_of(cache: TokenCache) -> dict[str, Any]:
+    """The frame preprocessing a token cache was extracted with: ``{"mode", "target_width"}`` from its
+    ``meta.json`` (``mode`` / ``target_width``, written by ``preprocess.extract_tokens``), else from its ``crop``
+    (the crop's mode; the input width, which is the target width of the ``resize``/``crop``/``pad`` modes).
+    ``target_width`` is None for the modes that do not resize (``native``, ``original``)."""
+    m = cache.meta
+    crop = m.get("crop") if isinstance(m.get("crop"), dict) else {}
+    mode = m.get("mode") or crop.get("mode")
+    width = m.get("target_width")
+    if width is None and mode in ("resize", "crop", "pad") and crop.get("input_hw"):
+        width = int(crop["input_hw"][1])
+    return {"mode": mode, "target_width": None if width is None or mode in ("native", "original") else int(width)}
+
+
 def token_info_of(cache: TokenCache) -> dict[str, Any]:
     """What a decoder trained on ``cache`` depends on (recorded in every checkpoint's ``state.json``): the backbone
     (id and, for official weights, the checkpoint's sha256), the layers read, the token width, the number of
-    special tokens and the patch size."""
+    special tokens, the patch size and the frame preprocessing (``preprocess``: :func:`preprocess_of`), which
+    inference defaults to."""
     m = cache.meta
     info = {"dim": cache.token_dim, "layers": cache.layers, "patch_start_idx": cache.patch_start_idx,
-            "patch_size": int(m.get("patch_size", 14)), "backbone": m.get("backbone")}
+            "patch_size": int(m.get("patch_size", 14)), "backbone": m.get("backbone"),
+            "preprocess": preprocess_of(cache)}
     backbone = m.get("backbone_info")
     sha = backbone.get("sha256") if isinstance(backbone, dict) else None
     if sha:
@@ -184,11 +211,11 @@ def check_target_values(s_path: Path, f_path: Path, levels: slice) -> list[str]:
 
 
 def check_finite_batch(batch: dict[str, Any], ds: SceneDataset) -> None:
-    """Raise :class:`DatasetError` naming the file when a batch read for training holds NaN/inf tokens or
-    targets. One device sync when everything is finite."""
-    tensors = [*batch["tokens"], *(batch[k] for k in ("lang_target", "video_target") if k in batch)]
-    ok = torch.stack([torch.isfinite(t).all() for t in tensors]).all()
-    if bool(ok):
+    """Raise :class:`DatasetError` naming the file when a (compact, collated) batch read for training holds NaN/inf
+    tokens or targets, or a region index beyond its frame's feature rows (files changed after the pre-flight).
+    One device sync when everything is fine; run it before :func:`~training.targets.expand_targets`."""
+    checks = [torch.isfinite(t).all() for t in batch["tokens"]] + batch_checks(batch)
+    if bool(torch.stack(checks).all()):
         return
     for b, index in enumerate(batch["index"]):
         item = ds.items[index]
@@ -198,24 +225,20 @@ def check_finite_batch(batch: dict[str, Any], ds: SceneDataset) -> None:
                                f"re-extract them with `python -m preprocess.extract_tokens {scene.root} "
                                "--overwrite` (fp16 storage overflows on a backbone whose tokens exceed 65504: "
                                "use --dtype bf16 or fp32)")
-        for key, sub in (("lang_target", ds.features_subdir), ("video_target", ds.video_subdir)):
-            if key in batch and not bool(torch.isfinite(batch[key][b]).all()):
-                raise DatasetError("NaN or inf in the targets", scene.root / sub / f"{item.ref.key}_f.npy",
-                                   TARGET_FIX)
+        for p, sub in (("lang", ds.features_subdir), ("video", ds.video_subdir)):
+            if f"{p}_index" not in batch:
+                continue
+            one = {k: batch[k][b:b + 1] for k in (f"{p}_index", f"{p}_table", f"{p}_rows")}
+            finite_table, *rest, in_range = batch_checks(one)
+            if not bool(finite_table) or not all(bool(c) for c in rest):
+                bad = f"{item.ref.key}_f.npy" if not bool(finite_table) else f"{item.ref.key}_s.npy"
+                raise DatasetError("NaN or inf in the targets", scene.root / sub / bad, TARGET_FIX)
+            if not bool(in_range):
+                idx = one[f"{p}_index"]
+                raise DatasetError(f"region index {int(idx.max().long())} but {item.ref.key}_f.npy has only "
+                                   f"{int(one[f'{p}_rows'][0])} rows (the _s/_f pair is inconsistent)",
+                                   scene.root / sub / f"{item.ref.key}_s.npy", TARGET_FIX)
     raise DatasetError("NaN or inf in a training batch", None, "check the token cache and the targets")
-
-
-def input_grid_to_original(crop: CropInfo) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each network-input pixel, the nearest original pixel: (oy, ox, valid), each (h, w)."""
-    h, w = crop.input_hw
-    ys, xs = np.mgrid[0:h, 0:w]
-    xy = np.stack([xs, ys], axis=-1).astype(np.float64)
-    o = crop.input_to_original_xy(xy)
-    H, W = crop.orig_hw
-    ox = np.floor(o[..., 0] + 0.5).astype(np.int64)
-    oy = np.floor(o[..., 1] + 0.5).astype(np.int64)
-    valid = (ox >= 0) & (ox < W) & (oy >= 0) & (oy < H)
-    return np.clip(oy, 0, H - 1), np.clip(ox, 0, W - 1), valid
 
 
 class SceneDataset(Dataset):
@@ -243,6 +266,15 @@ class SceneDataset(Dataset):
             problems.append("scenes were extracted with different backbones or settings (backbone, layers, token "
                             "dim, patch_start_idx, patch size): " + ", ".join(f"{r}: {v}" for r, v in infos.items())
                             + "; re-extract them with one backbone and the same settings")
+        preps = {s.root: preprocess_of(s.cache) for s in self.scenes}
+        if len({(p["mode"], p["target_width"]) for p in preps.values()}) > 1:
+            problems.append("scenes were extracted with different frame preprocessing (a decoder records one, "
+                            "which inference defaults to): " + ", ".join(
+                                f"{r}/{tokens_subdir}/meta.json: mode {p['mode']!r}, target width "
+                                f"{p['target_width']}" for r, p in preps.items())
+                            + "; re-extract them with one --mode and --target-width (python -m "
+                            "preprocess.extract_tokens <scene> --mode M --target-width W --overwrite), or train "
+                            "them in separate runs")
         lang_dims, video_dims = set(), set()
         self.video_subdir = video_subdir
         if video_subdir and not all((s.root / video_subdir).is_dir() for s in self.scenes):
@@ -379,28 +411,13 @@ class SceneDataset(Dataset):
             by_size.setdefault(tuple(self.scenes[self.items[i].scene].crop.input_hw), []).append(i)
         return [by_size[k] for k in sorted(by_size)]
 
-    def _gather(self, scene: _Scene, sub: str, key: str, levels: slice) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (features (L, k, h, w) float32, mask (L, h, w) bool) on the network input grid."""
-        if scene.grid_yx is None:
-            scene.grid_yx = input_grid_to_original(scene.crop)
-        oy, ox, valid = scene.grid_yx
-        s_path = scene.root / sub / f"{key}_s.npy"
-        seg = load_npy(s_path)  # (levels, H, W), read whole: faster than fancy indexing a memmap
-        n_lvl = len(range(*levels.indices(seg.shape[0])))
-        flat = (oy * seg.shape[2] + ox).reshape(-1)
-        idx = np.take(seg[levels].reshape(n_lvl, -1), flat, axis=1).astype(np.int64)  # (L, h*w)
-        idx[:, ~valid.reshape(-1)] = -1
+    def _targets(self, scene: _Scene, sub: str, key: str, levels: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (index maps (L, h, w) on the network input grid, -1 = none; feature rows (N, k) float32)."""
+        if scene.grid is None:
+            scene.grid = GridMap.of(scene.crop)
+        index = scene.grid.read(scene.root / sub / f"{key}_s.npy", levels)
         feats = load_npy(scene.root / sub / f"{key}_f.npy")
-        mask = idx >= 0
-        if mask.any() and idx.max() >= feats.shape[0]:
-            raise DatasetError(f"region index {idx.max()} but {key}_f.npy has only {feats.shape[0]} rows (the _s/_f "
-                               "pair is inconsistent)", s_path, TARGET_FIX)
-        feats = np.concatenate([np.asarray(feats, dtype=np.float32), np.zeros((1, feats.shape[1]), np.float32)])
-        rows = np.take(feats, np.where(mask, idx, -1), axis=0)  # (L, h*w, k); -1 -> the zero row
-        h, w = oy.shape
-        rows = rows.transpose(0, 2, 1).reshape(n_lvl, -1, h, w)
-        mask = mask.reshape(n_lvl, h, w)
-        return torch.from_numpy(np.ascontiguousarray(rows)), torch.from_numpy(mask)
+        return torch.from_numpy(index), torch.from_numpy(np.asarray(feats, dtype=np.float32))
 
     def load_tokens(self, scene_index: int, key: str) -> list[torch.Tensor]:
         """The cached layers of frame ``key``: list of (P, 2C) memory-mapped tensors (storage dtype)."""
@@ -412,28 +429,14 @@ class SceneDataset(Dataset):
         item = self.items[i]
         scene = self.scenes[item.scene]
         key = item.ref.key
-        frame, _ = scene.preprocessor.prepare(read_frame(item.ref))
-        lang, mask = self._gather(scene, self.features_subdir, key, slice(1, 4))
-        sample: dict[str, Any] = {"tokens": self.load_tokens(item.scene, key), "frame": frame, "lang_target": lang,
-                                  "lang_mask": mask, "key": key, "scene": item.scene, "index": i}
+        frame = read_frame_uint8(item.ref, scene.preprocessor)
+        index, table = self._targets(scene, self.features_subdir, key, slice(1, 4))
+        sample: dict[str, Any] = {"tokens": self.load_tokens(item.scene, key), "frame": frame, "lang_index": index,
+                                  "lang_table": table, "key": key, "scene": item.scene, "index": i}
         if self.video_subdir:
-            v, vm = self._gather(scene, self.video_subdir, key, slice(0, 1))
-            sample["video_target"], sample["video_mask"] = v[0], vm[0]
-        if self.cache_in_memory:
-            sample["tokens"] = [t.clone() for t in sample["tokens"]]
+            sample["video_index"], sample["video_table"] = self._targets(scene, self.video_subdir, key, slice(0, 1))
+        if self.cache_in_memory:  # own copies, not views of the file mappings
+            sample = {k: [t.clone() for t in v] if k == "tokens" else v.clone() if torch.is_tensor(v) else v
+                      for k, v in sample.items()}
             self._memory[i] = sample
         return sample
-
-
-def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack samples of one input size: tokens -> list of (B, P, 2C); tensors -> (B, ...); others -> lists."""
-    out: dict[str, Any] = {}
-    for k in samples[0]:
-        vals = [s[k] for s in samples]
-        if k == "tokens":
-            out[k] = [torch.stack(layer) for layer in zip(*vals, strict=True)]
-        elif torch.is_tensor(vals[0]):
-            out[k] = torch.stack(vals)
-        else:
-            out[k] = vals
-    return out

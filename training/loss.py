@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from model.decoder import LEVELS
+from training.targets import expand_targets
 
 
 @dataclass
@@ -87,7 +88,8 @@ def compute_loss(
     """Decoder outputs + a batch -> dict of loss terms.
 
     ``batch`` holds ``lang_target`` (B, 3 levels, k, H, W), ``lang_mask`` (B, 3, H, W) bool, ``frame``
-    (B, 3, H, W) and optionally ``video_target`` (B, v, H, W) + ``video_mask`` (B, H, W).
+    (B, 3, H, W) float and optionally ``video_target`` (B, v, H, W) + ``video_mask`` (B, H, W); a compact batch
+    (``lang_index`` / ``lang_table``, :mod:`training.targets`, moved to the device) is expanded first.
     ``kind``: ``ours`` (masked means, cosine over the feature axis) or ``published`` (see the module doc; the
     video term, ours only, then uses the published formulas too). Returns ``loss`` (the total) and each term (``lang``, ``l1``, ``cos``, ``rgb``, ``video``), as scalars
     (means over the batch) or, with ``reduce=False``, per-sample (B,) tensors.
@@ -96,6 +98,7 @@ def compute_loss(
         raise ValueError(f"unknown loss kind {kind!r}; choose one of {LOSS_KINDS}")
     feature_loss = published_feature_loss if kind == "published" else masked_feature_loss
     w = weights or LossWeights()
+    batch = expand_targets(batch)
     tgt, msk = batch["lang_target"], batch["lang_mask"]
     lang = l1 = cos = 0.0
     for i, lvl in enumerate(LEVELS):

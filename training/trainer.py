@@ -23,9 +23,11 @@ decoder: with ``--decoder published`` video targets are not loaded and a warning
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -66,6 +68,7 @@ from training.run_dir import (
 )
 from training.sampler import GlobalBatchSampler
 from training.schedule import lr_at, param_groups, set_lr
+from training.targets import batch_to_device, expand_targets
 from utils.cli import UserError
 from utils.device import resolve_device
 
@@ -80,6 +83,29 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _workers(text: str) -> int | None:
+    if text == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither 'auto' nor an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def num_workers(args: argparse.Namespace, device: torch.device, world_size: int) -> int:
+    """``--num-workers``, with ``auto`` (None) resolved: 0 on the CPU or with ``--cache-in-memory``, else
+    min(4, usable CPU cores / processes - 1)."""
+    if args.num_workers is not None:
+        return int(args.num_workers)
+    if device.type == "cpu" or args.cache_in_memory:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(4, cores // max(world_size, 1) - 1))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,7 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "they are held out and used for the validation loss")
     d.add_argument("--cache-in-memory", action="store_true",
                    help="keep loaded samples in memory after their first use (small datasets / tests)")
-    d.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes per rank")
+    d.add_argument("--num-workers", type=_workers, default="auto",
+                   help="DataLoader worker processes per rank (kept for the whole run). auto (default): none on "
+                   "the CPU, where the decoder needs the cores, and with --cache-in-memory (each worker would hold "
+                   "its own copy); on a GPU min(4, CPU cores per process - 1). The batches do not depend on it")
     m = p.add_argument_group("model")
     m.add_argument("--decoder", default="default", choices=list(DECODER_PRESETS),
                    help="which decoder: default = ours (Semantic Bridging Decoder, published widths); tiny = ours "
@@ -283,18 +312,6 @@ def wrap_for_training(model: torch.nn.Module, dist_info: DistInfo) -> torch.nn.M
     return DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def _move(batch: dict, device: torch.device) -> dict:
-    out = {}
-    for k, v in batch.items():
-        if torch.is_tensor(v):
-            out[k] = v.to(device, non_blocking=True)
-        elif isinstance(v, list) and v and torch.is_tensor(v[0]):
-            out[k] = [t.to(device, non_blocking=True).float() for t in v]
-        else:
-            out[k] = v
-    return out
-
-
 def _precision(args: argparse.Namespace, device: torch.device) -> torch.dtype | None:
     if device.type != "cuda":
         return None
@@ -311,8 +328,9 @@ def evaluate(model: torch.nn.Module, ds: SceneDataset, indices: list[int], args:
     sums = torch.zeros(4, dtype=torch.float64)
     with torch.no_grad():
         for i in mine:
-            batch = _move(collate_samples([ds[i]]), dist_info.device)
+            batch = batch_to_device(collate_samples([ds[i]]), dist_info.device)
             check_finite_batch(batch, ds)
+            batch = expand_targets(batch)
             with torch.autocast("cuda", dtype=amp_dtype, enabled=amp_dtype is not None) if amp_dtype else _null():
                 out = model.predict(batch["tokens"], batch["frame"], ds.patch_start_idx)
             t = compute_loss(out, batch, weights, reduce=False, kind=loss_kind)
@@ -336,7 +354,7 @@ class _null:
 
 # Run arguments that say how this process was invoked, not what it trains: left out of state.json, so the
 # checkpoints of a run resumed after a kill are byte-identical to those of an uninterrupted run.
-INVOCATION_ARGS = ("out", "resume", "stop_at_epoch", "debug", "no_progress")
+INVOCATION_ARGS = ("out", "resume", "stop_at_epoch", "debug", "no_progress", "num_workers")
 # Settings that change the training trajectory: a resume with other values is warned about.
 TRAJECTORY_ARGS = ("batch_size", "lr", "min_lr", "schedule", "warmup_epochs", "weight_decay", "betas", "clip_grad",
                    "w_l1", "w_cos", "w_img", "w_rgb", "w_video", "loss", "seed", "precision", "train_on_eval_frames",
@@ -523,8 +541,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             f"pass --batch-size {fit} or lower, or add frames"
                             + ("" if args.train_on_eval_frames or not val_idx else
                                " (or --train-on-eval-frames)"))
-        loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate_samples, num_workers=args.num_workers,
-                            pin_memory=device.type == "cuda")
+        workers = num_workers(args, device, dist_info.world_size)
+        # on the CPU the tokens are converted to float32 while they are stacked (one pass instead of two); on a
+        # GPU they travel in their storage dtype and are converted there
+        collate = functools.partial(collate_samples, token_dtype=torch.float32 if device.type == "cpu" else None)
+        loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
+                            pin_memory=device.type == "cuda", persistent_workers=workers > 0)
         steps_per_epoch = len(sampler)
         total_steps = steps_per_epoch * args.epochs
         warmup_steps = int(round(args.warmup_epochs * steps_per_epoch))
@@ -560,8 +582,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for batch in bar:
                 lr = lr_at(global_step, args.lr, warmup_steps, total_steps, args.schedule, args.min_lr)
                 set_lr(optimizer, lr)
-                batch = _move(batch, device)
+                batch = batch_to_device(batch, device)  # tokens, frame: float32
                 check_finite_batch(batch, ds)
+                batch = expand_targets(batch)  # the per-pixel targets, gathered on the device
                 ctx = torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None else _null()
                 with ctx:
                     out = ddp_model(batch["tokens"], batch["frame"], ds.patch_start_idx)

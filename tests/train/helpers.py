@@ -91,3 +91,45 @@ def make_tiny_scene(root: Path, n_frames: int = 8, grid: tuple[int, int] = (2, 3
     (root / "gt").mkdir(exist_ok=True)
     (root / "gt" / "names.json").write_text(json.dumps({"eval_frames": list(eval_frames)}))
     return root
+
+
+def make_cropped_scene(root: Path, orig_hw: tuple[int, int], target_width: int = 42, mode: str = "crop",
+                       n_frames: int = 4, dim: int = 16, lang_dim: int = 3, video_dim: int = 0, seed: int = 0,
+                       eval_frames: tuple[int, ...] = (1,), index_dtypes: tuple[str, ...] = ("float32",)) -> Path:
+    """A scene whose frames (``orig_hw``) are resized / cropped / padded / turned by ``mode`` to the network input,
+    with random frames, tokens and per-pixel targets at the original size (not learnable: for exactness tests).
+    Frame ``t``'s ``_s.npy`` is stored as ``index_dtypes[t % len(index_dtypes)]``. ``tokens/meta.json`` records
+    ``mode`` and ``target_width`` as ``preprocess.extract_tokens`` does."""
+    rng = np.random.default_rng(seed)
+    crop = FramePreprocessor(target_width=target_width, mode=mode).plan(orig_hw)
+    h, w = crop.input_hw
+    gh, gw = h // PATCH, w // PATCH
+    H, W = orig_hw
+    (root / "rgb" / "2x").mkdir(parents=True, exist_ok=True)
+    feat_dir = root / "clip_features-language_features_dim3"
+    frames_meta = []
+    for t in range(n_frames):
+        key = f"{t + 1:06d}"
+        toks = [torch.from_numpy(rng.normal(size=(PSI + gh * gw, dim)).astype(np.float32)).half() for _ in range(4)]
+        meta = {"backbone": "tiny-test", "token_dim": dim, "grid": [gh, gw], "patch_start_idx": PSI,
+                "patch_size": PATCH, "crop": crop.to_dict(), "frame_key": key, "frame_index": t}
+        write_token_file(root / "tokens" / f"{key}.safetensors", toks, [0, 1, 2, 3], meta)
+        frames_meta.append({"key": key, "index": t})
+        cv2.imwrite(str(root / "rgb" / "2x" / f"{key}.png"), rng.integers(0, 256, size=(H, W, 3), dtype=np.uint8))
+        n = int(rng.integers(2, 9))
+        seg = rng.integers(-1, n, size=(4, H, W)).astype(index_dtypes[t % len(index_dtypes)])
+        save_npy_atomic(seg, feat_dir / f"{key}_s.npy")
+        save_npy_atomic(rng.normal(size=(n, lang_dim)).astype(np.float32), feat_dir / f"{key}_f.npy")
+        if video_dim:
+            m = int(rng.integers(1, 5))
+            vdir = root / "video_features-language_features_dim6"
+            save_npy_atomic(rng.integers(-1, m, size=(1, H, W)).astype(np.float32), vdir / f"{key}_s.npy")
+            save_npy_atomic(rng.normal(size=(m, video_dim)).astype(np.float32), vdir / f"{key}_f.npy")
+    write_scene_meta(root / "tokens", {"backbone": "tiny-test", "layers": [0, 1, 2, 3], "token_dim": dim,
+                                       "grid": [gh, gw], "patch_start_idx": PSI, "patch_size": PATCH,
+                                       "crop": crop.to_dict(), "dtype": "fp16", "num_tokens": PSI + gh * gw,
+                                       "frames": frames_meta, "complete": True, "mode": mode,
+                                       "target_width": target_width})
+    (root / "gt").mkdir(exist_ok=True)
+    (root / "gt" / "names.json").write_text(json.dumps({"eval_frames": list(eval_frames)}))
+    return root

@@ -7,6 +7,7 @@ import torch
 from preprocess.frames import CropInfo
 from tests.train.helpers import PATCH, make_tiny_scene
 from training.dataset import DatasetError, SceneDataset, collate_samples, input_grid_to_original
+from training.targets import expand_targets
 from utils.io import save_npy_atomic
 
 
@@ -16,20 +17,24 @@ def test_samples_are_aligned_with_the_targets(tmp_path):
     assert len(ds) == 4 and ds.lang_dim == 3 and ds.video_dim == 6 and ds.patch_start_idx == 5
     s = ds[1]
     assert [t.shape for t in s["tokens"]] == [(5 + 6, 32)] * 4 and s["tokens"][0].dtype == torch.float16
-    assert s["frame"].shape == (3, 28, 42) and s["lang_target"].shape == (3, 3, 28, 42)
-    assert s["lang_mask"].shape == (3, 28, 42) and s["video_target"].shape == (6, 28, 42)
+    # compact samples (training.targets): uint8 frame, index maps on the network grid + feature rows
+    assert s["frame"].shape == (3, 28, 42) and s["frame"].dtype == torch.uint8
+    assert s["lang_index"].shape == (3, 28, 42) and s["video_index"].shape == (1, 28, 42)
+    assert s["lang_table"].shape[1] == 3 and s["video_table"].shape[1] == 6
     seg = np.load(scene / "clip_features-language_features_dim3" / "000002_s.npy")
     rows = np.load(scene / "clip_features-language_features_dim3" / "000002_f.npy")
+    b = expand_targets(collate_samples([ds[0], ds[1]]))
+    tgt, mask = b["lang_target"][1], b["lang_mask"][1]
     for lvl in range(3):
         for y, x in [(0, 0), (20, 30), (27, 41)]:
             idx = int(seg[lvl + 1, y, x])
-            assert bool(s["lang_mask"][lvl, y, x]) == (idx >= 0)
+            assert bool(mask[lvl, y, x]) == (idx >= 0)
             if idx >= 0:
-                assert torch.allclose(s["lang_target"][lvl, :, y, x], torch.from_numpy(rows[idx]))
+                assert torch.allclose(tgt[lvl, :, y, x], torch.from_numpy(rows[idx]))
             else:
-                assert s["lang_target"][lvl, :, y, x].abs().sum() == 0
-    b = collate_samples([ds[0], ds[1]])
+                assert tgt[lvl, :, y, x].abs().sum() == 0
     assert b["tokens"][2].shape == (2, 11, 32) and b["lang_target"].shape == (2, 3, 3, 28, 42)
+    assert b["video_target"].shape == (2, 6, 28, 42) and b["video_mask"].shape == (2, 28, 42)
 
 
 def test_split_holds_out_eval_frames_unless_asked(tmp_path):
@@ -41,10 +46,11 @@ def test_split_holds_out_eval_frames_unless_asked(tmp_path):
     assert held == [2] and 2 not in train and len(train) == 5  # COCO wins over gt/names.json
     train, held = SceneDataset([scene], train_on_eval_frames=True).split_indices()
     assert held == [2] and train == list(range(6))
-    other = make_tiny_scene(tmp_path / "b", n_frames=3, eval_frames=(0,), grid=(2, 2))
+    # another frame size, the same preprocessing (crop to width 42; scenes of other widths are refused)
+    other = make_tiny_scene(tmp_path / "b", n_frames=3, eval_frames=(0,), grid=(3, 3))
     ds = SceneDataset([tmp_path])  # a root of scenes
     assert len(ds.scenes) == 2 and len(ds) == 9 and ds.split_indices()[1] == [2, 6]
-    assert [len(g) for g in ds.groups(range(9))] == [3, 6]  # (28, 28) and (28, 42) frames
+    assert [len(g) for g in ds.groups(range(9))] == [6, 3]  # (28, 42) and (42, 42) frames
     assert other.exists()
 
 
