@@ -76,10 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="past frames kept in the streaming caches (bounds memory on long videos); default 128 "
                         "(published preset: 120, the published cache rule)")
     p.add_argument("--target-width", type=int, default=None,
-                   help="network input width (multiple of 14); default: the token cache's, else 518")
+                   help="network input width (multiple of 14); default: the token cache's, else the width the "
+                        "decoder was trained at (recorded in its checkpoint), else 518; another one is warned about")
     p.add_argument("--mode", default=None, choices=MODES,
                    help="preprocessing mode (see preprocess.extract_tokens --help); default: the token cache's, "
-                        "else resize (the published preset uses its own 'original' mode)")
+                        "else the decoder's training mode, else resize (the published preset uses its own "
+                        "'original' mode); another one is warned about")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto (CUDA when available)")
     p.add_argument("--dtype", default=None,
                    help="fp32 (default), fp16 or bf16 (reduced precision only on CUDA; the published preset is fp32)")
@@ -342,8 +344,18 @@ def run_source(args: argparse.Namespace, source: Path, out: Path, decoder, backb
     if cache is not None:
         cache = _usable_cache(cache, refs, decoder, args.backbone)
     crop = cache.crop if cache is not None else {}
-    width = args.target_width or (crop.get("resized_hw", [None, 518])[1] if crop else 518)
-    mode = args.mode or crop.get("mode", "resize")
+    trained = (getattr(decoder, "source_info", {}).get("token_info") or {}).get("preprocess") or {}
+    width = (args.target_width or (crop.get("resized_hw", [None, 518])[1] if crop else None)
+             or trained.get("target_width") or 518)
+    mode = args.mode or crop.get("mode") or trained.get("mode") or "resize"
+    if trained and not published:
+        if trained.get("mode") and mode != trained["mode"]:
+            log.warning("preprocessing mode %s, but the decoder was trained on %s tokens: the fields may be worse",
+                        mode, trained["mode"])
+        if trained.get("target_width") and mode not in ("native", "original") and \
+                int(width) != int(trained["target_width"]):
+            log.warning("network width %s, but the decoder was trained at width %s: the fields may be worse",
+                        width, trained["target_width"])
     preprocessor = FramePreprocessor(target_width=int(width), mode=mode,
                                      patch_size=decoder.config.patch_size)
     if cache is not None:

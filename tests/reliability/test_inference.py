@@ -128,3 +128,20 @@ def test_a_moved_fields_folder_is_queried_from_anywhere(tmp_path, decoder_file):
                    "--device", "cpu", "--no-video", "--no-ply", "-q", cwd=tmp_path / "cwd")
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(list((tmp_path / "elsewhere" / "moved" / "queries").glob("*/mask/*.png"))) == 2
+
+
+def test_inference_defaults_to_the_decoders_training_preprocessing(tmp_path):
+    from training.checkpoint import save_checkpoint
+
+    cfg = StreamVGGTConfig.tiny()
+    dec = SemanticBridgingDecoder(DecoderConfig.tiny(dim_in=2 * cfg.embed_dim, layers=tuple(cfg.dpt_layers)))
+    save_checkpoint(tmp_path / "run", 1, dec, None, {
+        "decoder_config": dec.config.to_dict(),
+        "token_info": {"backbone": "tiny-random-seed0", "preprocess": {"mode": "resize", "target_width": 28}}})
+    src = frames(tmp_path / "f", 1)
+    r = infer(src, tmp_path / "a", tmp_path / "run", "--no-geometry")
+    assert r.returncode == 0 and "trained at width" not in r.stderr, r.stderr[-2000:]
+    meta = json.loads((tmp_path / "a" / "meta.json").read_text())
+    assert meta["preprocess"] == {"target_width": 28, "mode": "resize"}
+    r = infer(src, tmp_path / "b", tmp_path / "run", "--no-geometry", "--target-width", "42")
+    assert r.returncode == 0 and "trained at width 28" in r.stderr, r.stderr[-2000:]
