@@ -40,7 +40,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.decoder import DecoderConfig, SemanticBridgingDecoder  # noqa: E402
-from preprocess.frames import FramePreprocessor  # noqa: E402
+from preprocess.crop import FramePreprocessor  # noqa: E402
 from preprocess.token_cache import write_scene_meta, write_token_file  # noqa: E402
 from training.dataset import SceneDataset, collate_samples  # noqa: E402
 from training.loss import compute_loss  # noqa: E402

@@ -44,7 +44,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from preprocess.annotations import frame_index_from_file_name
-from preprocess.frames import CropInfo, FramePreprocessor, FrameRef, list_frames
+from preprocess.crop import CropInfo, FramePreprocessor
+from preprocess.frames import FrameRef, list_frames
 from preprocess.token_cache import EXTRACT_HINT, TokenCache, TokenCacheError, read_token_header
 from training.targets import (  # noqa: F401  (collate_samples, input_grid_to_original: re-exported)
     GridMap,

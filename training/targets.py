@@ -37,7 +37,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from preprocess.frames import CropInfo, FramePreprocessor, FrameRef, read_frame
+from preprocess.crop import CropInfo, FramePreprocessor
+from preprocess.frames import FrameRef, read_frame
 
 TARGETS = ("lang", "video")  # prefixes of the compact target keys: <p>_index, <p>_table, <p>_rows
 # uint8 -> float32 frame values, computed as FramePreprocessor.prepare computes them (on the CPU)

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import torch
 
-from preprocess.frames import FramePreprocessor
+from preprocess.crop import FramePreprocessor
 from preprocess.token_cache import write_scene_meta, write_token_file
 from utils.io import save_npy_atomic
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from preprocess.frames import CropInfo
+from preprocess.crop import CropInfo
 from tests.train.helpers import PATCH, make_tiny_scene
 from training.dataset import DatasetError, SceneDataset, collate_samples, input_grid_to_original
 from training.targets import expand_targets
