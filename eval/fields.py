@@ -30,12 +30,12 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
+from model.levels import LEVELS
 from utils.cli import UserError
 from utils.io import load_npy
 
 logger = logging.getLogger(__name__)
 
-LEVELS: tuple[str, ...] = ("small", "middle", "large")
 Decoder = Callable[[torch.Tensor], torch.Tensor]
 
 

@@ -8,4 +8,6 @@
 The runnable entry point is ``python -m preprocess.extract_semantics``.
 """
 
-LEVELS = ("default", "small", "middle", "large")
+from model.levels import LEVELS as SEMANTIC_LEVELS
+
+LEVELS = ("default", *SEMANTIC_LEVELS)  # the target file's planes: the pooled default, then each level

@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from model.levels import LEVELS
 from utils.cli import UserError
 
-LEVELS: tuple[str, str, str] = ("small", "middle", "large")
 TABLECLOTH = "checkered tablecloth"
 MAX_OBJECTS = 6
 

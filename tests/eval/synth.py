@@ -13,10 +13,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model.levels import LEVELS
 from utils.io import save_json_atomic, save_npy_atomic, save_safetensors_atomic
 
 H, W, T = 128, 160, 6
-LEVELS = ("small", "middle", "large")
 
 
 class VocabEncoder:
