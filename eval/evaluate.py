@@ -46,7 +46,6 @@ from eval.fields import (
     RendersNpyFields,
     TargetFields,
     autoencoder_decoder,
-    key_to_index,
 )
 from eval.masks import CLEANUP_KERNEL, MASK_THRESHOLD, SMOOTH_KERNEL, masks_from_relevancy
 from eval.metrics import (
@@ -67,6 +66,7 @@ from preprocess.annotations import (
     AnnotationError,
     CocoFrames,
     in_intervals,
+    key_to_index,
     load_coco_masks,
     load_video_annotations,
 )

@@ -22,15 +22,15 @@ is not (4, H, W) (video: (1, H, W) of the same H, W), whose ``_f.npy`` is not (N
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 
+from inference.outputs import read_fields, read_fields_header
 from model.levels import LEVELS
+from preprocess.annotations import key_to_index
 from utils.cli import UserError
 from utils.io import load_npy
 
@@ -105,17 +105,9 @@ class FieldSource:
                         "run inference on every annotated frame (the whole sequence)")
 
 
-def key_to_index(key: str, dataset: str = "hypernerf") -> int:
-    """Frame key (file stem) -> 0-based index: trailing digits, minus 1 for HyperNeRF's 1-based names."""
-    m = re.search(r"(\d+)$", key)
-    if m is None:
-        raise ValueError(f"cannot read a frame number from key {key!r}; write 'frame_index' into the field metadata")
-    n = int(m.group(1))
-    return n - 1 if dataset == "hypernerf" else n
-
-
 class OurFields(FieldSource):
-    """Fields written by our inference (``<out>/fields/<key>.safetensors``); ``root`` = ``<out>`` or the folder."""
+    """Fields written by our inference (``<out>/fields/<key>.safetensors``); ``root`` = ``<out>`` or the folder.
+    Files are read with the fields format's own reader (``inference.outputs``)."""
 
     def __init__(self, root: str | Path, dataset: str = "hypernerf", levels: Sequence[str] = LEVELS) -> None:
         from safetensors import SafetensorError
@@ -135,9 +127,7 @@ class OurFields(FieldSource):
         self._video = False
         for f in files:
             try:
-                with safe_open(str(f), framework="pt") as sf:
-                    meta = sf.metadata() or {}
-                    keys = set(sf.keys())
+                keys, meta = read_fields_header(f)
                 idx = int(meta["frame_index"]) if "frame_index" in meta else key_to_index(f.stem, dataset)
             except (SafetensorError, OSError) as e:
                 raise FieldsError(f"not a readable safetensors file ({str(e).splitlines()[0][:120]})", f,
@@ -168,10 +158,10 @@ class OurFields(FieldSource):
         f = self._files.get(index)
         if f is None:
             raise self._missing(index, self.root)
-        with safe_open(str(f), framework="pt") as sf:
-            if any(n not in sf.keys() for n in names):
-                return None
-            return [sf.get_tensor(n) for n in names]
+        tensors, _ = read_fields(f, names=tuple(names))
+        if any(n not in tensors for n in names):
+            return None
+        return [tensors[n] for n in names]
 
     def semantic(self, index: int) -> torch.Tensor:
         ts = self._load(index, self.levels)

@@ -163,6 +163,15 @@ def read_fields(path: str | os.PathLike, names: tuple[str, ...] | None = None) -
     return tensors, meta
 
 
+def read_fields_header(path: str | os.PathLike) -> tuple[set[str], dict]:
+    """(tensor names, decoded metadata) of a fields file, without reading any tensor."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"fields file {path} not found; run `python -m inference.run` first")
+    with safe_open(str(path), framework="pt") as f:
+        return set(f.keys()), _decode_meta(f.metadata())
+
+
 def write_depth(path: str | os.PathLike, depth: torch.Tensor, conf: torch.Tensor, valid: torch.Tensor,
                 extrinsics: np.ndarray, intrinsics: np.ndarray, meta: dict) -> None:
     """Write depth (H, W), conf (H, W), valid (H, W) and this frame's camera (3x4, 3x3) atomically."""

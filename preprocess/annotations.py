@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,15 @@ def frame_index_from_file_name(file_name: str, dataset: str = "hypernerf") -> in
             "'000003_png.rf....jpg'); rename the images or fix the annotation export"
         ) from None
     return num - 1 if dataset == "hypernerf" else num
+
+
+def key_to_index(key: str, dataset: str = "hypernerf") -> int:
+    """Frame key (file stem) -> 0-based index: trailing digits, minus 1 for HyperNeRF's 1-based names."""
+    m = re.search(r"(\d+)$", key)
+    if m is None:
+        raise ValueError(f"cannot read a frame number from key {key!r}; write 'frame_index' into the field metadata")
+    n = int(m.group(1))
+    return n - 1 if dataset == "hypernerf" else n
 
 
 @dataclass

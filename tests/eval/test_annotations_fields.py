@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from eval.fields import OurFields, RendersNpyFields, key_to_index
+from eval.fields import OurFields, RendersNpyFields
 from preprocess.annotations import (
     frame_index_from_file_name,
     in_intervals,
+    key_to_index,
     load_coco_masks,
     load_video_annotations,
     polygon_to_mask,
