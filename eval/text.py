@@ -1,4 +1,5 @@
-"""Text encoders for evaluation: the weight-free hash encoder (``model.text.HashTextEncoder``) and open_clip.
+"""Text encoders for queries and evaluation: the flags and the factory live below (``utils.cli`` and
+``model.text``); these names are the query/evaluation side's entry points to them.
 
 Every consumer depends only on a callable ``encode_text(list[str]) -> (N, D)`` unit-norm tensor.
 """
@@ -9,41 +10,21 @@ from collections.abc import Callable
 
 import torch
 
-from model.text import HashTextEncoder  # noqa: F401  (re-exported: the encoder lives in model/text.py)
+from model.text import HashTextEncoder  # noqa: F401  (re-exported)
+from model.text import build_text_encoder as _build
+from model.text import text_encoder_from_options
+from utils.cli import add_text_encoder_args  # noqa: F401  (the shared flags)
 
 TextEncoder = Callable[[list[str]], torch.Tensor]
 
 
 def build_text_encoder(name: str = "ViT-B-16", pretrained: str = "laion2b_s34b_b88k", device: str = "cpu",
                        seed: int = 0) -> TextEncoder:
-    """``"hash"`` -> :class:`HashTextEncoder`; ``"tiny"`` -> ``ClipEncoder.tiny(seed)``; else an open_clip model name.
-
-    model/clip.py is imported lazily so the evaluator works without it for the hash encoder.
-    """
-    if name == "hash":
-        return HashTextEncoder(seed=seed).encode_text
-    from model.clip import ClipEncoder  # lazy: heavy import, separate owner
-
-    if name == "tiny":
-        return ClipEncoder.tiny(seed=seed, device=device).encode_text
-    return ClipEncoder.from_pretrained(name, pretrained, device=device).encode_text
-
-
-def add_text_encoder_args(parser) -> None:
-    """The text-encoder flags shared by ``eval.evaluate`` and ``eval.query``: ``--hash-text`` and the project's
-    open_clip flags (``--clip tiny|pretrained``, ``--clip-model``, ``--clip-pretrained``, ``--clip-weights`` ...)."""
-    parser.add_argument("--hash-text", action="store_true",
-                        help="use the weight-free bag-of-words hash text encoder instead of open_clip (synthetic "
-                             "scenes whose targets were made with it; oracle checks)")
-    from model.clip import add_clip_args
-
-    add_clip_args(parser)
+    """``"hash"``, ``"tiny"`` or an open_clip model name -> its ``encode_text``."""
+    kind = name if name in ("hash", "tiny") else "open_clip"
+    return _build(kind, model=name, pretrained=pretrained, seed=seed, device=device).encode_text
 
 
 def text_encoder_from_args(args, device: str = "cpu") -> TextEncoder:
-    """The encoder asked for by ``--hash-text`` or the shared ``model.clip.add_clip_args`` flags."""
-    if getattr(args, "hash_text", False):
-        return HashTextEncoder(seed=args.clip_seed).encode_text
-    from model.clip import clip_from_args
-
-    return clip_from_args(args, device=device).encode_text
+    """The ``encode_text`` of the encoder the shared flags ask for."""
+    return text_encoder_from_options(args, device=device).encode_text

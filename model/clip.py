@@ -14,7 +14,6 @@ Every encoder returns float32, L2-normalised rows of shape (N, D), computed in b
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from model.hub import hub_reachable
-from utils.cli import UserError
+from utils.cli import CLIP_MODEL, CLIP_PRETRAINED, UserError
 from utils.device import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -32,8 +31,7 @@ logger = logging.getLogger(__name__)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-DEFAULT_MODEL = "ViT-B-16"
-DEFAULT_PRETRAINED = "laion2b_s34b_b88k"
+DEFAULT_MODEL, DEFAULT_PRETRAINED = CLIP_MODEL, CLIP_PRETRAINED
 LOCAL_CKPT_DIR = Path(__file__).resolve().parents[1] / "ckpt" / "open_clip"
 
 #: The tiny random config: the real 49408-token vocabulary and 77-token context, everything else minimal.
@@ -239,30 +237,3 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
     sd = read_weights(path)
     return sd.get("state_dict", sd) if isinstance(sd, dict) else sd
-
-
-# ---------------------------------------------------------------------- CLI helpers
-def add_clip_args(parser: argparse.ArgumentParser) -> None:
-    """Add the shared ``--clip``, ``--clip-model``, ``--clip-pretrained``, ``--clip-weights`` flags."""
-    g = parser.add_argument_group("open_clip encoder")
-    g.add_argument("--clip", choices=["pretrained", "tiny"], default="pretrained",
-                   help="'pretrained' (default) loads --clip-model/--clip-pretrained or --clip-weights; "
-                        "'tiny' uses a tiny random open_clip (tests, smoke runs; embeddings are meaningless)")
-    g.add_argument("--clip-model", default=DEFAULT_MODEL, help="open_clip architecture name (default ViT-B-16)")
-    g.add_argument("--clip-pretrained", default=DEFAULT_PRETRAINED,
-                   help="open_clip pretrained tag (default laion2b_s34b_b88k, as in 4D LangSplat)")
-    g.add_argument("--clip-weights", default=None,
-                   help="local weights file (e.g. ckpt/open_clip/ViT-B-16_laion2b_s34b_b88k.bin); overrides the tag")
-    g.add_argument("--clip-seed", type=int, default=0, help="seed of the random weights for --clip tiny")
-    g.add_argument("--clip-precision", choices=["fp32", "fp16"], default="fp32",
-                   help="open_clip precision (fp16 only makes sense on CUDA)")
-
-
-def clip_from_args(args: argparse.Namespace, device: str | torch.device = "cpu") -> ClipEncoder:
-    """Build the encoder the flags of :func:`add_clip_args` ask for."""
-    if args.clip == "tiny":
-        if args.clip_weights:
-            return ClipEncoder.from_pretrained(TINY_NAME, args.clip_weights, device=device)
-        return ClipEncoder.tiny(seed=args.clip_seed, device=device)
-    return ClipEncoder.from_pretrained(args.clip_model, args.clip_weights or args.clip_pretrained, device=device,
-                                       precision=args.clip_precision)

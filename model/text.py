@@ -1,4 +1,5 @@
-"""Weight-free text encoder: a deterministic bag-of-words hash embedding.
+"""Text encoders: the one factory (:func:`build_text_encoder`, :func:`text_encoder_from_options`) and the
+weight-free encoder, a deterministic bag-of-words hash embedding.
 
 Used wherever the pipeline must run without CLIP weights (the one-command demo, oracle checks): semantic
 targets (``python -m preprocess.extract_semantics --mode oracle --text-encoder hash``) and queries
@@ -43,3 +44,34 @@ class HashTextEncoder:
         return F.normalize(torch.stack(rows), dim=-1)
 
     __call__ = encode_text
+
+
+def build_text_encoder(kind: str = "open_clip", model: str | None = None, pretrained: str | None = None,
+                       weights: str | None = None, seed: int = 0, precision: str = "fp32", dim: int = 512,
+                       device: str | torch.device = "cpu"):
+    """The text encoder ``kind`` names: ``hash`` (:class:`HashTextEncoder`), ``tiny`` (a tiny random open_clip, or
+    one saved to ``weights``) or ``open_clip`` (``model`` with a ``pretrained`` tag or local ``weights``).
+    Every encoder has ``encode_text(list[str]) -> (N, D)`` unit rows, ``embed_dim`` and ``identity``."""
+    if kind == "hash":
+        return HashTextEncoder(dim=dim, seed=seed)
+    from model.clip import TINY_NAME, ClipEncoder
+
+    if kind == "tiny":
+        if weights:
+            return ClipEncoder.from_pretrained(TINY_NAME, weights, device=device)
+        return ClipEncoder.tiny(seed=seed, device=device)
+    if kind != "open_clip":
+        raise ValueError(f"unknown text encoder {kind!r}; choose hash, tiny or open_clip")
+    from model.clip import DEFAULT_MODEL, DEFAULT_PRETRAINED
+
+    return ClipEncoder.from_pretrained(model or DEFAULT_MODEL, weights or pretrained or DEFAULT_PRETRAINED,
+                                       device=device, precision=precision)
+
+
+def text_encoder_from_options(options, device: str | torch.device = "cpu"):
+    """The encoder that the shared flags (``utils.cli.add_text_encoder_args``) on ``options`` ask for."""
+    if getattr(options, "hash_text", False):
+        return build_text_encoder("hash", seed=options.clip_seed)
+    return build_text_encoder("tiny" if options.clip == "tiny" else "open_clip", model=options.clip_model,
+                              pretrained=options.clip_pretrained, weights=options.clip_weights,
+                              seed=options.clip_seed, precision=options.clip_precision, device=device)

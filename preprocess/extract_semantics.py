@@ -44,7 +44,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.clip import ClipEncoder, add_clip_args, clip_from_args
+from model.clip import ClipEncoder
+from model.text import build_text_encoder, text_encoder_from_options
 from preprocess.semantics import LEVELS
 from preprocess.semantics.crops import region_crops
 from preprocess.semantics.levels import assemble, compact, pool_levels
@@ -59,7 +60,7 @@ from preprocess.semantics.scene import (
     iter_rgb,
     list_scene_frames,
 )
-from utils.cli import UserError, cli_main
+from utils.cli import UserError, add_text_encoder_args, cli_main
 from utils.device import resolve_device
 from utils.io import save_json_atomic, save_npy_atomic
 from utils.ranks import my_share
@@ -324,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "bag-of-words model.text.HashTextEncoder (no weights needed; query with the same encoder, "
                         "e.g. `python -m eval.evaluate --hash-text`)")
     p.add_argument("--hash-dim", type=int, default=512, help="embedding size of --text-encoder hash")
-    add_clip_args(p)
+    add_text_encoder_args(p, hash_flag=False)
     return p
 
 
@@ -347,11 +348,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.mode != "oracle":
                 raise SemanticsInputError("--text-encoder hash only works with --mode oracle (clip mode embeds "
                                           "image crops, which needs open_clip)")
-            from model.text import HashTextEncoder
-
-            encoder = HashTextEncoder(dim=args.hash_dim, seed=args.clip_seed)
+            encoder = build_text_encoder("hash", dim=args.hash_dim, seed=args.clip_seed)
         else:
-            encoder = clip_from_args(args, device=device)
+            encoder = text_encoder_from_options(args, device=device)
         scenes = expand_scene_args(args.scene, args.frames_dir)
         if len(scenes) > 1 and args.frames_dir:
             raise SemanticsInputError("--frames-dir names one frame folder but there are several scenes")

@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 EXIT_USER_ERROR = 2
+#: the open_clip model of the published work (4D LangSplat's targets and queries)
+CLIP_MODEL, CLIP_PRETRAINED = "ViT-B-16", "laion2b_s34b_b88k"
 
 
 class UserError(Exception):
@@ -139,3 +141,26 @@ def json_safe(obj: Any) -> Any:
     if type(obj).__module__ == "numpy" and hasattr(obj, "item") and getattr(obj, "ndim", 0) == 0:
         return json_safe(obj.item())
     return obj
+
+
+def add_text_encoder_args(parser, hash_flag: bool = True) -> None:
+    """The text-encoder flags every command that embeds text shares (built by ``model.text.build_text_encoder``):
+    ``--hash-text`` (the weight-free encoder; optional) and the open_clip flags ``--clip tiny|pretrained``,
+    ``--clip-model``, ``--clip-pretrained``, ``--clip-weights``, ``--clip-seed``, ``--clip-precision``."""
+    g = parser.add_argument_group("text encoder")
+    if hash_flag:
+        g.add_argument("--hash-text", action="store_true",
+                       help="use the weight-free bag-of-words hash text encoder instead of open_clip (synthetic "
+                            "scenes whose targets were made with it; oracle checks)")
+    g.add_argument("--clip", choices=["pretrained", "tiny"], default="pretrained",
+                   help="'pretrained' (default) loads --clip-model/--clip-pretrained or --clip-weights; "
+                        "'tiny' uses a tiny random open_clip (tests, smoke runs; embeddings are meaningless)")
+    g.add_argument("--clip-model", default=CLIP_MODEL, help=f"open_clip architecture name (default {CLIP_MODEL})")
+    g.add_argument("--clip-pretrained", default=CLIP_PRETRAINED,
+                   help=f"open_clip pretrained tag (default {CLIP_PRETRAINED}, as in 4D LangSplat)")
+    g.add_argument("--clip-weights", default=None,
+                   help="local weights file (e.g. ckpt/open_clip/ViT-B-16_laion2b_s34b_b88k.bin); overrides the tag")
+    g.add_argument("--clip-seed", type=int, default=0, help="seed of the random weights for --clip tiny (and of the "
+                   "hash encoder)")
+    g.add_argument("--clip-precision", choices=["fp32", "fp16"], default="fp32",
+                   help="open_clip precision (fp16 only makes sense on CUDA)")

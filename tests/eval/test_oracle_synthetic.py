@@ -11,7 +11,7 @@ import pytest
 
 from eval.evaluate import evaluate_scene
 from eval.fields import GroundTruthFields, TargetFields
-from eval.text import HashTextEncoder
+from model.text import HashTextEncoder
 from preprocess.annotations import load_coco_masks
 
 

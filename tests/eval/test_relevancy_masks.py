@@ -9,7 +9,7 @@ import torch
 
 from eval.masks import choose_level, cleanup_mask, masks_from_relevancy, normalize_relevancy, smooth_relevancy
 from eval.relevancy import CANONICAL_NEGATIVES, RelevancyModel, lerf_relevancy
-from eval.text import HashTextEncoder
+from model.text import HashTextEncoder
 
 
 def _sig(x: float) -> float:
