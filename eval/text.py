@@ -10,9 +10,11 @@ from collections.abc import Callable
 
 import torch
 
-from model.text import HashTextEncoder  # noqa: F401  (re-exported)
+from model.text import (
+    HashTextEncoder,  # noqa: F401  (re-exported)
+    text_encoder_from_options,
+)
 from model.text import build_text_encoder as _build
-from model.text import text_encoder_from_options
 from utils.cli import add_text_encoder_args  # noqa: F401  (the shared flags)
 
 TextEncoder = Callable[[list[str]], torch.Tensor]
