@@ -263,3 +263,8 @@ def decode(model: FeatureAutoencoder, z: torch.Tensor, chunk: int = 1 << 18) -> 
 def encode(model: FeatureAutoencoder, x: torch.Tensor, chunk: int = 1 << 16) -> torch.Tensor:
     """Encode features of any leading shape, (..., D) -> (..., k) unit latents, in eval mode."""
     return _apply_chunked(model, model.encode, x, chunk, model.latent_dim)
+
+
+def load_autoencoder(path: str | Path, device: str | torch.device = "cpu") -> FeatureAutoencoder:
+    """The factory's name for :meth:`FeatureAutoencoder.load` (our folder, its weights file, or a LangSplat .pth)."""
+    return FeatureAutoencoder.load(path, device=device)
