@@ -263,7 +263,7 @@ def _reset_peak_rss() -> bool:
 def memory_child(frames_dir: str, n: int, width: int, window: int, chunk: int, out: str) -> None:
     """Run in a fresh process: tiny backbone, extract the first n frames, print peak RSS as JSON."""
     torch.set_num_threads(1)
-    bb = ex.load_backbone("tiny", seed=0)
+    bb = ex.load_aggregator("tiny", seed=0)
     frames = list_frames(frames_dir)[:n]
     prep = FramePreprocessor(width, "crop")
     with torch.inference_mode():  # warm up allocator/kernels on one chunk so the baseline includes them

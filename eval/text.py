@@ -14,17 +14,9 @@ from model.text import (
     HashTextEncoder,  # noqa: F401  (re-exported)
     text_encoder_from_options,
 )
-from model.text import build_text_encoder as _build
 from utils.cli import add_text_encoder_args  # noqa: F401  (the shared flags)
 
 TextEncoder = Callable[[list[str]], torch.Tensor]
-
-
-def build_text_encoder(name: str = "ViT-B-16", pretrained: str = "laion2b_s34b_b88k", device: str = "cpu",
-                       seed: int = 0) -> TextEncoder:
-    """``"hash"``, ``"tiny"`` or an open_clip model name -> its ``encode_text``."""
-    kind = name if name in ("hash", "tiny") else "open_clip"
-    return _build(kind, model=name, pretrained=pretrained, seed=seed, device=device).encode_text
 
 
 def text_encoder_from_args(args, device: str = "cpu") -> TextEncoder:

@@ -67,7 +67,7 @@ def decoder_kind(decoder: nn.Module) -> str:
     return PUBLISHED if isinstance(decoder, PublishedLanguageHead) else "ours"
 
 
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
+def resolve_checkpoint_folder(path: str | os.PathLike) -> Path:
     """A checkpoint folder, or a run folder whose ``last`` file names one -> the checkpoint folder."""
     path = Path(path)
     if (path / STATE_FILE).is_file():
@@ -102,7 +102,7 @@ def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], skeleton: dict[s
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict | None, dict[str, Any]]:
     """Our checkpoint folder -> (model state dict, optimizer state dict or None, ``state.json`` contents + path)."""
-    ckpt = resolve_checkpoint(path)
+    ckpt = resolve_checkpoint_folder(path)
     try:
         info = json.loads((ckpt / STATE_FILE).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

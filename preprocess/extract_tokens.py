@@ -87,7 +87,7 @@ class Backbone:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def load_backbone(kind: str = "streamvggt", checkpoint: str | os.PathLike | None = None, seed: int = 0,
+def load_aggregator(kind: str = "streamvggt", checkpoint: str | os.PathLike | None = None, seed: int = 0,
                   device: torch.device | str = "cpu") -> Backbone:
     """``kind``: a backbone specification (``streamvggt``, ``tiny``, ``tiny:<seed>``, a path or a Hub repo id,
     parsed by :class:`model.backbones.BackboneSpec`); ``checkpoint`` (with ``streamvggt``) and ``seed`` (with
@@ -415,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     mine = my_share(jobs)
     if world > 1:
         logger.info("rank %d of %d: %d of %d videos", rank, world, len(mine), len(jobs))
-    backbone = load_backbone(args.backbone, args.checkpoint, args.seed, device)
+    backbone = load_aggregator(args.backbone, args.checkpoint, args.seed, device)
     for job in mine:
         frames = list_frames(job.source)
         rep = extract_tokens(backbone, frames, job.tokens_dir, settings, device, desc=job.name)

@@ -35,7 +35,7 @@ from model.decoder_io import (  # noqa: F401  (reading lives in model/, re-expor
     LAST,
     load_checkpoint,
     load_decoder,
-    resolve_checkpoint,
+    resolve_checkpoint_folder,
     unflatten_optimizer_state,
 )
 from utils.io import atomic_path, save_json_atomic, save_safetensors_atomic

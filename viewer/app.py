@@ -17,7 +17,6 @@ import argparse
 import concurrent.futures
 import html
 import logging
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.cli import UserError, cli_main
+from viewer.record import check_port
 
 log = logging.getLogger("viewer")
 
@@ -44,25 +44,6 @@ def import_viser():
         raise UserError(f"the 'viser' package is not installed ({e})", "requirements.txt",
                         "pip install -r requirements.txt (it pins viser==1.1.1)") from None
     return viser
-
-
-def check_port(host: str, port: int) -> None:
-    """Refuse a port that something already listens on (viser itself would silently take the next one)."""
-    if port == 0:
-        return
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as e:
-        raise UserError(f"cannot resolve the host ({e.strerror})", host, "pass --host 127.0.0.1 or 0.0.0.0") from None
-    family, _, _, _, addr = infos[0]
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(addr)
-        except OSError as e:
-            raise UserError(f"cannot listen on port {port} ({e.strerror or e})", f"{host}:{port}",
-                            "the port is in use (another viewer?): pass --port <free port>, or --port 0 for any "
-                            "free port") from None
 
 
 @dataclass

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import functools
 import http.server
+import socket
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -93,10 +94,27 @@ class _PlayHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def check_port(host: str, port: int) -> None:
+    """Refuse a port that something already listens on (viser itself would silently take the next one)."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise UserError(f"cannot resolve the host ({e.strerror})", host, "pass --host 127.0.0.1 or 0.0.0.0") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            raise UserError(f"cannot listen on port {port} ({e.strerror or e})", f"{host}:{port}",
+                            "the port is in use (another viewer?): pass --port <free port>, or --port 0 for any "
+                            "free port") from None
+
+
 def serve_recording(path: str | Path, host: str = "127.0.0.1", port: int = 8000) -> tuple[http.server.HTTPServer, str]:
     """Start serving viser's client and the ``.viser`` file (in a thread); returns (server, URL to open)."""
-    from viewer.app import check_port
-
     rec = Path(path).resolve()
     if not rec.is_file():
         raise UserError("recording not found", rec, "pass a .viser file written by `python -m viewer --record`")

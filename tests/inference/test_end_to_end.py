@@ -128,12 +128,12 @@ def _ious(scene, qout, names):
 def test_query_iou_trained_and_oracle(trained, capsys):
     from eval.fields import autoencoder_decoder
     from eval.query import query_fields
-    from eval.text import build_text_encoder
+    from model.text import build_text_encoder
     from utils.io import load_npy
 
     scene, root = trained["scene"], trained["root"]
     names = ["checkered tablecloth", "green box"]
-    encode = build_text_encoder("tiny", device="cpu")  # the encoder the oracle targets were made with
+    encode = build_text_encoder("tiny", device="cpu").encode_text  # the encoder the oracle targets were made with
     query_fields(trained["out"], names, root / "q", encode, autoencoder_decoder(root / "ae"), video=False, ply=False)
     trained_iou = _ious(scene, root / "q", names)
     # oracle fields: the 512-d training targets themselves, through the same files and query code

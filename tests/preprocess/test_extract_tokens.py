@@ -41,7 +41,7 @@ def _write_scene(root: Path, frames: list[np.ndarray]) -> Path:
 
 @pytest.fixture(scope="module")
 def backbone():
-    return ex.load_backbone("tiny", seed=0)
+    return ex.load_aggregator("tiny", seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -257,7 +257,7 @@ def test_cli_help_tiny_run_and_no_silent_fallback(tmp_path, capsys, monkeypatch)
     from model.streamvggt.loading import WeightsNotFoundError
     monkeypatch.chdir(tmp_path)
     with pytest.raises(WeightsNotFoundError, match="checkpoints.pth"):
-        ex.load_backbone("streamvggt", checkpoint=str(tmp_path / "missing.pth"))
+        ex.load_aggregator("streamvggt", checkpoint=str(tmp_path / "missing.pth"))
 
 
 def test_checkpoint_hash_is_cached_and_refreshed(tmp_path):

@@ -5,7 +5,7 @@ from training.checkpoint import (
     flatten_optimizer_state,
     load_checkpoint,
     load_decoder,
-    resolve_checkpoint,
+    resolve_checkpoint_folder,
     save_checkpoint,
     unflatten_optimizer_state,
 )
@@ -47,7 +47,7 @@ def test_save_load_resume_state_and_last_pointer(tmp_path):
     p2 = save_checkpoint(tmp_path, 2, model, opt, state)
     save_checkpoint(tmp_path, 2, model, opt, state)  # overwriting an existing checkpoint is fine
     assert p1.name == "checkpoint_epoch_1" and (p2 / "model.safetensors").is_file()
-    assert resolve_checkpoint(tmp_path) == p2
+    assert resolve_checkpoint_folder(tmp_path) == p2
     assert sorted(x.name for x in tmp_path.iterdir()) == ["checkpoint_epoch_1", "checkpoint_epoch_2", "last"]
     model_sd, optim_sd, info = load_checkpoint(tmp_path)
     assert info["epoch"] == 2 and info["global_step"] == 2
