@@ -98,3 +98,219 @@ class RelevancyModel:
                   decode: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """(Q, ...) relevancy of ``features`` (..., D) (or (..., k) with ``decode``) to each query text."""
         return lerf_relevancy(features, self.embed(queries), self.negatives, self.temperature, decode=decode)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Relevancy of low-dimensional latents through a grid (interactive queries)
+# ---------------------------------------------------------------------------------------------------------------
+
+GRID_SIZE = 48  # points per latent axis of :class:`LatentGrid` (only the points next to the fields' latents decode)
+MAX_GRID_DIM = 3  # grid_sample interpolates at most 3-D volumes; wider latents use the exact per-pixel path
+
+
+def latent_range(latents: torch.Tensor, dim: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (min, max) of latents whose channel axis is ``dim``, float64 (the box a :class:`LatentGrid`
+    must span)."""
+    x = latents.movedim(dim, -1)
+    lo, hi = x.reshape(-1, x.shape[-1]).aminmax(dim=0)
+    return lo.to(torch.float64), hi.to(torch.float64)
+
+
+class LatentGrid:
+    """The LERF relevancy of k-dim latents (k <= 3) interpolated from a regular grid over the latent box.
+
+    The relevancy of an autoencoded pixel depends only on its latent ``z``:
+    ``r(z) = sigmoid(T * (d . q - max_i d . n_i))`` with ``d = normalize(decode(z))``. Instead of decoding every
+    pixel (k -> 512 dims, the cost of a query on a CPU), the decoder runs on the points of a regular
+    ``size**k`` grid spanning ``[lo, hi]`` per axis; a set of queries is then one matrix product with the decoded
+    grid features, giving the *logit* ``l(z) = d . q - max_i d . n_i`` at the grid points (:meth:`volume`), and
+    each pixel's logit is the multilinear (trilinear for k = 3) interpolation of its grid cell's corners
+    (``grid_sample``), followed by the same ``sigmoid(T * l)`` as the exact path. Interpolating the logit
+    rather than the relevancy keeps the sharp sigmoid out of the interpolation.
+
+    The grid is decoded lazily: only the corners of cells that hold a latent (:meth:`cover`), each once; the
+    features stay (``features``, rows for the linear point indices ``ids``, axis 0 slowest), so later queries
+    cost one matrix product. Fields occupy a thin part of the latent box (a few % of a 64^3 grid), so a fine
+    grid costs far fewer decoder calls than a coarse dense one. ``decode_all()`` decodes every point.
+
+    Latents outside ``[lo, hi]`` are clamped to the box (``padding_mode="border"``): build the grid over the
+    range of the latents it will see (:func:`latent_range`).
+    """
+
+    def __init__(self, decode: Callable[[torch.Tensor], torch.Tensor], lo: Sequence[float] | torch.Tensor,
+                 hi: Sequence[float] | torch.Tensor, size: int = GRID_SIZE, chunk: int = 1 << 16) -> None:
+        lo = torch.as_tensor(lo, dtype=torch.float64).reshape(-1)
+        hi = torch.as_tensor(hi, dtype=torch.float64).reshape(-1)
+        if lo.shape != hi.shape or not 1 <= lo.numel() <= MAX_GRID_DIM:
+            raise ValueError(f"a latent grid needs 1..{MAX_GRID_DIM} axes with lo/hi of the same length, "
+                             f"got {tuple(lo.shape)} and {tuple(hi.shape)}")
+        if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()) or bool((hi < lo).any()):
+            raise ValueError(f"invalid latent range lo={lo.tolist()} hi={hi.tolist()}")
+        if size < 2:
+            raise ValueError(f"grid size must be >= 2, got {size}")
+        # a flat axis still needs two distinct grid planes (the interpolation then returns the plane's value)
+        pad = torch.clamp(1e-6 * torch.maximum(lo.abs(), hi.abs()), min=1e-6)
+        flat = (hi - lo) < pad
+        self.lo = torch.where(flat, lo - pad, lo)
+        self.hi = torch.where(flat, hi + pad, hi)
+        self.size = int(size)
+        self.k = lo.numel()
+        self.decode = decode
+        self.chunk = chunk
+        self.axes = [torch.linspace(float(a), float(b), self.size, dtype=torch.float64).float()
+                     for a, b in zip(self.lo, self.hi, strict=True)]
+        self._ids: list[torch.Tensor] = []  # decoded grid points (linear indices), one tensor per decode call
+        self._features: list[torch.Tensor] = []  # their (n, D) unit features
+        self._decoded = torch.zeros(self.size ** self.k, dtype=torch.bool)
+        self.n_decoded = 0
+
+    @property
+    def ids(self) -> torch.Tensor:
+        """(n,) linear indices (axis 0 slowest) of the decoded grid points, in decoding order."""
+        return torch.cat(self._ids) if self._ids else torch.empty(0, dtype=torch.long)
+
+    @property
+    def features(self) -> torch.Tensor | None:
+        """(n, D) unit features of the decoded grid points (rows of :attr:`ids`)."""
+        return torch.cat(self._features) if self._features else None
+
+    @property
+    def decoded(self) -> int:
+        """Grid points decoded so far."""
+        return self.n_decoded
+
+    def contains(self, lo: torch.Tensor, hi: torch.Tensor) -> bool:
+        """Whether the box [lo, hi] (k,) lies inside this grid's box."""
+        lo, hi = torch.as_tensor(lo, dtype=torch.float64), torch.as_tensor(hi, dtype=torch.float64)
+        return lo.numel() == self.k and bool((lo >= self.lo).all() and (hi <= self.hi).all())
+
+    def point_coords(self, ids: torch.Tensor) -> torch.Tensor:
+        """(n,) linear point indices -> (n, k) float32 latents (axis 0 slowest)."""
+        out, rest = [], ids
+        for axis in reversed(self.axes):
+            out.append(axis[rest % self.size])
+            rest = rest // self.size
+        return torch.stack(out[::-1], dim=-1)
+
+    def decode_points(self, ids: torch.Tensor) -> None:
+        """Decode the grid points ``ids`` (distinct linear indices) that are not decoded yet."""
+        ids = ids[~self._decoded[ids]]
+        if ids.numel() == 0:
+            return
+        pts = self.point_coords(ids)
+        with torch.no_grad():
+            feats = torch.cat([self.decode(pts[s:s + self.chunk]).detach().to("cpu", torch.float32)
+                               for s in range(0, pts.shape[0], self.chunk)])
+        self._features.append(F.normalize(feats, dim=-1))  # what lerf_relevancy compares with the texts
+        self._ids.append(ids)
+        self._decoded[ids] = True
+        self.n_decoded += int(ids.numel())
+
+    def decode_all(self) -> None:
+        """Decode every grid point (a dense grid)."""
+        self.decode_points(torch.arange(self.size ** self.k))
+
+    def normalized(self, latents: torch.Tensor) -> torch.Tensor:
+        """(M, k) latents -> (M, k) float32 coordinates in [-1, 1] (grid_sample's, align_corners=True), axis order."""
+        lo, span = self.lo.float(), (self.hi - self.lo).float()
+        return ((latents.to(torch.float32) - lo) / span * 2.0 - 1.0).clamp(-1.0, 1.0)
+
+    def cover(self, coords: torch.Tensor, spread: int = 0) -> None:
+        """Decode the corners of the cells holding the (M, k) normalised ``coords`` (see :meth:`normalized`),
+        and of the cells up to ``spread`` cells away."""
+        g = self.size
+        pos = (coords + 1.0) / 2.0 * (g - 1)  # grid_sample's source index (align_corners=True)
+        cell = pos.floor().long().clamp_(0, g - 2)
+        lin = cell[:, 0]
+        for a in range(1, self.k):
+            lin = lin * g + cell[:, a]
+        occupied = torch.zeros(g ** self.k, dtype=torch.bool)
+        occupied[lin] = True
+        occ = occupied.view(*([g] * self.k))
+        need = occ.clone()  # the corners (c .. c + 1) of the cells c - spread .. c + spread
+        for a in range(self.k):
+            base = need.clone()
+            for d in range(-spread, spread + 2):
+                if d == 0:
+                    continue
+                src = base.narrow(a, max(0, -d), g - abs(d))
+                need.narrow(a, max(0, d), g - abs(d)).logical_or_(src)
+        self.decode_points(torch.nonzero(need.reshape(-1)).flatten())
+
+    def volume(self, positives: torch.Tensor, negatives: torch.Tensor) -> LogitVolume:
+        """The queries' logits on this grid (filled in as points get decoded)."""
+        return LogitVolume(self, positives, negatives)
+
+
+class LogitVolume:
+    """``d . q - max_i d . n_i`` for Q positive texts on the decoded points of a :class:`LatentGrid` (NaN at the
+    points not decoded yet), and the relevancy of latents interpolated from it."""
+
+    def __init__(self, grid: LatentGrid, positives: torch.Tensor, negatives: torch.Tensor) -> None:
+        pos = positives.reshape(-1, positives.shape[-1]).to("cpu", torch.float32)
+        if negatives.dim() != 2 or negatives.shape[0] == 0:
+            raise ValueError("negatives must be a non-empty (N, D) tensor")
+        self.grid = grid
+        self.nq = pos.shape[0]
+        self.text = torch.cat([pos, negatives.to("cpu", torch.float32)], 0)
+        self.values = torch.full((self.nq, grid.size ** grid.k), float("nan"), dtype=torch.float32)
+        self.filled = 0  # decode batches of the grid already in ``values``
+
+    def sync(self) -> None:
+        """Compute the logits of the grid points decoded since the last call (one matrix product per batch)."""
+        g = self.grid
+        while self.filled < len(g._features):
+            feats, ids = g._features[self.filled], g._ids[self.filled]
+            if feats.shape[-1] != self.text.shape[-1]:
+                raise ValueError(f"text-embedding dim {self.text.shape[-1]} does not match the decoded dim "
+                                 f"{feats.shape[-1]}")
+            sims = feats @ self.text.T  # (n, Q + N)
+            logit = sims[:, :self.nq] - sims[:, self.nq:].max(dim=1, keepdim=True).values
+            self.values[:, ids] = logit.T
+            self.filled += 1
+
+    def _sample(self, coords: torch.Tensor) -> torch.Tensor:
+        """grid_sample of the volume at (M, k) normalised coords -> (Q, M)."""
+        g, nq, m = self.grid, self.nq, coords.shape[0]
+        vol = self.values.view(nq, *([g.size] * g.k))
+        xyz = coords.flip(-1)  # grid_sample's order: x = last axis, ..., first axis
+        if g.k == 1:  # a 1-D grid is a 2-row 2-D grid, sampled on its first row
+            vol = vol[:, None, :].expand(nq, 2, g.size)
+            xyz = torch.cat([xyz, torch.full_like(xyz, -1.0)], dim=-1)
+        dims = max(g.k, 2)
+        # the 3-D CPU kernel runs one thread per batch item: split the points over the threads
+        parts = max(1, min(torch.get_num_threads(), m))
+        per = -(-m // parts)
+        if per * parts != m:
+            xyz = torch.cat([xyz, xyz.new_zeros(per * parts - m, dims)])
+        xyz = xyz.reshape(parts, *([1] * (dims - 1)), per, dims)
+        v = F.grid_sample(vol[None].expand(parts, *vol.shape), xyz, mode="bilinear", padding_mode="border",
+                          align_corners=True)  # (parts, Q, 1.., per)
+        return v.reshape(parts, nq, per).permute(1, 0, 2).reshape(nq, -1)[:, :m]
+
+    def logits(self, latents: torch.Tensor, chunk: int = 1 << 21) -> torch.Tensor:
+        """(..., k) latents -> (Q, ...) interpolated logits (decoding the grid points they need first)."""
+        g = self.grid
+        if latents.shape[-1] != g.k:
+            raise ValueError(f"latents have {latents.shape[-1]} dims, the grid {g.k}")
+        lead = latents.shape[:-1]
+        flat = latents.reshape(-1, g.k)
+        out = torch.empty(self.nq, flat.shape[0], dtype=torch.float32)
+        for s in range(0, flat.shape[0], chunk):
+            coords = g.normalized(flat[s:s + chunk])
+            g.cover(coords)
+            self.sync()
+            v = self._sample(coords)
+            bad = torch.isnan(v).any(dim=0)
+            if bool(bad.any()):  # a corner the cell rule missed (rounding at a cell border): widen, resample
+                g.cover(coords[bad], spread=1)
+                self.sync()
+                v[:, bad] = self._sample(coords[bad])
+                if bool(torch.isnan(v).any()):
+                    raise RuntimeError("latent grid interpolation used a point that was not decoded")
+            out[:, s:s + chunk] = v
+        return out.reshape(self.nq, *lead)
+
+    def relevancy(self, latents: torch.Tensor, temperature: float = TEMPERATURE) -> torch.Tensor:
+        """(Q, ...) relevancy of (..., k) latents: ``sigmoid(T * interpolated logit)``."""
+        return torch.sigmoid(temperature * self.logits(latents))
