@@ -70,7 +70,7 @@ from preprocess.annotations import (
     load_coco_masks,
     load_video_annotations,
 )
-from utils.cli import UserError, cli_main, json_safe, require_path
+from utils.cli import UserError, add_logging_args, cli_main, json_safe, require_path, setup_logging_from
 from utils.device import resolve_device
 from utils.io import atomic_path, save_json_atomic
 
@@ -484,17 +484,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     p.add_argument("--overlays", action="store_true", help="also write PNG overlays under <out>/overlays/<scene>/")
     p.add_argument("--out", required=True, help="output folder for results.json and results.md")
-    p.add_argument("--log-level", default="INFO", help="logging level")
     from eval.text import add_text_encoder_args
 
     add_text_encoder_args(p)
+    add_logging_args(p, log_level=True)
     return p
 
 
 @cli_main
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    setup_logging_from(args)
     n = len(args.scene)
     modes = [bool(args.fields), bool(args.renders), args.targets is not None, args.gt_oracle]
     if sum(modes) != 1:

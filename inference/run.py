@@ -28,7 +28,7 @@ import torch
 from inference.outputs import AUTOENCODER_DIR, LEVELS, VIDEO_AUTOENCODER_DIR
 from inference.pipeline import Frame, InferenceSettings, run_inference
 from preprocess.crop import MODES, PUBLISHED_MODE
-from utils.cli import UserError, cli_main, setup_logging
+from utils.cli import UserError, add_logging_args, cli_main, setup_logging_from
 from utils.device import resolve_device, resolve_dtype
 
 #: what ``--preset published`` sets (the published ``inference.py --do_render`` path)
@@ -98,9 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep every N-th pixel (each direction) in the point clouds")
     p.add_argument("--fused-max-points", type=int, default=2_000_000, help="vertex budget of geometry/fused.ply")
     p.add_argument("--overwrite", action="store_true", help="recompute frames that are already written")
-    p.add_argument("-q", "--quiet", action="store_true", help="only warnings")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug messages")
-    p.add_argument("--debug", action="store_true", help="show the traceback of expected errors too")
+    add_logging_args(p)
     return p
 
 
@@ -286,7 +284,7 @@ def expand_sources(sources: list[str]) -> list[tuple[Path, str | None]]:
 @cli_main
 def main(argv: list[str] | None = None) -> dict | list[dict]:
     args = build_parser().parse_args(argv)
-    setup_logging(args.quiet, args.verbose)
+    setup_logging_from(args)
     apply_preset(args)
     from model.decoder_io import decoder_kind, load_decoder
     from utils.ranks import local_device_index, my_share, rank_and_world

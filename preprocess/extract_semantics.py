@@ -60,7 +60,7 @@ from preprocess.semantics.scene import (
     iter_rgb,
     list_scene_frames,
 )
-from utils.cli import UserError, add_text_encoder_args, cli_main
+from utils.cli import UserError, add_logging_args, add_text_encoder_args, cli_main, setup_logging_from
 from utils.device import resolve_device
 from utils.io import save_json_atomic, save_npy_atomic
 from utils.ranks import my_share
@@ -326,13 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "e.g. `python -m eval.evaluate --hash-text`)")
     p.add_argument("--hash-dim", type=int, default=512, help="embedding size of --text-encoder hash")
     add_text_encoder_args(p, hash_flag=False)
+    add_logging_args(p)
     return p
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging_from(args)
     device = resolve_device(args.device)
     try:
         if args.mode == "clip":  # check the proposal source before loading CLIP weights

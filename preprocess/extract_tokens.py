@@ -65,7 +65,7 @@ from preprocess.token_cache import (  # noqa: E402
     write_scene_meta,
     write_token_file,
 )
-from utils.cli import UserError, cli_main  # noqa: E402
+from utils.cli import UserError, add_logging_args, cli_main, setup_logging_from  # noqa: E402
 from utils.device import autocast, resolve_device, resolve_dtype  # noqa: E402
 from utils.ranks import local_device_index, my_share, rank_and_world  # noqa: E402
 
@@ -395,14 +395,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true",
                    help="also check the SHA-256 of existing files before skipping them (reads them all)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
+    add_logging_args(p, log_level=True)
     return p
 
 
 @cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s", force=True)
+    setup_logging_from(args)
     settings = ExtractionSettings(
         layers=args.layers, dtype=args.dtype, compute_dtype=args.compute_dtype, chunk_size=args.chunk_size,
         window=args.window, target_width=args.target_width, mode=args.mode, overwrite=args.overwrite,

@@ -41,7 +41,7 @@ from preprocess.synthetic.annotations import (
 )
 from preprocess.synthetic.render import make_tablecloth, render_frame
 from preprocess.synthetic.scene import SyntheticConfig, SyntheticConfigError, build_scene
-from utils.cli import cli_main
+from utils.cli import add_logging_args, cli_main, setup_logging_from
 from utils.io import atomic_path, save_json_atomic, save_npy_atomic
 
 log = logging.getLogger(__name__)
@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed, help=f"random seed; same seed = same bytes (default {d.seed})")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it already exists and is not empty")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_logging_args(p)
     return p
 
 
@@ -163,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (2 for bad flags or an existing output)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging_from(args)
     config = SyntheticConfig(frames=args.frames, width=args.width, height=args.height,
                              objects=args.objects, seed=args.seed)
     try:

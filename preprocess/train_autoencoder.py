@@ -52,7 +52,7 @@ from model.autoencoder import (
     saved_config,
 )
 from preprocess.semantics.scene import OutputExistsError, StagedOutput, remove_stale_temps
-from utils.cli import UserError, cli_main, json_safe
+from utils.cli import UserError, add_logging_args, cli_main, json_safe, setup_logging_from
 from utils.device import resolve_device
 from utils.io import load_npy, save_json_atomic, save_npy_atomic
 
@@ -288,13 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
     p.add_argument("--overwrite", action="store_true", help="replace existing encoded folders / autoencoder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_logging_args(p)
     return p
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging_from(args)
     try:
         device = resolve_device(args.device)
         if args.load:

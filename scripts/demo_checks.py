@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from utils.cli import setup_logging
 from utils.io import load_npy, save_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--backbone", default="", help="description of the backbone used (printed)")
     s.add_argument("--text", default="", help="description of the text encoder used (printed)")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     if args.cmd == "autoencoder":
         scene = Path(args.scene)
         report = {"semantic": check_autoencoder(scene / "clip_features", args.autoencoder)}

@@ -69,7 +69,7 @@ from training.run_dir import (
 from training.sampler import GlobalBatchSampler
 from training.schedule import lr_at, param_groups, set_lr
 from training.targets import batch_to_device, expand_targets
-from utils.cli import UserError
+from utils.cli import UserError, add_logging_args, setup_logging_from
 from utils.device import resolve_device
 
 logger = logging.getLogger("train")
@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--wandb-project", default="langvggt4d", help="wandb project name")
     r.add_argument("--log-every", type=_positive_int, default=10, help="log the training loss every N steps")
     r.add_argument("--no-progress", action="store_true", help="hide tqdm progress bars")
-    r.add_argument("--debug", action="store_true", help="show the traceback of expected errors too")
+    add_logging_args(p)
     return p
 
 
@@ -413,7 +413,7 @@ def _prepare_run_dir(out_dir: Path, lock: RunDirLock, dist_info: DistInfo) -> No
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Train; returns a summary (final epoch, losses per epoch, checkpoint path)."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging_from(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     dist_info = init_distributed(resolve_device(args.device))

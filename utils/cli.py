@@ -44,10 +44,38 @@ def debug_requested(argv: list[str] | None = None) -> bool:
     return "--debug" in argv or os.environ.get("LANGVGGT4D_DEBUG", "") not in ("", "0")
 
 
-def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
-    """The one logging set-up of every entry point: INFO (``-q`` WARNING, ``-v`` DEBUG) to stderr."""
-    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+def setup_logging(quiet: bool = False, verbose: bool = False, level: str | None = None) -> None:
+    """The one logging set-up of every entry point: INFO (``-q`` WARNING, ``-v`` DEBUG, or ``--log-level``) to
+    stderr, as ``LEVEL logger: message``."""
+    if level:
+        value = logging.getLevelName(level.upper())
+        if not isinstance(value, int):
+            raise UserError(f"unknown log level {level!r}", None, "use DEBUG, INFO, WARNING or ERROR")
+    else:
+        value = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    root = logging.getLogger()
+    if root.handlers:  # already set up (a second main in one process, or a test harness capturing logs)
+        root.setLevel(value)
+    else:
+        logging.basicConfig(level=value, format="%(levelname)s %(name)s: %(message)s")
+
+
+def add_logging_args(parser, log_level: bool = False) -> None:
+    """The verbosity flags every entry point shares: ``-q/--quiet``, ``-v/--verbose``, ``--debug`` (tracebacks of
+    expected errors too) and, where a command always had it, ``--log-level``."""
+    g = parser.add_argument_group("messages")
+    if not any("-q" in a.option_strings for a in parser._actions):
+        g.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    g.add_argument("-v", "--verbose", action="store_true", help="debug messages")
+    g.add_argument("--debug", action="store_true",
+                   help="show the traceback of expected errors too (or set LANGVGGT4D_DEBUG=1)")
+    if log_level:
+        g.add_argument("--log-level", default=None, help="logging level (DEBUG, INFO, WARNING, ERROR)")
+
+
+def setup_logging_from(args) -> None:
+    """:func:`setup_logging` from the flags of :func:`add_logging_args`."""
+    setup_logging(getattr(args, "quiet", False), getattr(args, "verbose", False), getattr(args, "log_level", None))
 
 
 class UserExit(SystemExit):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.cli import UserError, cli_main
+from utils.cli import UserError, add_logging_args, cli_main, setup_logging_from
 from viewer.record import check_port
 
 log = logging.getLogger("viewer")
@@ -522,11 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write what the viewer shows (every frame, the --text queries) to PATH and exit: a .viser "
                         "recording (viser's static client plays it) or, for a .html PATH, one standalone page")
     p.add_argument("--device", default="cpu", help="device of the text encoder and autoencoders (cpu, cuda, auto)")
-    p.add_argument("-q", "--quiet", action="store_true", help="only warnings")
-    p.add_argument("--debug", action="store_true", help="print tracebacks of expected errors too")
     from eval.text import add_text_encoder_args
 
     add_text_encoder_args(p)
+    add_logging_args(p)
     return p
 
 
@@ -604,9 +603,8 @@ def start(args, viser_module=None, port: int | None = None):
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from utils.cli import setup_logging
 
-    setup_logging(quiet=args.quiet)
+    setup_logging_from(args)
     if args.record:
         args.host, port = "127.0.0.1", 0  # a recording needs no reachable server
     else:
