@@ -146,8 +146,8 @@ class LatentGrid:
                              f"got {tuple(lo.shape)} and {tuple(hi.shape)}")
         if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()) or bool((hi < lo).any()):
             raise ValueError(f"invalid latent range lo={lo.tolist()} hi={hi.tolist()}")
-        if size < 2:
-            raise ValueError(f"grid size must be >= 2, got {size}")
+        if size < 2 or size ** lo.numel() > 1 << 24:
+            raise ValueError(f"grid size must be >= 2 with at most 2**24 points, got {size}^{lo.numel()}")
         # a flat axis still needs two distinct grid planes (the interpolation then returns the plane's value)
         pad = torch.clamp(1e-6 * torch.maximum(lo.abs(), hi.abs()), min=1e-6)
         flat = (hi - lo) < pad
@@ -211,23 +211,24 @@ class LatentGrid:
         self.decode_points(torch.arange(self.size ** self.k))
 
     def normalized(self, latents: torch.Tensor) -> torch.Tensor:
-        """(M, k) latents -> (M, k) float32 coordinates in [-1, 1] (grid_sample's, align_corners=True), axis order."""
-        lo, span = self.lo.float(), (self.hi - self.lo).float()
-        return ((latents.to(torch.float32) - lo) / span * 2.0 - 1.0).clamp(-1.0, 1.0)
+        """(M, k) latents -> (M, k) float32 grid_sample coordinates in [-1, 1] (align_corners=True), in
+        grid_sample's order: x = the last latent axis, ..., the first."""
+        span = self.hi - self.lo
+        scale = (2.0 / span).flip(0).float()
+        shift = (-2.0 * self.lo / span - 1.0).flip(0).float()
+        return torch.addcmul(shift, latents.flip(-1).to(torch.float32), scale).clamp_(-1.0, 1.0)
 
-    def cover(self, coords: torch.Tensor, spread: int = 0) -> None:
-        """Decode the corners of the cells holding the (M, k) normalised ``coords`` (see :meth:`normalized`),
-        and of the cells up to ``spread`` cells away."""
+    def cover(self, xyz: torch.Tensor, spread: int = 0) -> None:
+        """Decode the corners of the cells holding the (M, k) coordinates ``xyz`` (see :meth:`normalized`), and
+        of the cells up to ``spread`` cells away."""
         g = self.size
-        pos = (coords + 1.0) / 2.0 * (g - 1)  # grid_sample's source index (align_corners=True)
-        cell = pos.floor().long().clamp_(0, g - 2)
-        lin = cell[:, 0]
-        for a in range(1, self.k):
-            lin = lin * g + cell[:, a]
+        half = (g - 1) / 2.0
+        pos = (xyz * half).add_(half).floor_().clamp_(0, g - 2)  # grid_sample's source index, its cell
+        strides = torch.tensor([float(g ** a) for a in range(self.k)])  # x (the last latent axis) is fastest
+        lin = (pos @ strides).long()  # exact: integers below 2**24
         occupied = torch.zeros(g ** self.k, dtype=torch.bool)
         occupied[lin] = True
-        occ = occupied.view(*([g] * self.k))
-        need = occ.clone()  # the corners (c .. c + 1) of the cells c - spread .. c + spread
+        need = occupied.view(*([g] * self.k)).clone()  # the corners (c .. c + 1) of the cells c +- spread
         for a in range(self.k):
             base = need.clone()
             for d in range(-spread, spread + 2):
@@ -270,10 +271,10 @@ class LogitVolume:
             self.filled += 1
 
     def _sample(self, coords: torch.Tensor) -> torch.Tensor:
-        """grid_sample of the volume at (M, k) normalised coords -> (Q, M)."""
+        """grid_sample of the volume at (M, k) coordinates (:meth:`LatentGrid.normalized`) -> (Q, M)."""
         g, nq, m = self.grid, self.nq, coords.shape[0]
         vol = self.values.view(nq, *([g.size] * g.k))
-        xyz = coords.flip(-1)  # grid_sample's order: x = last axis, ..., first axis
+        xyz = coords
         if g.k == 1:  # a 1-D grid is a 2-row 2-D grid, sampled on its first row
             vol = vol[:, None, :].expand(nq, 2, g.size)
             xyz = torch.cat([xyz, torch.full_like(xyz, -1.0)], dim=-1)
@@ -297,7 +298,7 @@ class LogitVolume:
         flat = latents.reshape(-1, g.k)
         out = torch.empty(self.nq, flat.shape[0], dtype=torch.float32)
         for s in range(0, flat.shape[0], chunk):
-            coords = g.normalized(flat[s:s + chunk])
+            coords = g.normalized(flat[s:s + chunk])  # grid_sample's axis order
             g.cover(coords)
             self.sync()
             v = self._sample(coords)
@@ -313,4 +314,4 @@ class LogitVolume:
 
     def relevancy(self, latents: torch.Tensor, temperature: float = TEMPERATURE) -> torch.Tensor:
         """(Q, ...) relevancy of (..., k) latents: ``sigmoid(T * interpolated logit)``."""
-        return torch.sigmoid(temperature * self.logits(latents))
+        return self.logits(latents).mul_(temperature).sigmoid_()

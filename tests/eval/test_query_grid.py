@@ -147,3 +147,13 @@ def test_grid_path_agrees_with_exact(tmp_path):
         main(["--fields", str(tmp_path / "inf"), "--text", "red ball", "--hash-text", "--autoencoder",
               str(tmp_path / "ae"), "--no-video", "--no-ply", "--out", str(out), "--device", "cpu", "-q", *flag])
         assert len(json.loads((out / "red_ball" / "summary.json").read_text())["frames"]) == T
+
+
+def test_bench_query_smoke(tmp_path):
+    """The benchmark's code path on a tiny synthetic folder (so it cannot rot)."""
+    from benchmarks.bench_query import main
+
+    out = main(["--synthetic", "--frames", "3", "--width", "64", "--height", "48", "--repeat", "1",
+                "--work", str(tmp_path), "--json", str(tmp_path / "r.json")])
+    assert out["frames"] == 3 and out["exact_s"] > 0 and len(out["grid_s"]) == 1
+    assert out["pixel_agreement"] > 0.9 and (tmp_path / "r.json").is_file()
