@@ -30,6 +30,7 @@ import math
 import os
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -411,6 +412,192 @@ def _prepare_run_dir(out_dir: Path, lock: RunDirLock, dist_info: DistInfo) -> No
     barrier(dist_info)
 
 
+def _resume_point(args: argparse.Namespace, out_dir: Path, dist_info) -> tuple[Any, bool]:
+    """(the checkpoint to resume or None, whether the run trains the published head), after refusing a resume
+    with nothing to resume and a fresh run into a folder that already holds one."""
+    resume_state = None
+    if args.resume:
+        src = resume_point(out_dir) if args.resume == "last" else Path(args.resume)
+        if src is None:
+            raise UserError("nothing to resume: the run folder holds no checkpoint yet", out_dir,
+                            "run the same command without --resume to start from epoch 0 (or pass --resume "
+                            "<checkpoint folder>)")
+        named = (out_dir / LAST).read_text().strip() if (out_dir / LAST).is_file() else None
+        if args.resume == "last" and src.name != named and dist_info.is_main:
+            logger.info("%s: continuing from %s, the newest checkpoint of this run (the run was stopped before "
+                        "'%s' named it)", out_dir, src.name, LAST)
+        resume_state = load_checkpoint(src)
+        src_run = Path(resume_state[2]["path"]).resolve().parent
+        if src_run != out_dir.resolve() and (what := existing_run(out_dir)):
+            raise UserError(f"--resume continues {resume_state[2]['path']} into a run folder that holds another "
+                            f"run ({what})", out_dir, "pass an empty or new --out")
+        for key in ("decoder_config", "epoch", "global_step"):
+            if key not in resume_state[2]:
+                raise UserError(f"the checkpoint's state.json has no {key!r}", Path(resume_state[2]["path"]) /
+                                "state.json", "it was not written by train.py: pass another checkpoint")
+        published = resume_state[2]["decoder_config"].get("kind") == PUBLISHED
+    else:
+        published = DECODER_PRESETS[args.decoder] == PUBLISHED
+        if what := existing_run(out_dir):
+            raise UserError(f"the run folder already holds a training run ({what})", out_dir,
+                            "add --resume to continue it, or pass another --out (or delete the folder to "
+                            "start over)")
+    if args.save_published_pth and not published:
+        raise UserError("--save-published-pth writes the published head's checkpoint layout, but this run "
+                        "trains our decoder, which the published inference code cannot load", None,
+                        "add --decoder published, or drop --save-published-pth (the checkpoint folders "
+                        "hold our decoder)")
+    return resume_state, published
+
+
+def _decoder_config_checked(args: argparse.Namespace, ds: SceneDataset, video_dim: int, resume_state):
+    """The decoder config to train (the checkpoint's when resuming), refused when it does not fit the data."""
+    if resume_state is not None:
+        info = resume_state[2]
+        cfg = decoder_config_from_dict(info["decoder_config"])
+        misfits = decoder_misfits(cfg, ds, video_dim, info.get("token_info"))
+        if misfits:
+            raise UserError("the checkpoint does not fit this training data: " + "; ".join(misfits),
+                            Path(info["path"]) / "state.json",
+                            "resume on the tokens and targets it was trained on (same backbone, layers, "
+                            "autoencoder and video targets), or start a new run with another --out")
+        _check_resumed_args(info, args)
+        return cfg
+    cfg = _decoder_config(args, ds, video_dim)
+    misfits = decoder_misfits(cfg, ds, video_dim)
+    if misfits:
+        raise UserError("the decoder does not fit the training data: " + "; ".join(misfits), None,
+                        "drop --lang-dim / the --decoder-config fields that disagree with the data")
+    return cfg
+
+
+def _build_model(args: argparse.Namespace, cfg, ds: SceneDataset, video_dim: int, resume_state, published: bool,
+                 dist_info) -> torch.nn.Module:
+    """The decoder with its initial weights (--init-dpt-from, --init), frozen RGB branch for the published head
+    with --w-rgb 0, BatchNorm prepared for the process group, on the device."""
+    seed_everything(args.seed)
+    model = build_decoder(cfg)
+    if args.init_dpt_from and resume_state is None:
+        copied = init_feature_extractor_from_backbone(model, args.init_dpt_from)
+        if dist_info.is_main:
+            logger.info("DPT feature extractor: %d tensors from %s", len(copied), args.init_dpt_from)
+    if args.init and resume_state is None:
+        info = init_from(model, args.init, ds=ds, video_dim=video_dim)
+        if dist_info.is_main:
+            logger.info("initial weights from %s (%s, epoch %s); fresh optimizer", info["path"],
+                        info.get("format"), info.get("epoch"))
+    elif args.init and dist_info.is_main:
+        logger.info("--resume: the checkpoint's weights are used, --init is ignored")
+    if published and args.w_rgb <= 0:
+        for p in model.rgb_encoder.parameters():
+            p.requires_grad_(False)
+        for p in model.rgb_decoder.parameters():
+            p.requires_grad_(False)
+        if dist_info.is_main:
+            logger.info("--w-rgb 0: the published head's RGB branch is kept but frozen")
+    model = prepare_batchnorm(model, args.sync_bn, dist_info)
+    return model.to(dist_info.device)
+
+
+def _restore(resume_state, model: torch.nn.Module, optimizer, scaler, dist_info) -> tuple[int, int, list[dict]]:
+    """Load a checkpoint's model, optimizer and scaler states; -> (start epoch, global step, history)."""
+    if resume_state is None:
+        return 0, 0, []
+    model_sd, optim_sd, info = resume_state
+    try:
+        load_state_strict(model, model_sd, info["path"])
+        if optim_sd is not None:
+            optimizer.load_state_dict(optim_sd)
+    except ValueError as e:  # an optimizer state of another model
+        raise UserError(f"the checkpoint's optimizer state does not fit its decoder ({e})",
+                        Path(info["path"]) / "optim.safetensors",
+                        "the checkpoint is damaged: resume from another epoch's folder") from None
+    if info.get("scaler") and scaler.is_enabled():
+        scaler.load_state_dict(info["scaler"])
+    start_epoch, global_step = int(info["epoch"]), int(info["global_step"])
+    if dist_info.is_main:
+        logger.info("resumed from %s (epoch %d, step %d)", info["path"], start_epoch, global_step)
+    return start_epoch, global_step, [deterministic(h) for h in info.get("history", [])]
+
+
+def _loader(args: argparse.Namespace, ds: SceneDataset, train_idx: list[int], val_idx: list[int], dist_info,
+            scenes_text: str) -> tuple[GlobalBatchSampler, DataLoader]:
+    """The global-batch sampler and the data loader; too few frames for one batch is a clear error."""
+    device = dist_info.device
+    sampler = GlobalBatchSampler(ds.groups(train_idx), args.batch_size, dist_info.world_size, dist_info.rank,
+                                 seed=args.seed, shuffle=True, drop_last=True)
+    if len(sampler) == 0:
+        sizes = [len(g) for g in ds.groups(train_idx)]
+        per = f" (at most {max(sizes)} of one frame size)" if len(sizes) > 1 else ""
+        fit = max(1, max(sizes) // dist_info.world_size)
+        raise UserError(f"{len(train_idx)} training frame(s){per} are fewer than one global batch "
+                        f"({args.batch_size} x {dist_info.world_size} process(es))", scenes_text,
+                        f"pass --batch-size {fit} or lower, or add frames"
+                        + ("" if args.train_on_eval_frames or not val_idx else
+                           " (or --train-on-eval-frames)"))
+    workers = num_workers(args, device, dist_info.world_size)
+    # on the CPU the tokens are converted to float32 while they are stacked (one pass instead of two); on a
+    # GPU they travel in their storage dtype and are converted there
+    collate = functools.partial(collate_samples, token_dtype=torch.float32 if device.type == "cpu" else None)
+    loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
+                        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    return sampler, loader
+
+
+@dataclass
+class _Step:
+    """What one optimisation step needs besides the batch."""
+
+    model: torch.nn.Module
+    ddp_model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    weights: LossWeights
+    amp_dtype: torch.dtype | None
+    warmup_steps: int
+    total_steps: int
+
+
+def _train_epoch(args: argparse.Namespace, epoch: int, global_step: int, loader: DataLoader, ds: SceneDataset,
+                 st: _Step, dist_info, out_dir: Path, wb) -> tuple[int, torch.Tensor]:
+    """One epoch of optimisation steps; -> (global step, summed [loss, language loss, steps] over all ranks)."""
+    device = dist_info.device
+    st.ddp_model.train()
+    sums = torch.zeros(3, dtype=torch.float64)
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}",
+               disable=args.no_progress or not dist_info.is_main, leave=False)
+    for batch in bar:
+        lr = lr_at(global_step, args.lr, st.warmup_steps, st.total_steps, args.schedule, args.min_lr)
+        set_lr(st.optimizer, lr)
+        batch = batch_to_device(batch, device)  # tokens, frame: float32
+        check_finite_batch(batch, ds)
+        batch = expand_targets(batch)  # the per-pixel targets, gathered on the device
+        ctx = torch.autocast("cuda", dtype=st.amp_dtype) if st.amp_dtype is not None else _null()
+        with ctx:
+            out = st.ddp_model(batch["tokens"], batch["frame"], ds.patch_start_idx)
+        terms = compute_loss(out, batch, st.weights, kind=args.loss)
+        loss = terms["loss"]
+        if not torch.isfinite(loss):
+            raise UserError(f"training diverged: non-finite loss {loss.item()} at epoch {epoch + 1}, step "
+                            f"{global_step + 1}", out_dir,
+                            "lower --lr, keep --clip-grad on, or use --precision fp32/bf16; resume from "
+                            "the last checkpoint with --resume")
+        st.optimizer.zero_grad(set_to_none=True)
+        st.scaler.scale(loss).backward()
+        if args.clip_grad > 0:
+            st.scaler.unscale_(st.optimizer)
+            torch.nn.utils.clip_grad_norm_(st.model.parameters(), args.clip_grad)
+        st.scaler.step(st.optimizer)
+        st.scaler.update()
+        global_step += 1
+        sums += torch.tensor([loss.item(), terms["lang"].item(), 1.0], dtype=torch.float64)
+        if dist_info.is_main:
+            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
+            if wb is not None and global_step % args.log_every == 0:
+                wb.log({k: v.item() for k, v in terms.items()} | {"lr": lr}, step=global_step)
+    return global_step, all_reduce_sum(sums.to(device), dist_info).cpu()
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Train; returns a summary (final epoch, losses per epoch, checkpoint path)."""
     setup_logging_from(args)
@@ -423,38 +610,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     created = not out_dir.exists()
     try:
         _prepare_run_dir(out_dir, lock, dist_info)
-        resume_state = None
-        if args.resume:
-            src = resume_point(out_dir) if args.resume == "last" else Path(args.resume)
-            if src is None:
-                raise UserError("nothing to resume: the run folder holds no checkpoint yet", out_dir,
-                                "run the same command without --resume to start from epoch 0 (or pass --resume "
-                                "<checkpoint folder>)")
-            named = (out_dir / LAST).read_text().strip() if (out_dir / LAST).is_file() else None
-            if args.resume == "last" and src.name != named and dist_info.is_main:
-                logger.info("%s: continuing from %s, the newest checkpoint of this run (the run was stopped before "
-                            "'%s' named it)", out_dir, src.name, LAST)
-            resume_state = load_checkpoint(src)
-            src_run = Path(resume_state[2]["path"]).resolve().parent
-            if src_run != out_dir.resolve() and (what := existing_run(out_dir)):
-                raise UserError(f"--resume continues {resume_state[2]['path']} into a run folder that holds another "
-                                f"run ({what})", out_dir, "pass an empty or new --out")
-            for key in ("decoder_config", "epoch", "global_step"):
-                if key not in resume_state[2]:
-                    raise UserError(f"the checkpoint's state.json has no {key!r}", Path(resume_state[2]["path"]) /
-                                    "state.json", "it was not written by train.py: pass another checkpoint")
-            published = resume_state[2]["decoder_config"].get("kind") == PUBLISHED
-        else:
-            published = DECODER_PRESETS[args.decoder] == PUBLISHED
-            if what := existing_run(out_dir):
-                raise UserError(f"the run folder already holds a training run ({what})", out_dir,
-                                "add --resume to continue it, or pass another --out (or delete the folder to "
-                                "start over)")
-        if args.save_published_pth and not published:
-            raise UserError("--save-published-pth writes the published head's checkpoint layout, but this run "
-                            "trains our decoder, which the published inference code cannot load", None,
-                            "add --decoder published, or drop --save-published-pth (the checkpoint folders "
-                            "hold our decoder)")
+        resume_state, published = _resume_point(args, out_dir, dist_info)
         ds = SceneDataset(args.scenes, tokens_subdir=args.tokens_subdir, features_subdir=args.features_subdir,
                           video_subdir=None if args.no_video or published else args.video_features_subdir,
                           train_on_eval_frames=args.train_on_eval_frames, cache_in_memory=args.cache_in_memory)
@@ -468,89 +624,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise UserError("no training frames left after holding out the evaluation frames", scenes_text,
                             "add scenes or pass --train-on-eval-frames")
         video_dim = ds.video_dim if ds.video_dim and args.w_video > 0 else 0
-
-        if resume_state is not None:
-            info = resume_state[2]
-            cfg = decoder_config_from_dict(info["decoder_config"])
-            misfits = decoder_misfits(cfg, ds, video_dim, info.get("token_info"))
-            if misfits:
-                raise UserError("the checkpoint does not fit this training data: " + "; ".join(misfits),
-                                Path(info["path"]) / "state.json",
-                                "resume on the tokens and targets it was trained on (same backbone, layers, "
-                                "autoencoder and video targets), or start a new run with another --out")
-            _check_resumed_args(info, args)
-        else:
-            cfg = _decoder_config(args, ds, video_dim)
-            misfits = decoder_misfits(cfg, ds, video_dim)
-            if misfits:
-                raise UserError("the decoder does not fit the training data: " + "; ".join(misfits), None,
-                                "drop --lang-dim / the --decoder-config fields that disagree with the data")
-
-        seed_everything(args.seed)
-        model = build_decoder(cfg)
-        if args.init_dpt_from and resume_state is None:
-            copied = init_feature_extractor_from_backbone(model, args.init_dpt_from)
-            if dist_info.is_main:
-                logger.info("DPT feature extractor: %d tensors from %s", len(copied), args.init_dpt_from)
-        if args.init and resume_state is None:
-            info = init_from(model, args.init, ds=ds, video_dim=video_dim)
-            if dist_info.is_main:
-                logger.info("initial weights from %s (%s, epoch %s); fresh optimizer", info["path"],
-                            info.get("format"), info.get("epoch"))
-        elif args.init and dist_info.is_main:
-            logger.info("--resume: the checkpoint's weights are used, --init is ignored")
-        if published and args.w_rgb <= 0:
-            for p in model.rgb_encoder.parameters():
-                p.requires_grad_(False)
-            for p in model.rgb_decoder.parameters():
-                p.requires_grad_(False)
-            if dist_info.is_main:
-                logger.info("--w-rgb 0: the published head's RGB branch is kept but frozen")
-        model = prepare_batchnorm(model, args.sync_bn, dist_info)
-        model = model.to(device)
+        cfg = _decoder_config_checked(args, ds, video_dim, resume_state)
+        model = _build_model(args, cfg, ds, video_dim, resume_state, published, dist_info)
         optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr, betas=tuple(args.betas))
         amp_dtype = _precision(args, device)
         scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-        start_epoch, global_step, history = 0, 0, []
-        if resume_state is not None:
-            model_sd, optim_sd, info = resume_state
-            try:
-                load_state_strict(model, model_sd, info["path"])
-                if optim_sd is not None:
-                    optimizer.load_state_dict(optim_sd)
-            except ValueError as e:  # an optimizer state of another model
-                raise UserError(f"the checkpoint's optimizer state does not fit its decoder ({e})",
-                                Path(info["path"]) / "optim.safetensors",
-                                "the checkpoint is damaged: resume from another epoch's folder") from None
-            if info.get("scaler") and scaler.is_enabled():
-                scaler.load_state_dict(info["scaler"])
-            start_epoch, global_step = int(info["epoch"]), int(info["global_step"])
-            history = [deterministic(h) for h in info.get("history", [])]
-            if dist_info.is_main:
-                logger.info("resumed from %s (epoch %d, step %d)", info["path"], start_epoch, global_step)
-
+        start_epoch, global_step, history = _restore(resume_state, model, optimizer, scaler, dist_info)
         ddp_model = wrap_for_training(model, dist_info)
-        sampler = GlobalBatchSampler(ds.groups(train_idx), args.batch_size, dist_info.world_size, dist_info.rank,
-                                     seed=args.seed, shuffle=True, drop_last=True)
-        if len(sampler) == 0:
-            sizes = [len(g) for g in ds.groups(train_idx)]
-            per = f" (at most {max(sizes)} of one frame size)" if len(sizes) > 1 else ""
-            fit = max(1, max(sizes) // dist_info.world_size)
-            raise UserError(f"{len(train_idx)} training frame(s){per} are fewer than one global batch "
-                            f"({args.batch_size} x {dist_info.world_size} process(es))", scenes_text,
-                            f"pass --batch-size {fit} or lower, or add frames"
-                            + ("" if args.train_on_eval_frames or not val_idx else
-                               " (or --train-on-eval-frames)"))
-        workers = num_workers(args, device, dist_info.world_size)
-        # on the CPU the tokens are converted to float32 while they are stacked (one pass instead of two); on a
-        # GPU they travel in their storage dtype and are converted there
-        collate = functools.partial(collate_samples, token_dtype=torch.float32 if device.type == "cpu" else None)
-        loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
-                            pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+        sampler, loader = _loader(args, ds, train_idx, val_idx, dist_info, scenes_text)
         steps_per_epoch = len(sampler)
-        total_steps = steps_per_epoch * args.epochs
-        warmup_steps = int(round(args.warmup_epochs * steps_per_epoch))
         weights = LossWeights(l1=args.w_l1, cos=args.w_cos, img=args.w_img, rgb=args.w_rgb, video=args.w_video)
+        st = _Step(model, ddp_model, optimizer, scaler, weights, amp_dtype,
+                   warmup_steps=int(round(args.warmup_epochs * steps_per_epoch)),
+                   total_steps=steps_per_epoch * args.epochs)
         if args.loss != "ours" and dist_info.is_main:
             logger.info("loss: the published formulas (--loss %s), a reproduction switch", args.loss)
 
@@ -574,41 +660,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for epoch in range(start_epoch, end_epoch):
             seed_everything(args.seed * 1_000_003 + epoch * 1009 + dist_info.rank)
             sampler.set_epoch(epoch)
-            ddp_model.train()
-            sums = torch.zeros(3, dtype=torch.float64)
             t0 = time.time()
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}",
-                       disable=args.no_progress or not dist_info.is_main, leave=False)
-            for batch in bar:
-                lr = lr_at(global_step, args.lr, warmup_steps, total_steps, args.schedule, args.min_lr)
-                set_lr(optimizer, lr)
-                batch = batch_to_device(batch, device)  # tokens, frame: float32
-                check_finite_batch(batch, ds)
-                batch = expand_targets(batch)  # the per-pixel targets, gathered on the device
-                ctx = torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None else _null()
-                with ctx:
-                    out = ddp_model(batch["tokens"], batch["frame"], ds.patch_start_idx)
-                terms = compute_loss(out, batch, weights, kind=args.loss)
-                loss = terms["loss"]
-                if not torch.isfinite(loss):
-                    raise UserError(f"training diverged: non-finite loss {loss.item()} at epoch {epoch + 1}, step "
-                                    f"{global_step + 1}", out_dir,
-                                    "lower --lr, keep --clip-grad on, or use --precision fp32/bf16; resume from "
-                                    "the last checkpoint with --resume")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if args.clip_grad > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
-                global_step += 1
-                sums += torch.tensor([loss.item(), terms["lang"].item(), 1.0], dtype=torch.float64)
-                if dist_info.is_main:
-                    bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
-                    if wb is not None and global_step % args.log_every == 0:
-                        wb.log({k: v.item() for k, v in terms.items()} | {"lr": lr}, step=global_step)
-            sums = all_reduce_sum(sums.to(device), dist_info).cpu()
+            global_step, sums = _train_epoch(args, epoch, global_step, loader, ds, st, dist_info, out_dir, wb)
             record: dict[str, Any] = {"epoch": epoch + 1, "step": global_step,
                                       "train_loss": sums[0].item() / max(sums[2].item(), 1.0),
                                       "train_lang": sums[1].item() / max(sums[2].item(), 1.0)}
