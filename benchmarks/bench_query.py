@@ -158,10 +158,10 @@ def build_synthetic(root: Path, frames: int, width: int, height: int, seed: int 
 # ----------------------------------------------------------------------------------------------- demo output
 def load_demo(demo: Path):
     """(fields dir, decode, encode_text, queries, gt) for a ``scripts/demo.sh`` output folder."""
-    from eval.annotations import load_coco_masks
-    from eval.fields import autoencoder_decoder
+    from eval.query.decode import autoencoder_decoder
     from inference.outputs import OutputLayout
     from model.text import HashTextEncoder
+    from preprocess.annotations import load_coco_masks
 
     fields = demo / "inference"
     decode = autoencoder_decoder(demo / "autoencoder", device="cpu")
@@ -206,7 +206,7 @@ def main(argv=None) -> dict:
     p.add_argument("--frames", type=int, default=64)
     p.add_argument("--width", type=int, default=200)
     p.add_argument("--height", type=int, default=150)
-    p.add_argument("--grid-size", type=int, default=None, help="default: eval.relevancy.GRID_SIZE")
+    p.add_argument("--grid-size", type=int, default=None, help="default: eval.query.relevancy.GRID_SIZE")
     p.add_argument("--batch", type=int, default=None, help="default: eval.query.BATCH_FRAMES")
     p.add_argument("--repeat", type=int, default=3, help="grid-path runs of the one-query timing (the median is used)")
     p.add_argument("--query", default=None, help="the one-query timing's text (default: the first query)")
@@ -221,7 +221,7 @@ def main(argv=None) -> dict:
 
     logging.basicConfig(level=logging.WARNING)
     from eval.query import BATCH_FRAMES
-    from eval.relevancy import GRID_SIZE
+    from eval.query.relevancy import GRID_SIZE
 
     grid_size = args.grid_size or GRID_SIZE
     batch = args.batch or BATCH_FRAMES

@@ -26,6 +26,7 @@ A frame counts as done when all its per-frame files exist; a rerun skips done fr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -35,6 +36,7 @@ import torch
 from safetensors import safe_open
 
 from model.levels import LEVELS  # noqa: F401  (re-exported: the fields' level names)
+from utils.cli import UserError
 from utils.io import save_safetensors_atomic
 
 #: the copy of the autoencoder inside an output folder (meta.json records it relative to the folder)
@@ -122,6 +124,20 @@ class OutputLayout:
         return sorted(have)
 
 
+@contextlib.contextmanager
+def _open(path: Path):
+    """``safe_open`` of one of our output files; a damaged file is one clear error naming it."""
+    from safetensors import SafetensorError
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            yield f
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"not a readable safetensors file ({str(e).splitlines()[0][:120]})", path,
+                        "run inference again (it rewrites damaged frames with --overwrite) or remove the file"
+                        ) from None
+
+
 def _encode_meta(meta: dict) -> dict[str, str]:
     return {k: json.dumps(v) for k, v in meta.items()}
 
@@ -156,7 +172,7 @@ def read_fields(path: str | os.PathLike, names: tuple[str, ...] | None = None) -
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"fields file {path} not found; run `python -m inference.run` first")
-    with safe_open(str(path), framework="pt") as f:
+    with _open(path) as f:
         meta = _decode_meta(f.metadata())
         keys = [k for k in f.keys() if names is None or k in names]
         tensors = {k: f.get_tensor(k) for k in keys}
@@ -168,7 +184,7 @@ def read_fields_header(path: str | os.PathLike) -> tuple[set[str], dict]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"fields file {path} not found; run `python -m inference.run` first")
-    with safe_open(str(path), framework="pt") as f:
+    with _open(path) as f:
         return set(f.keys()), _decode_meta(f.metadata())
 
 

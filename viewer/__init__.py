@@ -4,7 +4,7 @@
 ``python -m viewer.record FILE.viser`` plays a saved recording; ``python -m viewer.screenshot`` takes the README
 picture with headless Chromium.
 
-Layering: the viewer sits above the query code (:mod:`eval.query`, :mod:`eval.relevancy`, :mod:`eval.masks`),
+Layering: the viewer sits above the query code (:mod:`eval.query`, :mod:`eval.query.relevancy`, :mod:`eval.query.masks`),
 which sits above :mod:`inference`; nothing below imports the viewer. Modules: :mod:`viewer.scene` (what is read
 from the output folder), :mod:`viewer.queries` (queries over every frame, reusing the eval code),
 :mod:`viewer.app` (the viser scene, GUI and command line), :mod:`viewer.record` (recordings).

@@ -88,7 +88,7 @@ class Viewer:
     def __init__(self, server, scene, pictures, engine=None, budget: int = 20_000, conf_percentile: float = 25.0,
                  point_size: float | None = None, fps: float = 10.0, level: str = "auto",
                  threshold: float | None = None, record_dir: Path | None = None) -> None:
-        from eval.masks import MASK_THRESHOLD
+        from eval.query.masks import MASK_THRESHOLD
         from viewer.scene import scene_center, scene_scale
 
         self.server = server
@@ -522,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write what the viewer shows (every frame, the --text queries) to PATH and exit: a .viser "
                         "recording (viser's static client plays it) or, for a .html PATH, one standalone page")
     p.add_argument("--device", default="cpu", help="device of the text encoder and autoencoders (cpu, cuda, auto)")
-    from eval.text import add_text_encoder_args
+    from eval.query.text import add_text_encoder_args
 
     add_text_encoder_args(p)
     add_logging_args(p)
@@ -531,8 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_engine(args, scene):
     """The query engine the flags ask for (text encoder, autoencoders), or None when queries are impossible."""
-    from eval.fields import autoencoder_decoder
-    from eval.text import text_encoder_from_args
+    from eval.query.decode import autoencoder_decoder
+    from eval.query.text import text_encoder_from_args
     from utils.device import resolve_device
     from viewer.queries import GRID_SIZE, QueryEngine
 

@@ -1,11 +1,11 @@
 """Text queries over every frame of an inference output, for the viewer.
 
-Nothing here re-implements the query maths: the relevancy is :class:`eval.relevancy.RelevancyModel`'s (LERF
-against the canonical negatives), interpolated from :class:`eval.relevancy.LatentGrid` over the fields' latent box
+Nothing here re-implements the query maths: the relevancy is :class:`eval.query.relevancy.RelevancyModel`'s (LERF
+against the canonical negatives), interpolated from :class:`eval.query.relevancy.LatentGrid` over the fields' latent box
 exactly as ``eval.query`` does by default (or per pixel with ``exact=True``, or where the grid does not apply);
-masks, level choice and the normalised heat are :mod:`eval.masks`' (through :func:`eval.batch_masks.frame_masks`
-when present, which is bit for bit :func:`eval.masks.masks_from_relevancy` per frame); the time-sensitive
-decision is :func:`eval.metrics.temporal_predictions` over per-frame scores computed as ``eval.evaluate`` scores a
+masks, level choice and the normalised heat are :mod:`eval.query.masks`' (through :func:`eval.query.batch_masks.frame_masks`
+when present, which is bit for bit :func:`eval.query.masks.masks_from_relevancy` per frame); the time-sensitive
+decision is :func:`eval.protocol.metrics.temporal_predictions` over per-frame scores computed as ``eval.protocol.runner`` scores a
 state query (mean cosine of the decoded video field over the query's raw mask). So a frame's mask here is the
 mask ``python -m eval.query`` writes for the same fields, text, level and threshold.
 
@@ -24,14 +24,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from eval.masks import MASK_THRESHOLD, masks_from_relevancy, normalize_relevancy
-from eval.relevancy import RelevancyModel
+from eval.query.masks import MASK_THRESHOLD, masks_from_relevancy, normalize_relevancy
+from eval.query.relevancy import RelevancyModel
 from inference.outputs import LEVELS, OutputLayout, read_fields
 
 log = logging.getLogger("viewer")
 
 try:  # the latent-grid path of eval.query (absent in older checkouts: then every query is exact)
-    from eval.relevancy import GRID_SIZE, MAX_GRID_DIM, LatentGrid, latent_range
+    from eval.query.relevancy import GRID_SIZE, MAX_GRID_DIM, LatentGrid, latent_range
 except ImportError:  # pragma: no cover - depends on the eval package's version
     LatentGrid = None  # type: ignore[assignment,misc]
     GRID_SIZE, MAX_GRID_DIM = 48, 3
@@ -42,7 +42,7 @@ except ImportError:  # pragma: no cover - depends on the eval package's version
     BATCH_FRAMES = 16
 
 try:  # batched mask post-processing (same bits as masks_from_relevancy, a third of the pooling)
-    from eval.batch_masks import frame_masks
+    from eval.query.batch_masks import frame_masks
 except ImportError:  # pragma: no cover - depends on the eval package's version
     frame_masks = None  # type: ignore[assignment]
 
@@ -81,7 +81,7 @@ class QueryEngine:
 
     Args:
         layout: the inference output; keys: its frames (all with fields).
-        encode_text: ``list[str] -> (N, D)`` unit embeddings (the flags of :mod:`eval.text`).
+        encode_text: ``list[str] -> (N, D)`` unit embeddings (the flags of :mod:`eval.query.text`).
         decode: autoencoder decoder ``(P, k) -> (P, D)`` (None for D-dim fields).
         exact: decode every pixel (eval.query ``--exact``) instead of the latent grid.
         video_decode: decoder of the time-sensitive ``video`` field (None: used as stored).
@@ -237,10 +237,10 @@ class QueryEngine:
         return any(self.video(k) is not None for k in self.keys[:1])
 
     def state(self, res: QueryResult) -> tuple[dict[str, float], dict[str, bool]]:
-        """Per frame (in frame order): the time-sensitive score of ``res.text`` (``eval.evaluate``'s: mean cosine
+        """Per frame (in frame order): the time-sensitive score of ``res.text`` (``eval.protocol.runner``'s: mean cosine
         between the decoded video field over the query's raw mask and the text embedding, 0 for an empty mask) and
-        whether the state holds (:func:`eval.metrics.temporal_predictions`: smoothed score >= the mean score)."""
-        from eval.metrics import temporal_predictions
+        whether the state holds (:func:`eval.protocol.metrics.temporal_predictions`: smoothed score >= the mean score)."""
+        from eval.protocol.metrics import temporal_predictions
 
         q = F.normalize(self.model.embed([res.text])[0], dim=0)
         keys = [k for k in self.keys if k in res.frames]

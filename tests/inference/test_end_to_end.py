@@ -27,11 +27,6 @@ from inference.ply import read_ply
 from inference.visualize import load_png
 from tests.conftest import REPO_ROOT
 
-for mod in ("preprocess.make_synthetic", "preprocess.extract_semantics", "preprocess.train_autoencoder",
-            "preprocess.extract_tokens", "training.trainer", "model.streamvggt.streamvggt", "eval.masks",
-            "preprocess.annotations"):
-    pytest.importorskip(mod)
-
 pytestmark = pytest.mark.slow
 W, H, N = 84, 56, 6
 
@@ -108,7 +103,7 @@ def test_infer_sh_layout_shapes_ply_cameras(trained):
 
 
 def _ious(scene, qout, names):
-    from eval.metrics import mask_iou
+    from eval.protocol.metrics import mask_iou
     from eval.query import slug
     from preprocess.annotations import load_coco_masks
 
@@ -126,8 +121,8 @@ def _ious(scene, qout, names):
 
 
 def test_query_iou_trained_and_oracle(trained, capsys):
-    from eval.fields import autoencoder_decoder
     from eval.query import query_fields
+    from eval.query.decode import autoencoder_decoder
     from model.text import build_text_encoder
     from utils.io import load_npy
 

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
+import model.decoder as dec
+import model.streamvggt.streamvggt as sv
 from inference.geometry import is_rotation
 from inference.pipeline import Frame
 from preprocess.crop import CropInfo
-
-sv = pytest.importorskip("model.streamvggt.streamvggt")
-dec = pytest.importorskip("model.decoder")
 
 
 def _frames(n, h=28, w=42):

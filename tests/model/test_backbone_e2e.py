@@ -6,9 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-pytest.importorskip("model.streamvggt.heads.dpt_head", reason="DPT head not written yet")
-pytest.importorskip("model.streamvggt.heads.track_head", reason="track head not written yet")
-
 from model.streamvggt.streamvggt import StreamVGGT  # noqa: E402
 from tests.model.reference import load_module_weights  # noqa: E402
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from model.streamvggt.config import StreamVGGTConfig
@@ -10,8 +9,6 @@ from tests.model.reference import checkpoint_shapes
 
 
 def test_default_model_keys_and_shapes_match_official(fixtures_dir):
-    pytest.importorskip("model.streamvggt.heads.dpt_head", reason="DPT head not written yet")
-    pytest.importorskip("model.streamvggt.heads.track_head", reason="track head not written yet")
     from model.streamvggt.streamvggt import StreamVGGT
 
     expected = checkpoint_shapes(fixtures_dir)

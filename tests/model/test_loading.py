@@ -7,12 +7,8 @@ import pytest
 import torch
 
 from model.streamvggt import loading
-from model.streamvggt.loading import WeightsNotFoundError, read_state_dict, resolve_checkpoint
-
-pytest.importorskip("model.streamvggt.heads.dpt_head", reason="DPT head not written yet")
-pytest.importorskip("model.streamvggt.heads.track_head", reason="track head not written yet")
-
 from model.streamvggt.config import StreamVGGTConfig  # noqa: E402
+from model.streamvggt.loading import WeightsNotFoundError, read_state_dict, resolve_checkpoint
 from model.streamvggt.streamvggt import StreamVGGT  # noqa: E402
 
 INSTRUCTION = ("download checkpoints.pth from https://huggingface.co/lch01/StreamVGGT and put it at "

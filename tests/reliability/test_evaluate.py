@@ -1,4 +1,4 @@
-"""Reliability of ``eval.evaluate`` (issue 11): every bad input ends in one ``error:`` line naming the file at fault,
+"""Reliability of ``eval.protocol.runner`` (issue 11): every bad input ends in one ``error:`` line naming the file at fault,
 exit code 2, no traceback, no output folder; polygons with fewer than 3 points are skipped *and counted* in the
 report; results.json is valid JSON and two runs write the same bytes.
 

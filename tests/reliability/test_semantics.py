@@ -91,7 +91,7 @@ def run_main(main, argv, capsys) -> SimpleNamespace:
     capsys.readouterr()
     try:
         code = main([str(a) for a in argv])
-        code = code if isinstance(code, int) else 0  # eval.evaluate's main returns its summary
+        code = code if isinstance(code, int) else 0  # eval.protocol.runner's main returns its summary
     except SystemExit as e:
         code = e.code
     cap = capsys.readouterr()

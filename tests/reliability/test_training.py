@@ -23,7 +23,7 @@ import torch
 from preprocess.token_cache import load_token_file, write_token_file
 from tests.conftest import REPO_ROOT
 from tests.reliability.conftest import assert_clean_error, leftovers, run_module
-from tests.train.helpers import make_tiny_scene
+from tests.training.helpers import make_tiny_scene
 from training.run_dir import RunDirLock
 from training.trainer import main
 from utils.cli import run_cli

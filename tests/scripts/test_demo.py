@@ -19,10 +19,6 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-for mod in ("preprocess.make_synthetic", "preprocess.extract_tokens", "preprocess.extract_semantics",
-            "preprocess.train_autoencoder", "inference.run", "eval.evaluate"):
-    pytest.importorskip(mod)
-
 pytestmark = pytest.mark.slow
 
 

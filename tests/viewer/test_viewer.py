@@ -94,8 +94,8 @@ def test_query_recolours_exactly_the_points_in_its_mask(viewer_output, tmp_path)
     """A query through the viewer's own callback: the shown points inside the query's mask (the mask eval.query
     writes for the same frames, text, level and threshold) take its colour, every other point keeps its colour;
     with level and threshold changed, the same again."""
-    from eval.fields import autoencoder_decoder
     from eval.query import query_fields, slug
+    from eval.query.decode import autoencoder_decoder
     from model.text import HashTextEncoder
     from viewer.app import start
 
@@ -144,7 +144,7 @@ def test_query_recolours_exactly_the_points_in_its_mask(viewer_output, tmp_path)
 
 
 def test_time_sensitive_query_marks_the_timeline(viewer):
-    from eval.metrics import temporal_predictions
+    from eval.protocol.metrics import temporal_predictions
 
     server, v = viewer
     v.submit_query("open box", state=True, wait=True)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from preprocess.crop import CropInfo
-from tests.train.helpers import PATCH, make_tiny_scene
+from tests.training.helpers import PATCH, make_tiny_scene
 from training.dataset import DatasetError, SceneDataset, collate_samples, input_grid_to_original
 from training.targets import expand_targets
 from utils.io import save_npy_atomic

@@ -36,7 +36,6 @@ from utils.io import load_npy
 
 logger = logging.getLogger(__name__)
 
-Decoder = Callable[[torch.Tensor], torch.Tensor]
 
 
 class FieldsError(UserError, ValueError):
@@ -246,32 +245,6 @@ class RendersNpyFields(FieldSource):
         if not p.is_file():
             raise self._missing(index, self.video_dir)
         return _load_render(p)  # never mapped: the published code decodes the time-sensitive render as stored
-
-
-def autoencoder_decoder(path: str | Path, device: str | torch.device = "cpu") -> Decoder:
-    """``decode(z (..., k)) -> (..., D)`` unit features from a saved ``model.autoencoder.FeatureAutoencoder``.
-
-    ``path`` is a folder written by ``FeatureAutoencoder.save`` (or a LangSplat state-dict file).
-    """
-    from model.autoencoder import FeatureAutoencoder  # lazy: separate owner
-
-    ae = FeatureAutoencoder.load(path, device=device)  # refuses anything that is not an autoencoder, naming it
-
-    @torch.no_grad()
-    def decode(z: torch.Tensor) -> torch.Tensor:
-        check_latent(z.shape[-1])
-        lead = z.shape[:-1]
-        out = ae.decode(z.reshape(-1, z.shape[-1]).to(device, torch.float32))
-        return out.reshape(*lead, out.shape[-1])
-
-    def check_latent(k: int) -> None:
-        if k != ae.latent_dim:
-            raise FieldsError(f"the fields have {k}-d features but this autoencoder decodes {ae.latent_dim}-d "
-                              "latents", path,
-                              "pass the autoencoder the fields were encoded with (or none for full-size fields)")
-
-    decode.check_latent = check_latent  # type: ignore[attr-defined]  (lets the evaluator check before scoring)
-    return decode
 
 
 def _gather_rows(index_map: np.ndarray, rows: torch.Tensor) -> torch.Tensor:

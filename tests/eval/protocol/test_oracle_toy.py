@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-import eval.text
-from eval.evaluate import evaluate_scene, main
-from eval.fields import OurFields, RendersNpyFields
-from eval.report import summarize, to_markdown
+import eval.query.text
+from eval.protocol.fields import OurFields, RendersNpyFields
+from eval.protocol.report import summarize, to_markdown
+from eval.protocol.runner import evaluate_scene, main
 from tests.eval import synth
 
 
@@ -43,8 +43,8 @@ def test_renders_layout_and_cli(toy, tmp_path, monkeypatch):
     res = evaluate_scene(toy.scene, RendersNpyFields(toy.dirs, toy.vdir), toy.enc, device="cpu",
                          time_sensitive=True)
     assert res["time_agnostic"]["miou"] >= 0.95 and res["time_sensitive"]["acc"] == 1.0
-    # the CLI builds its encoder through eval.text.text_encoder_from_args: substitute the toy vocabulary encoder
-    monkeypatch.setattr(eval.text, "text_encoder_from_args", lambda *a, **k: toy.enc)
+    # the CLI builds its encoder through eval.query.text.text_encoder_from_args: substitute the toy vocabulary encoder
+    monkeypatch.setattr(eval.query.text, "text_encoder_from_args", lambda *a, **k: toy.enc)
     qe = tmp_path / "q.json"  # precomputed state-query embeddings path
     qe.write_text(json.dumps({q: toy.enc([q])[0].tolist() for q in ("empty glass cup", "full glass cup")}))
     summary = main(["--scene", str(toy.scene), "--renders", ",".join(map(str, toy.dirs)),
@@ -69,7 +69,7 @@ def test_cuda_matches_cpu(toy):
 
 def test_fields_at_lower_resolution_are_resized(toy):
     """Fields at half the annotation resolution: relevancy and the video field are resized to the GT size."""
-    from eval.fields import FieldSource
+    from eval.protocol.fields import FieldSource
 
     ours = OurFields(toy.out)
 

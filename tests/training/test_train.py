@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import REPO_ROOT
-from tests.train.helpers import make_tiny_scene
+from tests.training.helpers import make_tiny_scene
 from training.trainer import main
 
 

@@ -12,7 +12,7 @@ import torch
 from model.decoder import DecoderConfig, SemanticBridgingDecoder
 from preprocess.crop import CropInfo, FramePreprocessor
 from preprocess.frames import FrameRef, read_frame
-from tests.train.helpers import make_cropped_scene, make_tiny_scene
+from tests.training.helpers import make_cropped_scene, make_tiny_scene
 from training.dataset import DatasetError, SceneDataset, check_finite_batch, input_grid_to_original
 from training.loss import LOSS_KINDS, compute_loss
 from training.targets import (

@@ -7,8 +7,14 @@ import math
 import pytest
 import torch
 
-from eval.masks import choose_level, cleanup_mask, masks_from_relevancy, normalize_relevancy, smooth_relevancy
-from eval.relevancy import CANONICAL_NEGATIVES, RelevancyModel, lerf_relevancy
+from eval.query.masks import (
+    choose_level,
+    cleanup_mask,
+    masks_from_relevancy,
+    normalize_relevancy,
+    smooth_relevancy,
+)
+from eval.query.relevancy import CANONICAL_NEGATIVES, RelevancyModel, lerf_relevancy
 from model.text import HashTextEncoder
 
 
@@ -115,7 +121,7 @@ def test_cleanup_border_ties_match_published_avgpool():
     # window is exactly half full the result is exactly 0.5 and must stay False
     import torch.nn.functional as F
 
-    from eval.masks import cleanup_mask
+    from eval.query.masks import cleanup_mask
 
     g = torch.Generator().manual_seed(0)
     for _ in range(20):

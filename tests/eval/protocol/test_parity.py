@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from eval.fields import FieldSource, OurFields, RendersNpyFields
-from eval.masks import cleanup_mask, masks_from_relevancy, smooth_relevancy
-from eval.metrics import mask_iou, smooth_scores, temporal_predictions, temporal_threshold, video_iou
+from eval.protocol.fields import FieldSource, OurFields, RendersNpyFields
+from eval.protocol.metrics import mask_iou, smooth_scores, temporal_predictions, temporal_threshold, video_iou
+from eval.query.masks import cleanup_mask, masks_from_relevancy, smooth_relevancy
 from preprocess.annotations import CocoFrames, load_coco_masks, load_video_annotations
 from utils.io import save_npy_atomic
 
@@ -217,7 +217,7 @@ def test_evaluate_threshold_sums_in_coco_image_order(toy):
     rev = CocoFrames(masks={i: coco.masks[i] for i in order}, sizes={i: coco.sizes[i] for i in order},
                      file_names={i: coco.file_names[i] for i in order}, categories=coco.categories)
     assert rev.image_order == order
-    from eval.evaluate import evaluate_scene
+    from eval.protocol.runner import evaluate_scene
 
     cos = {t: (1.0 if t == 0 else 3e-8) for t in coco.frame_indices}
     qe = {"empty glass cup": torch.tensor([1.0, 0, 0, 0]), "full glass cup": torch.tensor([0, 0, 1.0, 0])}

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from eval.metrics import (
+from eval.protocol.metrics import (
     mask_iou,
     pixel_accuracy,
     smooth_scores,

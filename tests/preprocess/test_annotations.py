@@ -1,12 +1,9 @@
-"""COCO / video annotation readers and the two field layouts."""
+"""The annotation readers (preprocess/annotations.py): frame numbers, COCO polygons, video intervals."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import torch
 
-from eval.fields import OurFields, RendersNpyFields
 from preprocess.annotations import (
     frame_index_from_file_name,
     in_intervals,
@@ -15,7 +12,6 @@ from preprocess.annotations import (
     load_video_annotations,
     polygon_to_mask,
 )
-from tests.eval import synth
 from utils.io import save_json_atomic
 
 
@@ -69,76 +65,8 @@ def test_video_annotations(tmp_path):
         load_video_annotations(tmp_path / "bad.json")
 
 
-def test_field_layouts_agree(toy, tmp_path):
-    enc = toy.enc
-    ours = OurFields(toy.out)
-    ren = RendersNpyFields(toy.dirs, toy.vdir)
-    assert ours.frame_indices() == ren.frame_indices() == list(range(synth.T))
-    assert ours.has_video() and ren.has_video()
-    sem, vid = synth.oracle_fields(3, enc)
-    torch.testing.assert_close(ours.semantic(3), sem)
-    torch.testing.assert_close(ren.semantic(3), sem)  # (x + 1) / 2 mapped back since strictly positive
-    torch.testing.assert_close(ours.video(3), vid)
-    assert np.isclose(ren.video(3).numpy(), vid.numpy()).all()  # has zeros: not remapped
-    with pytest.raises(KeyError, match="inference"):
-        ours.semantic(99)
-    with pytest.raises(FileNotFoundError, match="safetensors"):
-        OurFields(tmp_path / "nothing_here_dir_missing")
-
-
-def test_autoencoded_fields_decode_like_predecoded(toy, tmp_path):
-    """k=3 fields + a saved FeatureAutoencoder score exactly like the same fields decoded beforehand."""
-    from eval.evaluate import evaluate_scene
-    from eval.fields import FieldSource, autoencoder_decoder
-    from model.autoencoder import FeatureAutoencoder
-
-    torch.manual_seed(0)
-    ae = FeatureAutoencoder(in_dim=toy.enc.dim, encoder_dims=(16, 3), decoder_dims=(16, toy.enc.dim)).eval()
-    ae.save(tmp_path / "ae")
-    decode = autoencoder_decoder(tmp_path / "ae")
-    ours = OurFields(toy.out)
-    with torch.no_grad():
-        latents = {i: ae.encode(ours.semantic(i)) for i in ours.frame_indices()}
-
-    class Latent(FieldSource):
-        def __init__(self, pre: bool) -> None:
-            self.pre = pre
-
-        def frame_indices(self):
-            return sorted(latents)
-
-        def has_video(self):
-            return False
-
-        def semantic(self, i):
-            return decode(latents[i]) if self.pre else latents[i]
-
-    a = evaluate_scene(toy.scene, Latent(False), toy.enc, decode=decode, device="cpu")
-    b = evaluate_scene(toy.scene, Latent(True), toy.enc, device="cpu")
-    assert a["time_sensitive"] is None
-    for q, qa in a["time_agnostic"]["queries"].items():
-        assert [f["iou"] for f in qa["frames"]] == pytest.approx(
-            [f["iou"] for f in b["time_agnostic"]["queries"][q]["frames"]], abs=1e-6)
-    with pytest.raises(ValueError, match="autoencoder"):
-        evaluate_scene(toy.scene, Latent(False), toy.enc, device="cpu")
-
-
 def test_polygon_vertices_are_truncated_like_the_published_reader():
     from preprocess.annotations import polygon_to_mask
 
     m = polygon_to_mask([1.6, 1.6, 6.7, 1.6, 6.7, 5.9, 1.6, 5.9], 8, 8)
     assert m[1, 1] and m[5, 6] and not m[6, 6] and not m[1, 7]  # int32 truncation: corners (1,1)-(6,5)
-
-
-def test_target_fields_refuse_two_cameras_on_one_frame(tmp_path):
-    import numpy as np
-
-    from eval.fields import TargetFields
-
-    d = tmp_path / "clip_features"
-    d.mkdir()
-    for cam in ("cam00", "cam01"):
-        np.save(d / f"{cam}-0000_s.npy", -np.ones((4, 2, 2), np.float32))
-        np.save(d / f"{cam}-0000_f.npy", np.zeros((1, 4), np.float32))
-    with pytest.raises(ValueError, match="cam00"):
-        TargetFields(tmp_path, dataset="neu3d")

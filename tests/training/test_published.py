@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from model.decoder_io import build_decoder, decoder_config_from_dict, load_decoder, read_published_checkpoint
 from model.levels import LEVELS
 from model.published_decoder import PublishedDecoderConfig, PublishedLanguageHead
-from tests.train.helpers import make_tiny_scene
+from tests.training.helpers import make_tiny_scene
 from training.loss import LossWeights, compute_loss
 from training.trainer import _decoder_config, build_parser, init_from, main
 from utils.cli import UserError, run_cli

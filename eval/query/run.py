@@ -1,7 +1,7 @@
 """Text queries over inference outputs: ``python -m eval.query --fields <out> --text "red ball" --out <qout>``.
 
-For every frame and query: LERF relevancy of the fields against the canonical negatives (:mod:`eval.relevancy`),
-the 4D LangSplat mask post-processing and level choice (:mod:`eval.masks`, DESIGN §6), then pictures::
+For every frame and query: LERF relevancy of the fields against the canonical negatives (:mod:`eval.query.relevancy`),
+the 4D LangSplat mask post-processing and level choice (:mod:`eval.query.masks`, DESIGN §6), then pictures::
 
     <qout>/<query>/heatmap/<key>.png    chosen level's smoothed relevancy, min-max normalised (turbo colours)
     <qout>/<query>/mask/<key>.png       cleaned binary mask (0/255)
@@ -13,13 +13,13 @@ the 4D LangSplat mask post-processing and level choice (:mod:`eval.masks`, DESIG
 
 Relevancy (default, autoencoded fields with k <= 3 dims): the relevancy of a pixel depends only on its latent,
 so the autoencoder decoder runs once on the points of a 48^3 grid over the fields' latent box that some pixel
-needs (:class:`eval.relevancy.LatentGrid`), every query is one matrix product with those features, and each
+needs (:class:`eval.query.relevancy.LatentGrid`), every query is one matrix product with those features, and each
 pixel's logit is interpolated trilinearly from its grid cell. The frames go through the mask steps in batches
-(:func:`eval.batch_masks.frame_masks`: only the chosen level is smoothed with the published 29x29 pool, which
+(:func:`eval.query.batch_masks.frame_masks`: only the chosen level is smoothed with the published 29x29 pool, which
 is then most of the cost). One query over the 64-frame 200x150 demo output: 1.1 s instead of 28 s on a 2-core
 CPU, masks equal to the exact path's on 99.97 % of the pixels (benchmarks/bench_query.py, eval/README.md).
 ``--exact``: the reference path, every pixel of every level decoded and every level post-processed with
-:func:`eval.masks.masks_from_relevancy`, one frame at a time (also taken for CLIP-dimensional fields and
+:func:`eval.query.masks.masks_from_relevancy`, one frame at a time (also taken for CLIP-dimensional fields and
 latents of more than 3 dims).
 
 ``--source`` runs inference first (``python -m inference.run``) into ``--fields`` and then queries.
@@ -41,9 +41,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from eval.relevancy import GRID_SIZE, MAX_GRID_DIM, LatentGrid, LogitVolume, RelevancyModel, latent_range
+from eval.query.relevancy import (
+    GRID_SIZE,
+    MAX_GRID_DIM,
+    LatentGrid,
+    LogitVolume,
+    RelevancyModel,
+    latent_range,
+)
 from inference.outputs import LEVELS, OutputLayout, read_depth, read_fields
 from inference.visualize import Mp4Writer, heatmap_rgb, load_png, overlay
+from utils.cli import UserError, add_logging_args, cli_main, setup_logging_from
 from utils.io import save_json_atomic, save_npy_atomic
 
 log = logging.getLogger("eval.query")
@@ -106,14 +114,14 @@ def query_fields(fields_dir: str | Path, texts: Sequence[str], out: str | Path,
         level: "auto" (DESIGN §6: the level whose smoothed map has the highest max) or a level name.
         keys: frames to query (default: all with fields).
         exact: decode every pixel (the reference path) instead of interpolating the relevancy from a latent
-            grid (:class:`eval.relevancy.LatentGrid`, the default for k <= 3 autoencoded fields).
+            grid (:class:`eval.query.relevancy.LatentGrid`, the default for k <= 3 autoencoded fields).
         grid_size: grid points per latent axis; batch: frames post-processed together.
         grid: a :class:`LatentGrid` of this ``decode`` to reuse (e.g. across calls); used when its box holds
             the latents of ``keys``, else a new one is built.
     Returns:
         {query: {"folder", "frames": {key: {"level", "score", "area"}}}} (also written as summary.json).
     """
-    from eval.masks import MASK_THRESHOLD
+    from eval.query.masks import MASK_THRESHOLD
 
     layout = OutputLayout(fields_dir)
     out = Path(out)
@@ -142,7 +150,7 @@ def query_fields(fields_dir: str | Path, texts: Sequence[str], out: str | Path,
 def _query(layout, keys, texts, folders, out, model, decode, levels, fixed_level, thr, video, fps, ply, source,
            exact, grid_size, batch, grid) -> dict:
     """:func:`query_fields` after its argument checks (with autograd off)."""
-    from eval.batch_masks import frame_masks
+    from eval.query.batch_masks import frame_masks
 
     volume = None
     read = _Fields(layout, levels, budget=0 if exact else FIELD_CACHE_BYTES)
@@ -216,10 +224,10 @@ def _query(layout, keys, texts, folders, out, model, decode, levels, fixed_level
 
 
 def _reference_masks(rel: torch.Tensor, threshold: float, level: int | None):
-    """:func:`eval.batch_masks.frame_masks`'s result computed as the reference path always did: every level of
-    every frame through :func:`eval.masks.masks_from_relevancy`, then the chosen level picked."""
-    from eval.batch_masks import FrameMasks
-    from eval.masks import masks_from_relevancy, normalize_relevancy
+    """:func:`eval.query.batch_masks.frame_masks`'s result computed as the reference path always did: every level of
+    every frame through :func:`eval.query.masks.masks_from_relevancy`, then the chosen level picked."""
+    from eval.query.batch_masks import FrameMasks
+    from eval.query.masks import masks_from_relevancy, normalize_relevancy
 
     per = [masks_from_relevancy(r, threshold=threshold) for r in rel]
     pick = [(lm, lm.level if level is None else level) for lm in per]
@@ -390,13 +398,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default=None,
                    help="frames/video: run `python -m inference.run` into --fields first (pass its options after "
                         "'--', e.g. -- --decoder runs/x --backbone tiny)")
-    p.add_argument("-q", "--quiet", action="store_true", help="only warnings")
-    from eval.text import add_text_encoder_args
+    from eval.query.text import add_text_encoder_args
 
     add_text_encoder_args(p)
+    add_logging_args(p)
     return p
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = []
@@ -404,8 +413,7 @@ def main(argv: list[str] | None = None) -> dict:
         i = argv.index("--")
         argv, extra = argv[:i], argv[i + 1:]
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    setup_logging_from(args)
     from utils.device import resolve_device
 
     device = resolve_device(args.device)
@@ -414,15 +422,18 @@ def main(argv: list[str] | None = None) -> dict:
 
         infer_main(["--source", args.source, "--out", args.fields, *extra])
     layout = OutputLayout(args.fields)
+    if not layout.field_keys():
+        raise UserError("no fields here (expected fields/<key>.safetensors)", layout.root,
+                        "pass the --out folder of python -m inference.run (or --source to run it first)")
     ae = args.autoencoder
     if ae is None and layout.meta.exists():
         ae = layout.autoencoder()  # the copy inside the fields folder (or an absolute path of older outputs)
     decode = None
     if ae and ae != "none":
-        from eval.fields import autoencoder_decoder
+        from eval.query.decode import autoencoder_decoder
 
         decode = autoencoder_decoder(ae, device=device)
-    from eval.text import text_encoder_from_args
+    from eval.query.text import text_encoder_from_args
 
     encode = text_encoder_from_args(args, device=str(device))
     return query_fields(args.fields, args.text, args.out or layout.root / "queries", encode, decode,
@@ -431,6 +442,11 @@ def main(argv: list[str] | None = None) -> dict:
                         batch=args.batch)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m eval.query``: run, then print where each query's pictures went."""
     res = main()
     print(json.dumps({q: {"folder": r["folder"], "frames": len(r["frames"])} for q, r in res.items()}, indent=2))
+
+
+if __name__ == "__main__":
+    cli()

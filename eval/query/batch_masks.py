@@ -1,6 +1,6 @@
-"""The mask post-processing of :mod:`eval.masks` for a batch of frames, smoothing only the chosen level.
+"""The mask post-processing of :mod:`eval.query.masks` for a batch of frames, smoothing only the chosen level.
 
-:func:`eval.masks.masks_from_relevancy` smooths every level of a frame with the exact 29x29 ``avg_pool2d``
+:func:`eval.query.masks.masks_from_relevancy` smooths every level of a frame with the exact 29x29 ``avg_pool2d``
 (bit for bit the published pool, the dominant CPU cost of a query once relevancy is cheap) although only the
 chosen level's map is used afterwards; the others only contribute their maximum to the level choice.
 :func:`frame_masks` gives the same result per frame (``torch.equal`` on the chosen level, mask, smoothed map
@@ -11,11 +11,11 @@ and score; tests/eval/test_query_grid.py) with about a third of the pooling:
    at most k*k values in sequence, so the two differ by less than :func:`choice_margin` (a standard
    summation error bound, with room to spare). A level whose approximate maximum is more than two margins below
    the best one cannot be the chosen level;
-2. when one level is left, it is the level :func:`eval.masks.choose_level` picks; otherwise (near ties) each
+2. when one level is left, it is the level :func:`eval.query.masks.choose_level` picks; otherwise (near ties) each
    remaining level's exact maximum is taken over the pixels that can reach the best level's lower bound, with
-   :func:`eval.masks.smooth_relevancy` on their bounding box (plus the kernel's half width), and the level is
-   chosen by :func:`eval.masks.choose_level` on those maxima (first on exact ties, as there);
-3. the chosen levels of all frames are smoothed, normalised, thresholded and cleaned by :mod:`eval.masks` in
+   :func:`eval.query.masks.smooth_relevancy` on their bounding box (plus the kernel's half width), and the level is
+   chosen by :func:`eval.query.masks.choose_level` on those maxima (first on exact ties, as there);
+3. the chosen levels of all frames are smoothed, normalised, thresholded and cleaned by :mod:`eval.query.masks` in
    one batch (each map is pooled on its own, so batching changes no bit).
 """
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from eval.masks import (
+from eval.query.masks import (
     CLEANUP_KERNEL,
     MASK_THRESHOLD,
     SMOOTH_KERNEL,
@@ -42,8 +42,8 @@ _U = 2.0 ** -24  # float32 unit roundoff
 @dataclass
 class FrameMasks:
     """Per frame of a batch: level (B,) chosen index; smoothed (B, H, W) its smoothed relevancy (float32,
-    as :func:`eval.masks.smooth_relevancy`); normalized (B, H, W) that map through
-    :func:`eval.masks.normalize_relevancy`; raw / clean (B, H, W) bool masks before / after the 7x7 cleanup;
+    as :func:`eval.query.masks.smooth_relevancy`); normalized (B, H, W) that map through
+    :func:`eval.query.masks.normalize_relevancy`; raw / clean (B, H, W) bool masks before / after the 7x7 cleanup;
     scores (B,) max of the smoothed map (the chosen level's entry of ``LevelMasks.scores``); ties: frames whose
     level choice needed exact maxima (statistics)."""
 
@@ -59,7 +59,7 @@ class FrameMasks:
 def separable_smooth(relevancy: torch.Tensor, kernel: int = SMOOTH_KERNEL) -> torch.Tensor:
     """(N, H, W) float32 -> (N, H, W): ``0.5 * (pool + R)`` with the pool as a 1 x k then k x 1 average
     (``count_include_pad=False``, which is separable: the window is a rectangle). Same windows and divisors as
-    :func:`eval.masks.smooth_relevancy`, ~10x cheaper, but rounded in another order: within
+    :func:`eval.query.masks.smooth_relevancy`, ~10x cheaper, but rounded in another order: within
     ``(2k + 4) * 2**-24 * max|R|`` of the exact mean instead of bit for bit the published pool."""
     p = kernel // 2
     y = F.avg_pool2d(relevancy[:, None], (1, kernel), 1, (0, p), count_include_pad=False)
@@ -81,7 +81,7 @@ def choice_margin(max_abs: torch.Tensor, kernel: int = SMOOTH_KERNEL) -> torch.T
 
 
 def _exact_top(relevancy: torch.Tensor, pixels: torch.Tensor, kernel: int) -> torch.Tensor:
-    """Max of :func:`eval.masks.smooth_relevancy` of a (H, W) map over the ``pixels`` (H, W) bool, smoothing only
+    """Max of :func:`eval.query.masks.smooth_relevancy` of a (H, W) map over the ``pixels`` (H, W) bool, smoothing only
     their bounding box plus the kernel's half width: each of those pixels keeps its whole (image-clipped) window
     inside that crop, so the pool sums the same values in the same order and gives the same float32 value."""
     p = kernel // 2
@@ -99,15 +99,15 @@ def frame_masks(relevancy: torch.Tensor, threshold: float = MASK_THRESHOLD, leve
                 exact_ties: bool = True) -> FrameMasks:
     """Chosen level and its masks for each frame of a (B, L, H, W) relevancy batch.
 
-    Equal (bit for bit) to ``lm = eval.masks.masks_from_relevancy(relevancy[b], threshold)`` per frame:
+    Equal (bit for bit) to ``lm = eval.query.masks.masks_from_relevancy(relevancy[b], threshold)`` per frame:
     ``level[b] == lm.level`` (or ``level`` when given), ``smoothed[b] == lm.smoothed[level[b]]``, ``raw``/``clean``
     likewise, ``scores[b] == lm.scores[level[b]]``.
 
     ``exact_ties=False`` skips step 2: levels whose maxima are within :func:`choice_margin` (~2e-4 of the
     relevancy; below the float32 rounding of the pool in practice) are told apart by the separable pool's maxima
     (first on equal ones) instead of the published pool's. Only the level choice of such near ties can then
-    differ from :func:`eval.masks.masks_from_relevancy`; the chosen level's masks are still exactly those of
-    :mod:`eval.masks`. Meant for approximate relevancy (the latent grid), where ties that close are noise: on
+    differ from :func:`eval.query.masks.masks_from_relevancy`; the chosen level's masks are still exactly those of
+    :mod:`eval.query.masks`. Meant for approximate relevancy (the latent grid), where ties that close are noise: on
     trained fields the levels of one object often tie, and resolving them exactly costs the published pool
     over most of the tied maps.
     """

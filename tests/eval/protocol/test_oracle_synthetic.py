@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import pytest
 
-from eval.evaluate import evaluate_scene
-from eval.fields import GroundTruthFields, TargetFields
+from eval.protocol.fields import GroundTruthFields, TargetFields
+from eval.protocol.runner import evaluate_scene
 from model.text import HashTextEncoder
 from preprocess.annotations import load_coco_masks
 
 
 @pytest.fixture(scope="module")
 def oracle_scene(tmp_path_factory):
-    make_synthetic = pytest.importorskip("preprocess.make_synthetic")
-    extract = pytest.importorskip("preprocess.extract_semantics")
+    from preprocess import extract_semantics as extract
+    from preprocess import make_synthetic
     scene = tmp_path_factory.mktemp("syn") / "scene"
     cfg = make_synthetic.SyntheticConfig(frames=24, width=200, height=150, objects=3, seed=0)
     make_synthetic.generate_synthetic_scene(scene, cfg, progress=False)

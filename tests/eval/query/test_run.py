@@ -5,18 +5,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 import torch
 
+import eval.query.text as text_mod
 from inference.geometry import fov_intrinsics
 from inference.pipeline import ChunkOutput, Frame, InferenceSettings, run_inference
 from inference.ply import read_ply
 from inference.visualize import load_png
 from preprocess.frames import CropInfo
-
-pytest.importorskip("eval.relevancy")
-pytest.importorskip("eval.masks")
-text_mod = pytest.importorskip("eval.text")
 
 H = W = 48
 NAMES = ("red ball", "wooden table")

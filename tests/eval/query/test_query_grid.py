@@ -1,4 +1,4 @@
-"""eval.query's default latent-grid path vs ``--exact``; the batched mask post-processing vs eval.masks."""
+"""eval.query's default latent-grid path vs ``--exact``; the batched mask post-processing vs eval.query.masks."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from eval.batch_masks import frame_masks
-from eval.masks import masks_from_relevancy, normalize_relevancy
-from eval.relevancy import LatentGrid, lerf_relevancy
+from eval.query.batch_masks import frame_masks
+from eval.query.masks import masks_from_relevancy, normalize_relevancy
+from eval.query.relevancy import LatentGrid, lerf_relevancy
 from inference.outputs import write_fields
 from inference.visualize import load_png
 from model.autoencoder import FeatureAutoencoder
