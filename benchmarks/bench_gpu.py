@@ -4,7 +4,7 @@ On one CUDA device, with the full-size StreamVGGT and our full-size decoder, bot
 
 1. aggregator frames/s at 518x294 in bf16 (autocast), streaming frame by frame and in chunks of 8, with a window
    of 128 past frames, after the cache has filled; achieved TFLOP/s from the published cost model (1.6 TFLOP for
-   a frame with no past + 60 GFLOP per cached past frame at 518x294, ``shared/streamvggt_facts.md``) against the
+   a frame with no past + 60 GFLOP per cached past frame at 518x294, the published StreamVGGT FLOP figures) against the
    card's dense bf16 peak;
 2. peak GPU memory after streaming 100 and 1,000 frames (window 128: it must not grow with the video);
 3. inference frames/s: backbone + our decoder + depth and camera heads per chunk of 8 (no file writing);

@@ -1,6 +1,6 @@
 """Semantic Bridging Decoder: frozen geometry tokens (+ the frame) -> CLIP-aligned feature fields.
 
-Published design (DESIGN §5, protocol_facts §3, ``LanguageHead_Multi``):
+Published design (docs/architecture.md §5, ``LanguageHead_Multi``):
 
 - a DPT feature extractor (``DPTHead(dim_in, features=128, feature_only=True, pos_embed=False,
   down_ratio=1)``) over the four cached backbone layers, giving ``features`` channels at the

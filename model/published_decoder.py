@@ -15,7 +15,7 @@ Module names, shapes and computation are those of the published head, so the pub
 The three language maps are stacked as ``(B, S, 3 levels, lang_dim, H, W)``; when the DPT grid (token grid x 14)
 differs from the requested ``(img_height, img_width)`` the stack (as ``3 * lang_dim`` channels) and the already
 sigmoided RGB are resized bilinearly (align_corners=False), exactly as published. Facts:
-``published_release_facts.md`` §2 (summarised in ``docs/published.md``).
+docs/architecture.md §5 and the README section "Reproduce the published 4DLangVGGT model".
 
 Our own :class:`~model.decoder.SemanticBridgingDecoder` stays the default for training; this class is the way to
 run (and optionally train) the published architecture.

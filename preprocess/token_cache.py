@@ -1,6 +1,6 @@
 """The on-disk geometry-token cache: one safetensors file per frame, memory-mapped on read, validated.
 
-Layout (DESIGN §3)::
+Layout (docs/architecture.md §3)::
 
     <scene>/tokens/meta.json                 scene-level metadata (cheap validation, frame list)
     <scene>/tokens/<frame key>.safetensors   tensors layer_04, layer_11, ... each (P, 2C), P = patch_start_idx + h*w

@@ -14,7 +14,7 @@ scenes are encoded with it; an encoded folder that already holds exactly what th
 result is byte-identical to an uninterrupted run. Anything else already in the way is refused without
 ``--overwrite``.
 
-Recipes (DESIGN §4): CLIP (512-d) -> 3, lr 7e-4, cos_weight 1e-3; video (4096-d) -> 6, lr 7e-5, cos_weight
+Recipes (docs/architecture.md §4): CLIP (512-d) -> 3, lr 7e-4, cos_weight 1e-3; video (4096-d) -> 6, lr 7e-5, cos_weight
 1e-2; 100 epochs, batch 64. The model with the lowest full-data loss over the last 10% of epochs is kept
 (the published script evaluates epochs > 90 on the training rows and keeps the best).
 

@@ -1,4 +1,4 @@
-"""Loss of DESIGN §5, with the cosine taken over the feature axis and per-sample masked means.
+"""Loss of docs/architecture.md §5, with the cosine taken over the feature axis and per-sample masked means.
 
 Per sample and level (mask = target region index != -1):
 

@@ -4,7 +4,7 @@
         --autoencoder ckpt/autoencoder/americano --out results/americano     # open_clip ViT-B-16 laion2b
     python -m eval.evaluate --scene data/synthetic/demo --targets --clip tiny --out results/oracle
 
-Protocol (DESIGN.md section 6): per annotated frame and COCO category, LERF relevancy of the category
+Protocol (docs/architecture.md §6): per annotated frame and COCO category, LERF relevancy of the category
 name on each level -> smoothed, normalised, thresholded, cleaned mask; level = highest smoothed max;
 IoU and pixel accuracy against the polygon mask. Time-sensitive: per state query of
 ``video_annotations.json`` and per annotated frame of its object, the relevancy mask of the state text at the

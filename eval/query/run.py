@@ -1,7 +1,7 @@
 """Text queries over inference outputs: ``python -m eval.query --fields <out> --text "red ball" --out <qout>``.
 
 For every frame and query: LERF relevancy of the fields against the canonical negatives (:mod:`eval.query.relevancy`),
-the 4D LangSplat mask post-processing and level choice (:mod:`eval.query.masks`, DESIGN §6), then pictures::
+the 4D LangSplat mask post-processing and level choice (:mod:`eval.query.masks`, docs/architecture.md §6), then pictures::
 
     <qout>/<query>/heatmap/<key>.png    chosen level's smoothed relevancy, min-max normalised (turbo colours)
     <qout>/<query>/mask/<key>.png       cleaned binary mask (0/255)
@@ -111,7 +111,7 @@ def query_fields(fields_dir: str | Path, texts: Sequence[str], out: str | Path,
         texts: query strings.
         encode_text: ``list[str] -> (N, D)`` unit embeddings (ClipEncoder.encode_text, ...).
         decode: ``(P, k) -> (P, D)`` autoencoder decoder for k-dim fields (None when the fields are D-dim).
-        level: "auto" (DESIGN §6: the level whose smoothed map has the highest max) or a level name.
+        level: "auto" (docs/architecture.md §6: the level whose smoothed map has the highest max) or a level name.
         keys: frames to query (default: all with fields).
         exact: decode every pixel (the reference path) instead of interpolating the relevancy from a latent
             grid (:class:`eval.query.relevancy.LatentGrid`, the default for k <= 3 autoencoded fields).
@@ -383,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--autoencoder", default=None,
                    help="autoencoder folder to decode the fields to CLIP space; default: the one recorded in the "
                         "fields' meta.json; 'none' when the fields are already CLIP-dimensional")
-    p.add_argument("--level", default="auto", help="auto (highest smoothed relevancy, DESIGN §6) or small|middle|large")
+    p.add_argument("--level", default="auto", help="auto (highest smoothed relevancy, docs/architecture.md §6) or small|middle|large")
     p.add_argument("--threshold", type=float, default=None, help="mask threshold on the [0,1] relevancy (default 0.4)")
     p.add_argument("--exact", action="store_true",
                    help="decode every pixel of every level through the autoencoder (the reference path, ~20-60x "

@@ -31,7 +31,7 @@ N = 3
 
 
 def write_published_pth(path, head: torch.nn.Module) -> None:
-    """The published checkpoint layout (published_release_facts.md §1) around a head's weights."""
+    """The published checkpoint layout (the README, "Reproduce the published 4DLangVGGT model") around a head's weights."""
     opt = torch.optim.AdamW(head.parameters(), lr=1e-4)
     torch.save({"epoch": 100, "model_state_dict": head.state_dict(), "optimizer_state_dict": opt.state_dict(),
                 "scaler": {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
