@@ -127,6 +127,42 @@ def overlay(rgb: np.ndarray, heat: np.ndarray | None = None, mask: np.ndarray | 
     return out.round().clip(0, 255).astype(np.uint8)
 
 
+def annotate(image: np.ndarray, title: str, colorbar: bool = True, legend: str | None = None) -> np.ndarray:
+    """Label a picture so it reads without its file name: ``title`` (e.g. the query text and the chosen level) in
+    a dark box at the top left, an optional turbo colour bar (0 at the bottom, 1 at the top) along the right edge,
+    and an optional ``legend`` line at the bottom left. Same size as ``image`` (H, W, 3) uint8."""
+    out = np.ascontiguousarray(np.asarray(image, dtype=np.uint8).copy())
+    H, W = out.shape[:2]
+    scale = float(np.clip(W / 700.0, 0.25, 0.9))
+    thick = 1 if scale < 0.6 else 2
+    font = cv2.FONT_HERSHEY_SIMPLEX
+
+    def label(text: str, y_top: int) -> None:
+        (tw, th), base = cv2.getTextSize(text, font, scale, thick)
+        pad = max(2, int(4 * scale))
+        y1 = min(H, y_top + th + base + 2 * pad)
+        out[y_top:y1, 0:min(W, tw + 2 * pad)] = (out[y_top:y1, 0:min(W, tw + 2 * pad)] * 0.3).astype(np.uint8)
+        cv2.putText(out, text, (pad, y_top + pad + th), font, scale, (255, 255, 255), thick, cv2.LINE_AA)
+
+    if title:
+        label(title, 0)
+    if legend:
+        (_, th), base = cv2.getTextSize(legend, font, scale, thick)
+        label(legend, max(0, H - th - base - 2 * max(2, int(4 * scale))))
+    if colorbar and W >= 16 and H >= 16:
+        bw = max(3, W // 40)
+        y0, y1 = H // 5, H - H // 5
+        ramp = np.linspace(1.0, 0.0, max(y1 - y0, 2))[:, None].repeat(bw, axis=1)
+        x0 = W - bw - max(2, W // 100)
+        out[y0:y1, x0:x0 + bw] = heatmap_rgb(ramp)[: y1 - y0]
+        cv2.rectangle(out, (x0 - 1, y0 - 1), (x0 + bw, y1), (255, 255, 255), 1)
+        for text, y in (("1", y0), ("0", y1)):
+            (tw, th), _ = cv2.getTextSize(text, font, scale * 0.8, 1)
+            cv2.putText(out, text, (max(0, x0 - tw - 2), min(H - 1, y + th // 2)), font, scale * 0.8,
+                        (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
 def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write an (H, W, 3) / (H, W) uint8 image as PNG, atomically."""
     with atomic_path(path) as tmp:

@@ -114,17 +114,23 @@ def _frame_rgb(scene_dir: Path | None, index: int, dataset: str, size: tuple[int
     return np.full((*size, 3), 128, np.uint8)
 
 
-def write_overlay(path: Path, rgb: np.ndarray, pred: np.ndarray, gt: np.ndarray | None) -> None:
-    """PNG: prediction tinted red over ``rgb`` (H, W, 3), GT contour in green."""
+def write_overlay(path: Path, rgb: np.ndarray, pred: np.ndarray, gt: np.ndarray | None, title: str = "") -> None:
+    """PNG: prediction tinted red over ``rgb`` (H, W, 3), GT contour in green, labelled with ``title`` (the query
+    and the chosen level) and a legend."""
     import cv2
+
+    from inference.visualize import annotate
 
     img = rgb.astype(np.float32).copy()
     p = pred.astype(bool)
     img[p] = 0.5 * img[p] + 0.5 * np.array([255.0, 0.0, 0.0])
-    out = np.ascontiguousarray(img.clip(0, 255).astype(np.uint8)[..., ::-1])
+    out = np.ascontiguousarray(img.clip(0, 255).astype(np.uint8))
     if gt is not None:
         contours, _ = cv2.findContours(gt.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, (0, 255, 0), 1)
+    if title:
+        out = annotate(out, title, colorbar=False, legend="red: prediction, green: ground truth")
+    out = np.ascontiguousarray(out[..., ::-1])
     with atomic_path(path.with_suffix(".png")) as tmp:
         ok, buf = cv2.imencode(".png", out)
         if not ok:
@@ -323,7 +329,8 @@ def evaluate_scene(
             ta_frames.setdefault(c, []).append(rec)
             if overlays is not None:
                 rgb = _frame_rgb(scene_dir, idx, dataset, size)
-                write_overlay(overlays / "time_agnostic" / f"{idx:05d}_{_slug(c)}", rgb, pred, gts[c])
+                write_overlay(overlays / "time_agnostic" / f"{idx:05d}_{_slug(c)}", rgb, pred, gts[c],
+                              f"{c} | {level_names[m.level]} level | IoU {rec['iou']:.2f}")
         if st_queries:
             with torch.no_grad():
                 vind = fields.video_indexed(idx)
@@ -354,7 +361,8 @@ def evaluate_scene(
                         {"frame": idx, "score": score, "iou": mask_iou(clean, gts[obj]), "level": level_names[m.level]})
                     if overlays is not None:
                         rgb = _frame_rgb(scene_dir, idx, dataset, size)
-                        write_overlay(overlays / "time_sensitive" / f"{idx:05d}_{_slug(q)}", rgb, clean, gts[obj])
+                        write_overlay(overlays / "time_sensitive" / f"{idx:05d}_{_slug(q)}", rgb, clean, gts[obj],
+                                      f"{q} | {level_names[m.level]} level | score {score:.2f}")
 
     ta_queries: dict[str, Any] = {}
     for c in coco.categories + [c for c in ta_frames if c not in coco.categories]:

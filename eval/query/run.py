@@ -50,7 +50,7 @@ from eval.query.relevancy import (
     latent_range,
 )
 from inference.outputs import LEVELS, OutputLayout, read_depth, read_fields
-from inference.visualize import Mp4Writer, heatmap_rgb, load_png, overlay
+from inference.visualize import Mp4Writer, annotate, heatmap_rgb, load_png, overlay
 from utils.cli import UserError, add_logging_args, cli_main, setup_logging_from
 from utils.io import save_json_atomic, save_npy_atomic
 
@@ -187,9 +187,10 @@ def _query(layout, keys, texts, folders, out, model, decode, levels, fixed_level
                 folder = folders[text]
                 for bi, key in enumerate(batch_keys):
                     heat, mask = heats[bi], masks[bi]
-                    pngs.save(folder / "heatmap" / f"{key}.png", heatmap_rgb(heat))
+                    title = f"{text} | {levels[int(fm.level[bi])]} level"
+                    pngs.save(folder / "heatmap" / f"{key}.png", annotate(heatmap_rgb(heat), f"{title} | relevancy"))
                     pngs.save(folder / "mask" / f"{key}.png", mask.astype(np.uint8) * 255)
-                    ov = overlay(bgs[bi], normed[bi], mask)
+                    ov = annotate(overlay(bgs[bi], normed[bi], mask), title, legend="red outline: mask")
                     pngs.save(folder / "overlay" / f"{key}.png", ov)
                     if video:
                         writers[text].write(ov)

@@ -78,3 +78,23 @@ def test_layout_fields_and_depth_roundtrip(tmp_path):
     d, _ = read_depth(lay.depth("000001"))
     assert d["extrinsics"].shape == (3, 4) and d["depth"].shape == (6, 7)
     assert lay.field_keys() == ["000001"]
+
+
+def test_pictures_carry_their_query_text_level_and_colour_bar():
+    from inference.visualize import annotate
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (150, 200, 3), dtype=np.uint8)
+    a = annotate(img, "red ball | small level")
+    b = annotate(img, "green box | large level")
+    plain = annotate(img, "", colorbar=False)
+    assert a.shape == img.shape and a.dtype == np.uint8
+    assert np.array_equal(plain, img)  # nothing drawn without a title or a colour bar
+    top_left = (slice(0, 20), slice(0, 120))
+    assert not np.array_equal(a[top_left], img[top_left])  # the text is there ...
+    assert not np.array_equal(a[top_left], b[top_left])  # ... and it is this query's text
+    right = (slice(40, 110), slice(190, 200))
+    assert not np.array_equal(a[right], img[right])  # the colour bar
+    bar = a[40:110, 193]
+    assert bar[0].tolist() != bar[-1].tolist()  # a ramp, not a flat patch
+    assert np.array_equal(annotate(img, "x", colorbar=False)[60:, :], img[60:, :])  # only the label is drawn
