@@ -57,3 +57,20 @@ def test_demo_quick_beats_trivial_and_resumes(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("done before, reused") >= 8
     assert json.loads((out / "demo_summary.json").read_text())["model"] == model
+
+
+def test_readme_pictures_come_from_the_script():
+    """Every picture the README shows was written by scripts/readme_pictures.py (its PNG text chunk says so), not
+    made by hand; the script's own stamp is what the test reads."""
+    import re
+
+    from PIL import Image
+
+    from scripts.readme_pictures import SOURCE_KEY, SOURCE_TEXT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    pictures = re.findall(r"!\[[^\]]*\]\((docs/images/[^)]+\.png)\)", readme)
+    assert {"docs/images/demo_queries.png", "docs/images/viewer.png"} <= set(pictures)
+    for rel in pictures:
+        with Image.open(REPO_ROOT / rel) as im:
+            assert SOURCE_TEXT in im.info.get(SOURCE_KEY, ""), f"{rel} was not written by scripts/readme_pictures.py"
