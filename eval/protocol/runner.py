@@ -262,23 +262,8 @@ def evaluate_scene(
     level_names = list(fields.levels)
     overlays = Path(overlays_dir) if overlays_dir is not None else None
 
-    # state queries per object, and their embeddings for the time-sensitive score
-    states: dict[str, list[tuple[str, list[tuple[int, int]]]]] = {}
-    if run_ts:
-        assert video_annotations is not None
-        for obj, qs in video_annotations.items():
-            states[obj] = [(q, list(iv)) for q, iv in qs.items()]
-        all_states = [q for qs in states.values() for q, _ in qs]
-        vq: dict[str, torch.Tensor] = {}
-        pre = dict(video_query_embeddings or {})
-        todo = [q for q in all_states if q not in pre]
-        if todo:
-            enc = video_encode_text or encode_text
-            with torch.no_grad():
-                emb = torch.as_tensor(enc(todo)).detach().float().cpu()
-            vq.update({q: e for q, e in zip(todo, emb, strict=True)})
-        vq.update({q: torch.as_tensor(pre[q]).float().cpu().reshape(-1) for q in all_states if q in pre})
-        vq = {q: F.normalize(e, dim=0) for q, e in vq.items()}
+    states, vq = _state_queries(video_annotations if run_ts else None, video_query_embeddings,
+                                video_encode_text or encode_text)
 
     ta_frames: dict[str, list[dict[str, Any]]] = {}
     ts_frames: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -364,13 +349,7 @@ def evaluate_scene(
                         write_overlay(overlays / "time_sensitive" / f"{idx:05d}_{_slug(q)}", rgb, clean, gts[obj],
                                       f"{q} | {level_names[m.level]} level | score {score:.2f}")
 
-    ta_queries: dict[str, Any] = {}
-    for c in coco.categories + [c for c in ta_frames if c not in coco.categories]:
-        frs = ta_frames.get(c)
-        if not frs:
-            continue
-        ta_queries[c] = {"miou": float(np.mean([f["iou"] for f in frs])), "macc": float(np.mean([f["acc"] for f in frs])),
-                         "level_counts": dict(Counter(f["level"] for f in frs)), "frames": frs}
+    ta_queries = _time_agnostic_queries(coco, ta_frames)
     result: dict[str, Any] = {
         "scene": scene_name or (scene_dir.name if scene_dir else "scene"),
         "dataset": dataset,
@@ -385,32 +364,69 @@ def evaluate_scene(
         "skipped_annotations": list(coco.skipped),
     }
     if run_ts:
-        image_pos = {idx: k for k, idx in enumerate(coco.image_order)}
-        qres = []
-        for obj, qs in states.items():
-            for q, intervals in qs:
-                frs = sorted(ts_frames.get((obj, q), []), key=lambda f: f["frame"])
-                if not frs:
-                    logger.warning("state query %r: object %r has no annotated frame; skipped", q, obj)
-                    continue
-                raw = np.array([f["score"] for f in frs])
-                # published threshold: float32 running mean in its loop order (COCO images), not frame order
-                thr = temporal_threshold([f["score"] for f in sorted(frs, key=lambda r: image_pos[r["frame"]])])
-                sm = smooth_scores(raw, cfg.smooth_weights)
-                pred = temporal_predictions(raw, cfg.smooth_weights, threshold=thr)
-                label = np.array([in_intervals(f["frame"], intervals) for f in frs])
-                ious = np.array([f["iou"] for f in frs])
-                for f, s, p, lab in zip(frs, sm, pred, label, strict=True):
-                    f.update({"smoothed": float(s), "pred": bool(p), "label": bool(lab)})
-                qres.append({"object": obj, "query": q, "intervals": [list(iv) for iv in intervals],
-                             "threshold": thr, "acc": temporal_accuracy(pred, label),
-                             "viou": video_iou(pred, label, ious), "frames": frs})
-        result["time_sensitive"] = {
-            "acc": float(np.mean([q["acc"] for q in qres])) if qres else float("nan"),
-            "viou": float(np.mean([q["viou"] for q in qres])) if qres else float("nan"),
-            "queries": qres,
-        }
+        result["time_sensitive"] = _time_sensitive_result(states, ts_frames, coco, cfg)
     return result
+
+
+def _state_queries(video_annotations, precomputed, encode_text: TextEncoder
+                   ) -> tuple[dict[str, list[tuple[str, list[tuple[int, int]]]]], dict[str, torch.Tensor]]:
+    """State queries per object and their unit embeddings for the time-sensitive score (``precomputed``
+    embeddings override the encoder); empty without video annotations."""
+    states: dict[str, list[tuple[str, list[tuple[int, int]]]]] = {}
+    if not video_annotations:
+        return states, {}
+    for obj, qs in video_annotations.items():
+        states[obj] = [(q, list(iv)) for q, iv in qs.items()]
+    all_states = [q for qs in states.values() for q, _ in qs]
+    vq: dict[str, torch.Tensor] = {}
+    pre = dict(precomputed or {})
+    todo = [q for q in all_states if q not in pre]
+    if todo:
+        with torch.no_grad():
+            emb = torch.as_tensor(encode_text(todo)).detach().float().cpu()
+        vq.update({q: e for q, e in zip(todo, emb, strict=True)})
+    vq.update({q: torch.as_tensor(pre[q]).float().cpu().reshape(-1) for q in all_states if q in pre})
+    return states, {q: F.normalize(e, dim=0) for q, e in vq.items()}
+
+
+def _time_agnostic_queries(coco: CocoFrames, ta_frames: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per query: mean IoU and pixel accuracy over its annotated frames, the chosen levels, the frames."""
+    out: dict[str, Any] = {}
+    for c in coco.categories + [c for c in ta_frames if c not in coco.categories]:
+        frs = ta_frames.get(c)
+        if not frs:
+            continue
+        out[c] = {"miou": float(np.mean([f["iou"] for f in frs])), "macc": float(np.mean([f["acc"] for f in frs])),
+                  "level_counts": dict(Counter(f["level"] for f in frs)), "frames": frs}
+    return out
+
+
+def _time_sensitive_result(states, ts_frames: dict[tuple[str, str], list[dict[str, Any]]], coco: CocoFrames,
+                           cfg: EvalConfig) -> dict[str, Any]:
+    """Per state query: the smoothed scores, the published threshold and predictions, Acc and vIoU; and the means."""
+    image_pos = {idx: k for k, idx in enumerate(coco.image_order)}
+    qres = []
+    for obj, qs in states.items():
+        for q, intervals in qs:
+            frs = sorted(ts_frames.get((obj, q), []), key=lambda f: f["frame"])
+            if not frs:
+                logger.warning("state query %r: object %r has no annotated frame; skipped", q, obj)
+                continue
+            raw = np.array([f["score"] for f in frs])
+            # published threshold: float32 running mean in its loop order (COCO images), not frame order
+            thr = temporal_threshold([f["score"] for f in sorted(frs, key=lambda r: image_pos[r["frame"]])])
+            sm = smooth_scores(raw, cfg.smooth_weights)
+            pred = temporal_predictions(raw, cfg.smooth_weights, threshold=thr)
+            label = np.array([in_intervals(f["frame"], intervals) for f in frs])
+            ious = np.array([f["iou"] for f in frs])
+            for f, s, p, lab in zip(frs, sm, pred, label, strict=True):
+                f.update({"smoothed": float(s), "pred": bool(p), "label": bool(lab)})
+            qres.append({"object": obj, "query": q, "intervals": [list(iv) for iv in intervals],
+                         "threshold": thr, "acc": temporal_accuracy(pred, label),
+                         "viou": video_iou(pred, label, ious), "frames": frs})
+    return {"acc": float(np.mean([q["acc"] for q in qres])) if qres else float("nan"),
+            "viou": float(np.mean([q["viou"] for q in qres])) if qres else float("nan"),
+            "queries": qres}
 
 
 def _json_safe(obj: Any) -> Any:
