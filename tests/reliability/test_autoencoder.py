@@ -6,14 +6,13 @@ bytes; feature rows with NaN and a fake weights file end in one ``error:`` line 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.reliability.conftest import assert_clean_error, leftovers, run_module
-from tests.reliability.test_semantics import assert_same_files, kill_at, make_scene, run_main, snapshot
+from tests.reliability.test_semantics import assert_same_files, fresh, kill_at, make_scene, run_main, snapshot
 
 TRAIN = ("--scenes", "scene", "--features", "clip_features", "--dim", "3", "--out", "ae", "--epochs", "1",
          "--device", "cpu", "--no-progress")
@@ -28,12 +27,6 @@ def template(tmp_path_factory) -> Path:
     scene = make_scene(tmp_path_factory.mktemp("ae-template") / "scene")
     extract_oracle(scene, HashTextEncoder(), video=False, progress=False)
     return scene
-
-
-def fresh(template: Path, where: Path) -> Path:
-    where.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(template, where / "scene")
-    return where
 
 
 @pytest.fixture(scope="module")
