@@ -17,6 +17,7 @@
 #   --fresh        FRESH=1                   delete OUT first (otherwise finished steps are reused)
 #   --quick        QUICK=1                   a tiny, fast configuration (tests): 12 frames, small frames/decoder
 #   WIDTH=200 HEIGHT=150 TARGET_WIDTH=196    synthetic frame size; network input width (multiple of 14)
+#   TOKENS_DTYPE=fp16                        token cache storage: fp16 | bf16 | fp32 | int8
 #   BATCH=4 LR=2e-3 WARMUP=1                 training recipe of the demo (train.py's defaults are the published
 #                                            recipe: lr 4e-5, 20 warmup epochs, 100 epochs, batch 8)
 #   W_RGB=1 W_COS=0.1 W_VIDEO=1              loss weights (RGB term, feature cosine (train.py: 0.01), video term)
@@ -47,7 +48,7 @@ if [[ "${QUICK:-0}" == "1" ]]; then
   [[ -n "${DECODER_CONFIG:-}" ]] || DECODER_CONFIG='{"dpt_features": 16, "dpt_out_channels": [8, 16, 32, 32], "lang_widths": [16, 16, 32, 32], "rgb_widths": [8, 8, 8, 8]}'
 fi
 OUT="${OUT:-$REPO/outputs/demo}"; [[ "$OUT" == /* ]] || OUT="$PWD/$OUT"; FRAMES="${FRAMES:-64}"; EPOCHS="${EPOCHS:-30}"; DEVICE="${DEVICE:-auto}"
-WIDTH="${WIDTH:-200}"; HEIGHT="${HEIGHT:-150}"; TARGET_WIDTH="${TARGET_WIDTH:-196}"
+WIDTH="${WIDTH:-200}"; HEIGHT="${HEIGHT:-150}"; TARGET_WIDTH="${TARGET_WIDTH:-196}"; TOKENS_DTYPE="${TOKENS_DTYPE:-fp16}"
 BATCH="${BATCH:-4}"; LR="${LR:-2e-3}"; WARMUP="${WARMUP:-1}"; SEED="${SEED:-0}"; W_RGB="${W_RGB:-1}"
 W_COS="${W_COS:-0.1}"; W_VIDEO="${W_VIDEO:-1}"
 AE_EPOCHS="${AE_EPOCHS:-200}"; VIDEO_AE_EPOCHS="${VIDEO_AE_EPOCHS:-100}"
@@ -115,9 +116,9 @@ T0=$SECONDS
 step scene "$FRAMES $WIDTH $HEIGHT $SEED" \
   "$PYTHON" -m preprocess.make_synthetic --out "$SCENE" --frames "$FRAMES" --width "$WIDTH" --height "$HEIGHT" \
   --seed "$SEED" --overwrite
-step tokens "${BACKBONE_ARGS[*]} $TARGET_WIDTH $DEVICE" \
+step tokens "${BACKBONE_ARGS[*]} $TARGET_WIDTH $DEVICE $TOKENS_DTYPE" \
   "$PYTHON" -m preprocess.extract_tokens "$SCENE" "${BACKBONE_ARGS[@]}" --target-width "$TARGET_WIDTH" \
-  --device "$DEVICE" --overwrite
+  --device "$DEVICE" --dtype "$TOKENS_DTYPE" --overwrite
 step targets "${TEXT_SEM[*]}" \
   "$PYTHON" -m preprocess.extract_semantics --scene "$SCENE" --mode oracle "${TEXT_SEM[@]}" --device "$DEVICE" \
   --overwrite
