@@ -475,7 +475,7 @@ def load_query_embeddings(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m eval.protocol.runner", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m eval.evaluate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scene", action="append", required=True,
                    help="scene folder with annotations/ (repeat for several scenes, paired with --fields/--renders)")
