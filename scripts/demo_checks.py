@@ -1,12 +1,12 @@
 """Checks and the final summary of the one-command demo (``bash scripts/demo.sh``).
 
-``python -m training.demo_checks autoencoder --scene S --autoencoder AE [--video-autoencoder AE6] --out J``
+``python -m scripts.demo_checks autoencoder --scene S --autoencoder AE [--video-autoencoder AE6] --out J``
     Decoded-cosine check of the feature autoencoders: every distinct target row (one per region name, and one
     per state caption for the video targets) is encoded and decoded; for each we report the cosine of the
     decoded vector with its own row and the best cosine with any other row. ``separated`` = every decoded
     row is closest to its own target (so a query can tell the classes apart after decoding). Writes JSON.
 
-``python -m training.demo_checks summary --out OUT --backbone TEXT --text TEXT``
+``python -m scripts.demo_checks summary --out OUT --backbone TEXT --text TEXT``
     Prints the metrics table (mIoU, mAcc, Acc, vIoU) of ``OUT/eval``, the oracle upper bound of
     ``OUT/eval_oracle`` (the targets themselves scored by the same protocol and text encoder) and trivial
     baselines computed from the annotations of the held-out frames, then where the pictures are. Writes
@@ -190,7 +190,7 @@ def summary(out: str | Path, backbone: str = "", text: str = "") -> dict[str, An
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.demo_checks", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m scripts.demo_checks", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("autoencoder", help="decoded-cosine check of the feature autoencoders")

@@ -14,7 +14,7 @@ vIoU (IoU_t = the cleaned mask's IoU with the object's GT mask).
 
 Bad input ends in one ``error: <what> (<file>): <fix>`` line (exit code 2) before anything is written: a missing
 or empty --scene / --fields / --renders folder, malformed annotations (see ``preprocess/annotations.py``), an annotated
-frame the scene does not have, unreadable or inconsistent fields / targets (see ``eval/fields.py``), a file given
+frame the scene does not have, unreadable or inconsistent fields / targets (see ``eval/protocol/fields.py``), a file given
 to --autoencoder that is not one. Annotations skipped by the reader (polygons with fewer than 3 points ...) are
 listed per scene in ``results.json`` (``skipped_annotations``) and ``results.md``. ``results.json`` is valid JSON
 (an undefined mean is ``null``) and two runs write the same bytes.
