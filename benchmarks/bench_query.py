@@ -111,7 +111,7 @@ def build_synthetic(root: Path, frames: int, width: int, height: int, seed: int 
     from inference.pipeline import Frame, InferenceSettings, run_inference
     from model.autoencoder import FeatureAutoencoder
     from model.text import HashTextEncoder
-    from preprocess.frames import CropInfo
+    from preprocess.crop import CropInfo
 
     n_obj = len(SYNTH_NAMES)
     pred = SyntheticLatents(height, width, 2 * n_obj + 1, seed)

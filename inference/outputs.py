@@ -26,17 +26,15 @@ A frame counts as done when all its per-frame files exist; a rerun skips done fr
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 
 from model.levels import LEVELS  # noqa: F401  (re-exported: the fields' level names)
-from utils.cli import UserError
+from model.safe_load import open_safetensors
 from utils.io import save_safetensors_atomic
 
 #: the copy of the autoencoder inside an output folder (meta.json records it relative to the folder)
@@ -124,18 +122,10 @@ class OutputLayout:
         return sorted(have)
 
 
-@contextlib.contextmanager
 def _open(path: Path):
-    """``safe_open`` of one of our output files; a damaged file is one clear error naming it."""
-    from safetensors import SafetensorError
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            yield f
-    except (SafetensorError, OSError) as e:
-        raise UserError(f"not a readable safetensors file ({str(e).splitlines()[0][:120]})", path,
-                        "run inference again (it rewrites damaged frames with --overwrite) or remove the file"
-                        ) from None
+    """One of our output files, opened with the project's safetensors reader (a damaged file is one clear error)."""
+    return open_safetensors(path, "run inference again (it rewrites damaged frames with --overwrite) or remove "
+                                  "the file")
 
 
 def _encode_meta(meta: dict) -> dict[str, str]:

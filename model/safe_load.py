@@ -8,11 +8,12 @@ refused with one sentence naming the object it wanted; nothing of it is executed
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,22 +72,29 @@ def torch_load_safe(path: str | os.PathLike, allowed: Sequence[type] = (), mmap:
             "the file is truncated or of another format; download or copy it again") from None
 
 
-def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, metadata) of a ``.safetensors`` file; a file that is not one gives a clear :class:`UserError`."""
+@contextlib.contextmanager
+def open_safetensors(path: str | os.PathLike,
+                     fix: str = "the file is truncated or of another format; write or copy it again") -> Iterator[Any]:
+    """``safe_open`` on CPU; a file that is not a readable safetensors file is one :class:`UnreadableCheckpointError`
+    naming it (``fix`` says what to do)."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
-    if not path.is_file():
-        raise UserError("weights file not found", path, "check the path")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            yield f
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise UnreadableCheckpointError(f"not a readable safetensors file ({str(e).splitlines()[0][:120]})", path,
-                                        "the file is truncated or of another format; write or copy it again"
-                                        ) from None
-    return tensors, meta
+                                        fix) from None
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a ``.safetensors`` file; a file that is not one gives a clear :class:`UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("weights file not found", path, "check the path")
+    with open_safetensors(path) as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
 
 
 def read_weights(path: str | os.PathLike, allowed: Sequence[type] = ()) -> Any:

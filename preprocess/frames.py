@@ -9,7 +9,7 @@ Frame sources
 The frame key of an image is its file stem; frames are ordered by a natural sort of the stems.
 
 How a frame becomes the network input (resize, crop, pad, the published quarter turn) and how predictions map
-back onto its pixels is :mod:`preprocess.crop` (``CropInfo``, ``FramePreprocessor``, re-exported here).
+back onto its pixels is :mod:`preprocess.crop` (``CropInfo``, ``FramePreprocessor``).
 """
 
 from __future__ import annotations
@@ -229,5 +229,3 @@ def iter_frames(refs: Iterable[FrameRef], reader=None) -> Iterator[tuple[FrameRe
         if cap is not None:
             cap.release()
 
-
-from preprocess.crop import MODES, PUBLISHED_MODE, CropInfo, FramePreprocessor  # noqa: E402,F401  (re-exported)

@@ -109,8 +109,6 @@ class OurFields(FieldSource):
     Files are read with the fields format's own reader (``inference.outputs``)."""
 
     def __init__(self, root: str | Path, dataset: str = "hypernerf", levels: Sequence[str] = LEVELS) -> None:
-        from safetensors import SafetensorError
-
         root = Path(root)
         self.root = root / "fields" if (root / "fields").is_dir() else root
         self.location = self.root
@@ -128,10 +126,7 @@ class OurFields(FieldSource):
             try:
                 keys, meta = read_fields_header(f)
                 idx = int(meta["frame_index"]) if "frame_index" in meta else key_to_index(f.stem, dataset)
-            except (SafetensorError, OSError) as e:
-                raise FieldsError(f"not a readable safetensors file ({str(e).splitlines()[0][:120]})", f,
-                                  "run inference again or remove the file") from None
-            except ValueError as e:
+            except ValueError as e:  # (a damaged file is already one clear error of the fields reader)
                 raise FieldsError(f"no frame index ({e})", f, "write 'frame_index' into the field metadata"
                                   ) from None
             missing = [lv for lv in self.levels if lv not in keys]

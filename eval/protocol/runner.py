@@ -119,7 +119,7 @@ def write_overlay(path: Path, rgb: np.ndarray, pred: np.ndarray, gt: np.ndarray 
     and the chosen level) and a legend."""
     import cv2
 
-    from inference.visualize import annotate
+    from inference.visualize import annotate, save_png
 
     img = rgb.astype(np.float32).copy()
     p = pred.astype(bool)
@@ -130,12 +130,7 @@ def write_overlay(path: Path, rgb: np.ndarray, pred: np.ndarray, gt: np.ndarray 
         cv2.drawContours(out, contours, -1, (0, 255, 0), 1)
     if title:
         out = annotate(out, title, colorbar=False, legend="red: prediction, green: ground truth")
-    out = np.ascontiguousarray(out[..., ::-1])
-    with atomic_path(path.with_suffix(".png")) as tmp:
-        ok, buf = cv2.imencode(".png", out)
-        if not ok:
-            raise RuntimeError(f"could not encode overlay {path}")
-        tmp.write_bytes(buf.tobytes())
+    save_png(path.with_suffix(".png"), out)
 
 
 def _cosines(feats: torch.Tensor, query: torch.Tensor, decode: Decoder | None, dev: torch.device) -> torch.Tensor:
@@ -429,11 +424,6 @@ def _time_sensitive_result(states, ts_frames: dict[tuple[str, str], list[dict[st
             "queries": qres}
 
 
-def _json_safe(obj: Any) -> Any:
-    """Non-finite floats (NaN, +-inf) -> None, recursively (``utils.cli.json_safe``)."""
-    return json_safe(obj)
-
-
 RESULT_FILES = ("results.json", "results.md")
 
 
@@ -445,7 +435,7 @@ def write_results(summary: dict[str, Any], out_dir: str | Path) -> tuple[Path, P
     for name in RESULT_FILES:
         for stale in out.glob(f".{name}.*.tmp"):
             stale.unlink(missing_ok=True)
-    save_json_atomic(_json_safe(summary), out / "results.json")
+    save_json_atomic(json_safe(summary), out / "results.json")
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text(to_markdown(summary))
     return out / "results.json", out / "results.md"

@@ -12,7 +12,7 @@ from inference.geometry import fov_intrinsics
 from inference.pipeline import ChunkOutput, Frame, InferenceSettings, run_inference
 from inference.ply import read_ply
 from inference.visualize import load_png
-from preprocess.frames import CropInfo
+from preprocess.crop import CropInfo
 
 H = W = 48
 NAMES = ("red ball", "wooden table")
