@@ -159,7 +159,7 @@ def read_frame_published(ref: FrameRef) -> np.ndarray:
             img.load()
             if img.mode == "RGBA":
                 img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img)
-            return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+            return np.array(img.convert("RGB"), dtype=np.uint8)  # a writable copy (asarray is read-only)
     except (OSError, SyntaxError, ValueError) as e:
         raise FrameDecodeError(f"cannot be decoded as an image ({e})", ref.path,
                                "the file is truncated or corrupted: replace or remove it") from None

@@ -72,6 +72,7 @@ from training.schedule import lr_at, param_groups, set_lr
 from training.targets import batch_to_device, expand_targets
 from utils.cli import UserError, add_logging_args, setup_logging_from
 from utils.device import resolve_device
+from utils.host_memory import keep_freed_memory
 
 logger = logging.getLogger("train")
 
@@ -520,6 +521,10 @@ def _restore(resume_state, model: torch.nn.Module, optimizer, scaler, dist_info)
     return start_epoch, global_step, [deterministic(h) for h in info.get("history", [])]
 
 
+def _worker_init(_worker_id: int) -> None:
+    keep_freed_memory()  # inherited by forked workers; spawned ones set it here
+
+
 def _loader(args: argparse.Namespace, ds: SceneDataset, train_idx: list[int], val_idx: list[int], dist_info,
             scenes_text: str) -> tuple[GlobalBatchSampler, DataLoader]:
     """The global-batch sampler and the data loader; too few frames for one batch is a clear error."""
@@ -539,8 +544,10 @@ def _loader(args: argparse.Namespace, ds: SceneDataset, train_idx: list[int], va
     # on the CPU the tokens are converted to float32 while they are stacked (one pass instead of two); on a
     # GPU they travel in their storage dtype and are converted there
     collate = functools.partial(collate_samples, token_dtype=torch.float32 if device.type == "cpu" else None)
+    keep_freed_memory()  # batches reuse the pages of the previous ones (utils.host_memory)
     loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
-                        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+                        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                        worker_init_fn=_worker_init)
     return sampler, loader
 
 
