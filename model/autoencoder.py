@@ -220,6 +220,17 @@ def saved_config(directory: str | Path) -> dict | None:
     return cfg if isinstance(cfg, dict) else None
 
 
+def recorded_text_encoder(path: str | Path) -> str | None:
+    """The text encoder (``identity``) of the features an autoencoder folder was trained on (``text_encoder`` in its
+    ``config.json``, written by ``preprocess.train_autoencoder``); None for a weights file or an older folder."""
+    cfg_path = Path(path) / CONFIG_FILE
+    try:
+        value = json.loads(cfg_path.read_text()).get("text_encoder") if cfg_path.is_file() else None
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return None  # FeatureAutoencoder.load refuses the folder, naming the file
+    return value if isinstance(value, str) else None
+
+
 def restore_config(directory: str | Path) -> dict:
     """Rewrite ``<directory>/config.json`` from the weights file's record (the bytes :meth:`save` writes)."""
     cfg = saved_config(directory)

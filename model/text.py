@@ -10,10 +10,16 @@ only texts that share words are similar.
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import re
 
 import torch
 import torch.nn.functional as F
+
+from utils.cli import UserError
+
+logger = logging.getLogger(__name__)
 
 
 class HashTextEncoder:
@@ -75,3 +81,42 @@ def text_encoder_from_options(options, device: str | torch.device = "cpu"):
     return build_text_encoder("tiny" if options.clip == "tiny" else "open_clip", model=options.clip_model,
                               pretrained=options.clip_pretrained, weights=options.clip_weights,
                               seed=options.clip_seed, precision=options.clip_precision, device=device)
+
+
+class TextEncoderMismatch(UserError, ValueError):
+    """Queries would be embedded by another text encoder than the one the semantic targets were made with."""
+
+
+def flags_for(identity: str) -> str:
+    """The text-encoder flags (``utils.cli.add_text_encoder_args``) that rebuild the encoder named ``identity``."""
+    if m := re.fullmatch(r"hash-bow\(dim=512,seed=(\d+)\)", identity):
+        return "--hash-text" + (f" --clip-seed {m[1]}" if m[1] != "0" else "")
+    if m := re.fullmatch(r"tiny-random\(seed=(\d+)\)", identity):
+        return "--clip tiny" + (f" --clip-seed {m[1]}" if m[1] != "0" else "")
+    if identity.startswith("tiny:"):
+        return f"--clip tiny --clip-weights <the file {identity[5:]}>"
+    model, _, weights = identity.partition(":")
+    if weights.endswith((".bin", ".pt", ".pth", ".safetensors")):
+        return f"--clip-model {model} --clip-weights <the file {weights}>"
+    return f"--clip-model {model} --clip-pretrained {weights}"
+
+
+def check_text_encoder(recorded: str | None, used: str, source: str | os.PathLike | None,
+                       what: str = "queries would be embedded by") -> None:
+    """Refuse to embed queries with encoder ``used`` when the autoencoder behind ``source`` (its ``config.json``)
+    was trained on features of another encoder, ``recorded``: the two embedding spaces have nothing in common, so
+    every relevancy would be noise. Same open_clip architecture under another weights name (a pretrained tag vs a local
+    file of it, which may well be the same weights) is only warned about; nothing recorded (older folders, the
+    published LangSplat ``.pth``) is not checked."""
+    if not recorded or recorded == used:
+        return
+    model_a, _, weights_a = recorded.partition(":")
+    model_b, _, weights_b = used.partition(":")
+    clip_like = weights_a and weights_b and not recorded.startswith("tiny:") and not used.startswith("tiny:")
+    if clip_like and model_a == model_b:
+        logger.warning("%s: the targets were made with open_clip %s and queries use %s: fine if both name the same "
+                       "weights, meaningless otherwise", source, recorded, used)
+        return
+    raise TextEncoderMismatch(f"{what} {used} but the autoencoder was trained on features of {recorded}",
+                              source, f"pass {flags_for(recorded)} (the encoder of the targets), or an autoencoder "
+                              f"trained on features of {used}")

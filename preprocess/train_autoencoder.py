@@ -34,6 +34,7 @@ import argparse
 import copy
 import hashlib
 import io
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -43,14 +44,17 @@ import torch
 from tqdm import tqdm
 
 from model.autoencoder import (
+    CONFIG_FILE,
     WEIGHTS_FILE,
     FeatureAutoencoder,
     autoencoder_loss,
     default_dims,
     encode,
+    recorded_text_encoder,
     restore_config,
     saved_config,
 )
+from model.text import check_text_encoder
 from preprocess.semantics.scene import OutputExistsError, StagedOutput, remove_stale_temps
 from utils.cli import UserError, add_logging_args, cli_main, json_safe, setup_logging_from
 from utils.device import resolve_device
@@ -108,6 +112,28 @@ def load_rows(scenes: list[str | Path], features: str = "clip_features") -> torc
     if x.shape[0] < 2:
         raise ValueError(f"{features} of {scenes} hold fewer than 2 non-zero rows; nothing to train on")
     return x
+
+
+def features_text_encoder(scenes: list[str | Path], features: str = "clip_features") -> str | None:
+    """The text encoder (``identity``) that made the ``features`` of every scene (``clip`` in
+    ``<scene>/<features>/meta.json``, written by ``preprocess.extract_semantics``); None when a scene does not say
+    (features made elsewhere). Scenes whose features were made with different encoders are refused: one autoencoder
+    cannot serve two embedding spaces."""
+    found: dict[str, Path] = {}
+    for scene in scenes:
+        meta = Path(scene) / features / "meta.json"
+        try:
+            value = json.loads(meta.read_text()).get("clip") if meta.is_file() else None
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            value = None
+        if not isinstance(value, str):
+            return None
+        found.setdefault(value, meta)
+    if len(found) > 1:
+        raise UserError("these features were made with different text encoders (" + ", ".join(
+            f"{k} in {v}" for k, v in found.items()) + ")", None,
+            "re-extract them with one encoder (python -m preprocess.extract_semantics ... --overwrite)")
+    return next(iter(found), None)
 
 
 def recipe(in_dim: int, dim: int) -> dict:
@@ -298,10 +324,14 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging_from(args)
     try:
         device = resolve_device(args.device)
+        text_encoder = features_text_encoder(args.scenes, args.features)
         if args.load:
             model = FeatureAutoencoder.load(args.load, device=device)
             if model.latent_dim != args.dim:
                 raise ValueError(f"autoencoder {args.load} has latent size {model.latent_dim}, not --dim {args.dim}")
+            if text_encoder:
+                check_text_encoder(recorded_text_encoder(args.load), text_encoder, Path(args.load) / CONFIG_FILE,
+                                   what=f"the {args.features} to encode were made with")
             stats = None
         else:
             if not args.out:
@@ -327,8 +357,11 @@ def main(argv: list[str] | None = None) -> int:
                                      args.encoder_dims, args.decoder_dims, args.seed, device,
                                      progress=not args.no_progress)
                 stats = json_safe(stats)
-                model.save(out, extra={"features": args.features, "scenes": [str(s) for s in args.scenes],
-                                       "train": stats, "request": request})
+                extra = {"features": args.features, "scenes": [str(s) for s in args.scenes], "train": stats,
+                         "request": request}
+                if text_encoder:
+                    extra["text_encoder"] = text_encoder  # checked by the queries (model.text.check_text_encoder)
+                model.save(out, extra=extra)
                 save_json_atomic(stats, out / "train_stats.json")
         written = [] if args.no_encode else [
             encode_scene(model, s, args.features, args.output_name, args.overwrite, progress=not args.no_progress)

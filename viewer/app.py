@@ -547,7 +547,7 @@ def build_engine(args, scene):
         rec = json.loads(layout.meta.read_text()).get("video_autoencoder")
         vae = (layout.root / rec if rec and not Path(rec).is_absolute() else rec) if rec else None
     video_decode = autoencoder_decoder(vae, device=device) if vae else None
-    encode = text_encoder_from_args(args, device=str(device))
+    encode = text_encoder_from_args(args, device=str(device), decoders=[decode, video_decode])
     return QueryEngine(layout, scene.keys, encode, decode, levels=scene.levels, exact=args.exact,
                        grid_size=args.grid_size or GRID_SIZE, video_decode=video_decode, cache_mb=args.cache_mb)
 

@@ -553,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         vae = vae if vae is not None else layout.autoencoder(VIDEO_AUTOENCODER_DIR)
     decode = autoencoder_decoder(ae, dev) if ae and str(ae) != "none" else None
     vdecode = autoencoder_decoder(vae, dev) if vae and str(vae) != "none" else None
-    encode_text = text_encoder_from_args(args, device=str(dev))
+    encode_text = text_encoder_from_args(args, device=str(dev), decoders=[decode, vdecode])
     if args.overlays:  # temporary PNGs a killed earlier run left (the folder is written by this command only)
         for stale in (Path(args.out) / "overlays").rglob(".*.png.*.tmp"):
             stale.unlink(missing_ok=True)

@@ -21,7 +21,11 @@ def autoencoder_decoder(path: str | Path, device: str | torch.device = "cpu") ->
 
     ``path`` is a folder written by ``FeatureAutoencoder.save`` (or a LangSplat state-dict file).
     """
-    from model.autoencoder import FeatureAutoencoder  # lazy: separate owner
+    from model.autoencoder import (  # lazy: separate owner
+        CONFIG_FILE,
+        FeatureAutoencoder,
+        recorded_text_encoder,
+    )
 
     ae = FeatureAutoencoder.load(path, device=device)  # refuses anything that is not an autoencoder, naming it
 
@@ -39,4 +43,7 @@ def autoencoder_decoder(path: str | Path, device: str | torch.device = "cpu") ->
                               "pass the autoencoder the fields were encoded with (or none for full-size fields)")
 
     decode.check_latent = check_latent  # type: ignore[attr-defined]  (lets the evaluator check before scoring)
+    # the text encoder of the features it was trained on (None: not recorded), for check_text_encoder
+    decode.text_encoder = recorded_text_encoder(path)  # type: ignore[attr-defined]
+    decode.source = Path(path) / CONFIG_FILE  # type: ignore[attr-defined]
     return decode

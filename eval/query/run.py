@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> dict:
         decode = autoencoder_decoder(ae, device=device)
     from eval.query.text import text_encoder_from_args
 
-    encode = text_encoder_from_args(args, device=str(device))
+    encode = text_encoder_from_args(args, device=str(device), decoders=[decode])
     return query_fields(args.fields, args.text, args.out or layout.root / "queries", encode, decode,
                         level=args.level, video=not args.no_video, fps=args.fps, ply=not args.no_ply,
                         threshold=args.threshold, exact=args.exact, grid_size=args.grid_size,

@@ -108,6 +108,19 @@ def test_oracle_roundtrip_cosine(oracle_scene, tmp_path):
                     "--no-progress"]) == 0
     again = oracle_scene / "clip_features-again_dim3"
     assert np.allclose(np.load(again / f"{keys[0]}_f.npy"), np.load(enc_dir / f"{keys[0]}_f.npy"), atol=1e-6)
+    # the text encoder of the features is recorded (queries are checked against it) ...
+    assert json.loads((out / "config.json").read_text())["text_encoder"] == "tiny-random(seed=0)"
+    # ... and features of another encoder are not encoded with it
+    meta = oracle_scene / "clip_features" / "meta.json"
+    original = meta.read_text()
+    meta.write_text(json.dumps(dict(json.loads(original), clip="hash-bow(dim=512,seed=0)")))
+    try:
+        with pytest.raises(SystemExit, match="--clip tiny"):
+            ta.main(["--scenes", str(oracle_scene), "--dim", "3", "--load", str(out), "--output-name", "third",
+                     "--no-progress"])
+        assert not (oracle_scene / "clip_features-third_dim3").exists()
+    finally:
+        meta.write_text(original)
 
 
 def test_video_features_float64_zero_rows_dim6(tmp_path):
@@ -137,6 +150,22 @@ def test_video_features_float64_zero_rows_dim6(tmp_path):
     with pytest.raises(SystemExit, match="in-dim"):
         ta.main(["--scenes", str(scene), "--features", "video_features", "--dim", "6", "--in-dim", "512",
                  "--out", str(tmp_path / "ae7")])
+
+
+def test_features_of_different_text_encoders_are_refused(tmp_path):
+    scenes = []
+    for name, encoder in (("a", "ViT-B-16:laion2b_s34b_b88k"), ("b", "hash-bow(dim=512,seed=0)")):
+        d = tmp_path / name / "clip_features"
+        d.mkdir(parents=True)
+        (d / "meta.json").write_text(json.dumps({"clip": encoder}))
+        scenes.append(tmp_path / name)
+    with pytest.raises(SystemExit, match="different text encoders") as e:
+        ta.main(["--scenes", *map(str, scenes), "--dim", "3", "--out", str(tmp_path / "x")])
+    assert "hash-bow" in str(e.value) and "laion2b" in str(e.value)
+    assert not (tmp_path / "x").exists()
+    assert ta.features_text_encoder(scenes[:1]) == "ViT-B-16:laion2b_s34b_b88k"
+    (scenes[1] / "clip_features" / "meta.json").unlink()  # features made elsewhere: nothing to record
+    assert ta.features_text_encoder(scenes) is None
 
 
 def test_missing_features_clear_error(tmp_path):

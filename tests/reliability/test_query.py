@@ -26,3 +26,25 @@ def test_fake_fields_file_and_bad_autoencoder(tmp_path):
     bad_ae.write_bytes(b"not a checkpoint")
     assert_clean_error(_query(tmp_path / "out", "--autoencoder", bad_ae), mentions=bad_ae)
     assert leftovers(tmp_path) == []
+
+
+def test_queries_with_another_text_encoder_than_the_targets(tmp_path):
+    """Fields decoded by an autoencoder trained on features of one text encoder, queried with another: refused
+    (one line naming the autoencoder's config.json and the flags of the right encoder); the right one runs."""
+    from model.autoencoder import FeatureAutoencoder
+    from tests.viewer.synth import make_output
+
+    paths = make_output(tmp_path / "o", frames=4, width=48, height=32)
+    out = paths["out"]
+    from inference.outputs import OutputLayout
+
+    ae = OutputLayout(out).autoencoder()  # the copy inference made: rewrite it with a recorded encoder
+    assert ae.is_dir()
+    model = FeatureAutoencoder.load(ae)
+    model.save(ae, extra={"text_encoder": "ViT-B-16:laion2b_s34b_b88k"})
+    line = assert_clean_error(_query(out), mentions=ae / "config.json")
+    assert "--clip-model ViT-B-16 --clip-pretrained laion2b_s34b_b88k" in line
+    assert not (out / "queries").exists()
+    model.save(ae, extra={"text_encoder": "hash-bow(dim=512,seed=0)"})
+    r = _query(out)
+    assert r.returncode == 0, r.stderr[-2000:]
