@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from utils.cli import UserExit
 
 
 @dataclass
@@ -62,3 +66,31 @@ def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+@contextmanager
+def one_outcome(info: DistInfo) -> Iterator[None]:
+    """Run a block in which only some ranks may fail (rank 0 locking the run folder, writing a checkpoint, ...),
+    then let every rank learn whether any failed, so none is left waiting at the next collective for a rank that
+    has stopped. On failure the lowest failing rank re-raises its exception (printed once, as one ``error:`` line
+    for an expected failure) and every other rank leaves quietly with the same exit code 2 (:class:`UserExit`,
+    nothing printed). The block must not run collectives itself; the check is one all-reduce, i.e. a barrier.
+    In a single process the block runs as it is."""
+    error: BaseException | None = None
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - reported to the group, then re-raised below
+        if not info.enabled:
+            raise
+        error = e
+    if not info.enabled:
+        return
+    failed = torch.zeros(info.world_size, dtype=torch.int32, device=info.device)
+    failed[info.rank] = int(error is not None)
+    dist.all_reduce(failed, op=dist.ReduceOp.SUM)
+    ranks = failed.nonzero().flatten().tolist()
+    if not ranks:
+        return
+    if error is not None and info.rank == ranks[0]:
+        raise error
+    raise UserExit(f"rank {ranks[0]} failed")  # that rank printed the error

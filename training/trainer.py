@@ -56,7 +56,7 @@ from preprocess.token_cache import TokenCacheError
 from training.batchnorm import prepare_batchnorm
 from training.checkpoint import load_checkpoint, save_checkpoint, save_published_pth
 from training.dataset import SceneDataset, check_finite_batch, collate_samples, token_info_mismatches
-from training.distributed import DistInfo, all_reduce_sum, barrier, cleanup_distributed, init_distributed
+from training.distributed import DistInfo, all_reduce_sum, cleanup_distributed, init_distributed, one_outcome
 from training.loss import LOSS_KINDS, LossWeights, compute_loss
 from training.run_dir import (
     RunDirLock,
@@ -404,13 +404,13 @@ def _check_resumed_args(info: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 def _prepare_run_dir(out_dir: Path, lock: RunDirLock, dist_info: DistInfo) -> None:
-    """Rank 0: lock the run folder and remove what a killed run left there (before anything reads it)."""
-    if dist_info.is_main and out_dir.is_dir():
-        lock.acquire()
-        removed = clean_stale(out_dir)
-        if removed:
-            logger.info("%s: removed what an interrupted run left: %s", out_dir, ", ".join(removed))
-    barrier(dist_info)
+    """Rank 0: lock the run folder and remove what a killed run left there (before any rank reads it)."""
+    with one_outcome(dist_info):  # a folder locked by another run stops every rank, with one error line
+        if dist_info.is_main and out_dir.is_dir():
+            lock.acquire()
+            removed = clean_stale(out_dir)
+            if removed:
+                logger.info("%s: removed what an interrupted run left: %s", out_dir, ", ".join(removed))
 
 
 def _resume_point(args: argparse.Namespace, out_dir: Path, dist_info) -> tuple[Any, bool]:
@@ -617,28 +617,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     created = not out_dir.exists()
     try:
         _prepare_run_dir(out_dir, lock, dist_info)
-        resume_state, published = _resume_point(args, out_dir, dist_info)
-        ds = SceneDataset(args.scenes, tokens_subdir=args.tokens_subdir, features_subdir=args.features_subdir,
-                          video_subdir=None if args.no_video or published else args.video_features_subdir,
-                          train_on_eval_frames=args.train_on_eval_frames, cache_in_memory=args.cache_in_memory)
-        if published and not args.no_video and dist_info.is_main and \
-                any((s.root / args.video_features_subdir).is_dir() for s in ds.scenes):
-            logger.warning("the published head has no time-sensitive decoder: the video targets (%s/) are not "
-                           "trained (use our decoder, --decoder default, to train them)", args.video_features_subdir)
-        train_idx, val_idx = ds.split_indices()
-        scenes_text = ", ".join(str(s.root) for s in ds.scenes)
-        if not train_idx:
-            raise UserError("no training frames left after holding out the evaluation frames", scenes_text,
-                            "add scenes or pass --train-on-eval-frames")
-        video_dim = ds.video_dim if ds.video_dim and args.w_video > 0 else 0
-        cfg = _decoder_config_checked(args, ds, video_dim, resume_state)
-        model = _build_model(args, cfg, ds, video_dim, resume_state, published, dist_info)
-        optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr, betas=tuple(args.betas))
-        amp_dtype = _precision(args, device)
-        scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-        start_epoch, global_step, history = _restore(resume_state, model, optimizer, scaler, dist_info)
+        with one_outcome(dist_info):  # the checks fail on every rank alike: one error line for all
+            resume_state, published = _resume_point(args, out_dir, dist_info)
+            ds = SceneDataset(args.scenes, tokens_subdir=args.tokens_subdir, features_subdir=args.features_subdir,
+                              video_subdir=None if args.no_video or published else args.video_features_subdir,
+                              train_on_eval_frames=args.train_on_eval_frames, cache_in_memory=args.cache_in_memory)
+            if published and not args.no_video and dist_info.is_main and \
+                    any((s.root / args.video_features_subdir).is_dir() for s in ds.scenes):
+                logger.warning("the published head has no time-sensitive decoder: the video targets (%s/) are not "
+                               "trained (use our decoder, --decoder default, to train them)",
+                               args.video_features_subdir)
+            train_idx, val_idx = ds.split_indices()
+            scenes_text = ", ".join(str(s.root) for s in ds.scenes)
+            if not train_idx:
+                raise UserError("no training frames left after holding out the evaluation frames", scenes_text,
+                                "add scenes or pass --train-on-eval-frames")
+            video_dim = ds.video_dim if ds.video_dim and args.w_video > 0 else 0
+            cfg = _decoder_config_checked(args, ds, video_dim, resume_state)
+            model = _build_model(args, cfg, ds, video_dim, resume_state, published, dist_info)
+            optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr,
+                                          betas=tuple(args.betas))
+            amp_dtype = _precision(args, device)
+            scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+            start_epoch, global_step, history = _restore(resume_state, model, optimizer, scaler, dist_info)
         ddp_model = wrap_for_training(model, dist_info)
-        sampler, loader = _loader(args, ds, train_idx, val_idx, dist_info, scenes_text)
+        with one_outcome(dist_info):  # rank 0 alone locks the run folder and writes to it
+            sampler, loader = _loader(args, ds, train_idx, val_idx, dist_info, scenes_text)
+            if dist_info.is_main:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                lock.acquire()
+                restart_metrics(out_dir, history[:start_epoch])
         steps_per_epoch = len(sampler)
         weights = LossWeights(l1=args.w_l1, cos=args.w_cos, img=args.w_img, rgb=args.w_rgb, video=args.w_video)
         st = _Step(model, ddp_model, optimizer, scaler, weights, amp_dtype,
@@ -646,11 +654,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                    total_steps=steps_per_epoch * args.epochs)
         if args.loss != "ours" and dist_info.is_main:
             logger.info("loss: the published formulas (--loss %s), a reproduction switch", args.loss)
-
-        if dist_info.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            lock.acquire()
-            restart_metrics(out_dir, history[:start_epoch])
         wb = None
         if dist_info.is_main and args.wandb != "disabled":
             import wandb
@@ -683,16 +686,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if wb is not None:
                     wb.log(record | {"seconds": seconds}, step=global_step)
             if (epoch + 1) % args.save_every == 0 or epoch + 1 == end_epoch:
-                if dist_info.is_main:
-                    state = {"decoder_config": cfg.to_dict(), "global_step": global_step, "history": history,
-                             "args": recorded_args(args),
-                             "patch_start_idx": ds.patch_start_idx, "token_info": ds.token_info}
-                    last_ckpt = save_checkpoint(out_dir, epoch + 1, model, optimizer, state, scaler)
-                    if args.save_published_pth:
-                        save_published_pth(out_dir, epoch + 1, model, optimizer,
-                                           scaler if scaler.is_enabled() else None, record["train_loss"],
-                                           state["args"])
-                barrier(dist_info)
+                with one_outcome(dist_info):  # rank 0 writes; a full disk there stops every rank cleanly
+                    if dist_info.is_main:
+                        state = {"decoder_config": cfg.to_dict(), "global_step": global_step, "history": history,
+                                 "args": recorded_args(args),
+                                 "patch_start_idx": ds.patch_start_idx, "token_info": ds.token_info}
+                        last_ckpt = save_checkpoint(out_dir, epoch + 1, model, optimizer, state, scaler)
+                        if args.save_published_pth:
+                            save_published_pth(out_dir, epoch + 1, model, optimizer,
+                                               scaler if scaler.is_enabled() else None, record["train_loss"],
+                                               state["args"])
         if wb is not None:
             wb.finish()
         final = history[-1] if history else {}

@@ -63,6 +63,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_torchrun_error_of_one_rank_stops_all_with_one_line(tmp_path):
+    """Rank 0 alone finds the run folder locked by another run: every rank exits with code 2, the error is printed
+    once, and no rank is left at a barrier or dies on a closed connection (training.distributed.one_outcome)."""
+    import fcntl
+
+    scene = make_tiny_scene(tmp_path / "s", n_frames=6, grid=(2, 2))
+    out = tmp_path / "ddp"
+    out.mkdir()
+    fd = os.open(out, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "another train.py" holds the run folder
+    try:
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+               str(REPO_ROOT / "train.py"), *_args(scene, out, "--batch-size", 1, "--epochs", 1)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    finally:
+        os.close(fd)
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert proc.returncode != 0 and errors == [f"error: another train.py is writing to this run folder ({out}): "
+                                               "wait for it to finish (or stop it), or pass another --out"], \
+        proc.stderr[-3000:]
+    assert "[rank1]" not in proc.stderr and "RuntimeError" not in proc.stderr, proc.stderr[-3000:]
+    assert list(out.iterdir()) == []
+
+
 def test_torchrun_two_processes_match_one_process(tmp_path):
     scene = make_tiny_scene(tmp_path / "s", n_frames=6, grid=(2, 2))
     # Summation order differs (gloo all-reduce of two half-batch gradients vs one batch): ~1e-7 relative
