@@ -570,22 +570,31 @@ def _train_epoch(args: argparse.Namespace, epoch: int, global_step: int, loader:
     sums = torch.zeros(3, dtype=torch.float64)
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}",
                disable=args.no_progress or not dist_info.is_main, leave=False)
-    for batch in bar:
+    batches = iter(bar)
+    while True:
+        # a file that fails while one rank reads it stops every rank (no rank is left in DDP's all-reduce); every
+        # rank has the same number of batches
+        with one_outcome(dist_info):
+            batch = next(batches, None)
+            if batch is not None:
+                batch = batch_to_device(batch, device)  # tokens, frame: float32
+                check_finite_batch(batch, ds)
+        if batch is None:
+            break
         lr = lr_at(global_step, args.lr, st.warmup_steps, st.total_steps, args.schedule, args.min_lr)
         set_lr(st.optimizer, lr)
-        batch = batch_to_device(batch, device)  # tokens, frame: float32
-        check_finite_batch(batch, ds)
         batch = expand_targets(batch)  # the per-pixel targets, gathered on the device
         ctx = torch.autocast("cuda", dtype=st.amp_dtype) if st.amp_dtype is not None else _null()
         with ctx:
             out = st.ddp_model(batch["tokens"], batch["frame"], ds.patch_start_idx)
         terms = compute_loss(out, batch, st.weights, kind=args.loss)
         loss = terms["loss"]
-        if not torch.isfinite(loss):
-            raise UserError(f"training diverged: non-finite loss {loss.item()} at epoch {epoch + 1}, step "
-                            f"{global_step + 1}", out_dir,
-                            "lower --lr, keep --clip-grad on, or use --precision fp32/bf16; resume from "
-                            "the last checkpoint with --resume")
+        with one_outcome(dist_info):  # one rank's non-finite loss stops every rank before the backward pass
+            if not torch.isfinite(loss):
+                raise UserError(f"training diverged: non-finite loss {loss.item()} at epoch {epoch + 1}, step "
+                                f"{global_step + 1}", out_dir,
+                                "lower --lr, keep --clip-grad on, or use --precision fp32/bf16; resume from "
+                                "the last checkpoint with --resume")
         st.optimizer.zero_grad(set_to_none=True)
         st.scaler.scale(loss).backward()
         if args.clip_grad > 0:

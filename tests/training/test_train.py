@@ -76,6 +76,7 @@ def test_torchrun_error_of_one_rank_stops_all_with_one_line(tmp_path):
     try:
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+               "--monitor-interval", "3",  # (see the bad-tokens test below)
                str(REPO_ROOT / "train.py"), *_args(scene, out, "--batch-size", 1, "--epochs", 1)]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
     finally:
@@ -86,6 +87,30 @@ def test_torchrun_error_of_one_rank_stops_all_with_one_line(tmp_path):
         proc.stderr[-3000:]
     assert "[rank1]" not in proc.stderr and "RuntimeError" not in proc.stderr, proc.stderr[-3000:]
     assert list(out.iterdir()) == []
+
+
+def test_torchrun_bad_tokens_of_one_rank_stop_all_with_one_line(tmp_path):
+    """A token file holding NaN (past the pre-flight, which reads headers only) is read by one rank mid-epoch: every
+    rank stops before the backward pass (none is left in DDP's all-reduce), with one error line naming the file."""
+    from preprocess.token_cache import load_token_file, write_token_file
+
+    scene = make_tiny_scene(tmp_path / "s", n_frames=6, grid=(2, 2))
+    bad = scene / "tokens" / "000001.safetensors"  # a training frame (2 and 5 are held out)
+    tokens, meta = load_token_file(bad)
+    tokens = [t.clone() for t in tokens]
+    tokens[1][3, 0] = float("nan")
+    write_token_file(bad, tokens, meta["layers"], meta)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
+    args = [a for a in _args(scene, tmp_path / "ddp", "--batch-size", 1, "--epochs", 1) if a != "--cache-in-memory"]
+    # torchrun checks its workers every 3 s here (default 0.1 s), so a rank left behind would show its own failure
+    # before the launcher ends it
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+           "--monitor-interval", "3", str(REPO_ROOT / "train.py"), *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert proc.returncode != 0 and len(errors) == 1, proc.stderr[-3000:]
+    assert "NaN or inf in the cached tokens" in errors[0] and str(bad) in errors[0], errors
+    assert "[rank" not in proc.stderr and "RuntimeError" not in proc.stderr, proc.stderr[-3000:]
 
 
 def test_torchrun_two_processes_match_one_process(tmp_path):
