@@ -21,7 +21,7 @@ cd "$REPO"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 run() { local name="$1"; shift; echo "== $name: $*"; local t0=$SECONDS; "$@" 2>&1 | tee "$OUT/$name.log"; echo "== $name: $((SECONDS - t0)) s"; }
 run aggregator_inference "$PYTHON" -m benchmarks.bench_gpu --json "$OUT/bench_gpu.json"
-run train_data "$PYTHON" -m benchmarks.bench_train_data --device cuda --decoder default --json "$OUT/bench_train_data.json"
+run train_data "$PYTHON" -m benchmarks.bench_train_data --device cuda --decoder default --rounds 2 --json "$OUT/bench_train_data.json"
 if [[ -f benchmarks/bench_query.py ]]; then
   run query "$PYTHON" -m benchmarks.bench_query --device cuda --json "$OUT/bench_query.json"
 fi
