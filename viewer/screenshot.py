@@ -91,12 +91,26 @@ def check_scene(png: str | Path) -> dict:
     return s
 
 
-def shoot_viewer(viewer, server, out: str | Path, size: tuple[int, int] = WINDOW, budget_ms: int = 8000) -> dict:
-    """Screenshot a running viewer (its pending queries done first) and check it."""
-    viewer.wait()
-    url = f"http://127.0.0.1:{server.get_port()}/"
-    capture(url, out, size=size, budget_ms=budget_ms)
+def capture_scene(url: str, out: str | Path, size: tuple[int, int] = WINDOW, budget_ms: int = 8000,
+                  tries: int = 3) -> dict:
+    """:func:`capture` then :func:`check_scene`. The scene reaches a new page over its websocket (or from the
+    recording's embedded messages), so a screenshot can come before the last of it is drawn (seen on a loaded
+    machine: the points drawn, the orange camera lines not yet): up to ``tries`` screenshots, each with twice the
+    page time of the one before; the last one's problems are raised."""
+    for attempt in range(max(tries, 1) - 1):
+        capture(url, out, size=size, budget_ms=budget_ms * 2 ** attempt)
+        try:
+            return check_scene(out)
+        except ValueError:
+            continue
+    capture(url, out, size=size, budget_ms=budget_ms * 2 ** (max(tries, 1) - 1))
     return check_scene(out)
+
+
+def shoot_viewer(viewer, server, out: str | Path, size: tuple[int, int] = WINDOW, budget_ms: int = 8000) -> dict:
+    """Screenshot a running viewer (its pending queries done first) and check it (:func:`capture_scene`)."""
+    viewer.wait()
+    return capture_scene(f"http://127.0.0.1:{server.get_port()}/", out, size=size, budget_ms=budget_ms)
 
 
 @cli_main

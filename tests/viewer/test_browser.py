@@ -10,7 +10,7 @@ import pytest
 
 def test_page_and_recording_render_in_chromium(viewer, tmp_path):
     from viewer.record import save_recording
-    from viewer.screenshot import capture, check_scene, shoot_viewer
+    from viewer.screenshot import capture_scene, shoot_viewer
 
     server, v = viewer
     v.submit_query("red ball", wait=True)
@@ -25,7 +25,6 @@ def test_page_and_recording_render_in_chromium(viewer, tmp_path):
 
     page = save_recording(v, [tmp_path / "rec.html"])[0]
     try:
-        capture(page.as_uri(), tmp_path / "rec.png")
-        check_scene(tmp_path / "rec.png")
+        capture_scene(page.as_uri(), tmp_path / "rec.png")
     except Exception as e:
         pytest.fail(f"the standalone recording did not render: {e}")
