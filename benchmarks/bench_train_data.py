@@ -190,7 +190,7 @@ class PathRun:
         self.name, self.scene, self.model, self.device, self.args = name, scene, model, device, args
         if name == "ours":
             keep_freed_memory()  # as train.py
-            ds = SceneDataset([scene], video_subdir=None, train_on_eval_frames=True)
+            ds = SceneDataset([scene], video_subdir=None, train_on_eval_frames=True, read_tokens_in_collate=True)
             # as train.py: tokens in their storage dtype, on the CPU converted to float32 while they are stacked
             cpu_train = device.type == "cpu" and model is not None
             collate = functools.partial(collate_samples, token_dtype=torch.float32 if cpu_train else None)

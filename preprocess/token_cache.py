@@ -37,6 +37,7 @@ import logging
 import os
 import struct
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -365,6 +366,48 @@ def load_token_file(path: str | os.PathLike, verify: bool = False, mmap: bool = 
     return out, meta
 
 
+@dataclass(frozen=True)
+class TokenSlices:
+    """Where one frame's float layers lie in its token file: enough to read them straight into the rows of a batch
+    (:meth:`read_into`) with one ``preadv`` per layer, no memory map and no intermediate copy. From
+    :meth:`TokenCache.locate`, after the header and the frame's metadata were checked."""
+
+    path: Path
+    offsets: tuple[int, ...]  # file offset of each layer's bytes, in metadata layer order
+    shape: tuple[int, int]  # (P, 2C)
+    dtype: torch.dtype  # the storage dtype (fp16 / bf16 / fp32)
+
+    def read_into(self, outs: Sequence[torch.Tensor], b: int) -> None:
+        """Write layer ``i`` into ``outs[i][b]`` (each out (B, P, 2C), C-contiguous), converting when an out has
+        another dtype than the storage (through one staging row). A short read (the file shrank since its header
+        was checked) raises :class:`TokenCacheError` naming the file."""
+        nbytes = int(np.prod(self.shape)) * torch.empty((), dtype=self.dtype).element_size()
+        staging = None
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for out, offset in zip(outs, self.offsets, strict=True):
+                dest = out[b]
+                if dest.dtype != self.dtype:
+                    staging = torch.empty(self.shape, dtype=self.dtype) if staging is None else staging
+                    target = staging
+                else:
+                    target = dest
+                got = os.preadv(fd, [target.view(torch.uint8).numpy()], offset)
+                if got != nbytes:
+                    raise TokenCacheError(f"{self.path}: truncated token file (read {got} of {nbytes} bytes of a "
+                                          f"layer); {EXTRACT_HINT}")
+                if target is not dest:
+                    dest.copy_(target)
+        finally:
+            os.close(fd)
+
+    def load(self) -> list[torch.Tensor]:
+        """The layers as new (P, 2C) tensors of the storage dtype."""
+        outs = [torch.empty((1, *self.shape), dtype=self.dtype) for _ in self.offsets]
+        self.read_into(outs, 0)
+        return [o[0] for o in outs]
+
+
 def describe_mismatch(meta: dict[str, Any], expected: dict[str, Any], skip_none: bool = True) -> list[str]:
     """Human-readable differences between ``meta`` and the ``expected`` fields. With ``skip_none`` an expected
     value of None means "not checked"; without, None must match too (e.g. an unbounded window)."""
@@ -502,6 +545,21 @@ class TokenCache:
         tensors, meta = load_token_file(self.path(key), verify=verify, dtype=dtype, device=device)
         self._check_frame_meta(key, meta)
         return tensors
+
+    def locate(self, key: str) -> TokenSlices | None:
+        """Where frame ``key``'s layers lie in its file (header and frame metadata checked as :meth:`load` checks
+        them), for reading them straight into a batch; None for int8 caches, which :meth:`load` de-quantises."""
+        path = self.path(key)
+        meta, header, data_start = read_token_header(path)
+        self._check_frame_meta(key, meta)
+        if meta.get("dtype") == "int8":
+            return None
+        infos = [header[layer_name(li)] for li in meta["layers"]]
+        if len({(i["dtype"], tuple(i["shape"])) for i in infos}) != 1 or len(infos[0]["shape"]) != 2:
+            raise TokenCacheError(f"{path}: layers of different types or shapes "
+                                  f"({sorted({(i['dtype'], tuple(i['shape'])) for i in infos})}); {EXTRACT_HINT}")
+        return TokenSlices(path, tuple(data_start + int(i["data_offsets"][0]) for i in infos),
+                           tuple(int(x) for x in infos[0]["shape"]), _ST_DTYPES[infos[0]["dtype"]])
 
     def frame_meta(self, key: str) -> dict[str, Any]:
         """The metadata stored in frame ``key``'s file (header only)."""

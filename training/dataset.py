@@ -2,7 +2,10 @@
 
 For every frame of every scene a sample holds (compact; :mod:`training.targets` has the details)
 
-- ``tokens``: the cached layers, list of (P, 2C) tensors (memory-mapped, storage dtype, e.g. fp16);
+- ``tokens``: the cached layers, list of (P, 2C) tensors (memory-mapped, storage dtype, e.g. fp16); with
+  ``read_tokens_in_collate`` (the trainer's loader) where they lie in the file instead
+  (:class:`preprocess.token_cache.TokenSlices`), and :func:`collate_samples` reads them straight into the batch:
+  one copy from the page cache, no memory map to fault in;
 - ``frame``: the network input (3, h, w) as uint8, produced with the cache's own crop/resize;
 - ``lang_index``: (3, h, w) region indices of levels small/middle/large (``<features_subdir>/<key>_s.npy``
   levels 1..3) on the network grid, -1 = no region; ``lang_table``: (N, k) float32, ``<key>_f.npy``;
@@ -46,7 +49,7 @@ from torch.utils.data import Dataset
 from preprocess.annotations import frame_index_from_file_name
 from preprocess.crop import CropInfo, FramePreprocessor
 from preprocess.frames import FrameRef, list_frames
-from preprocess.token_cache import EXTRACT_HINT, TokenCache, TokenCacheError, read_token_header
+from preprocess.token_cache import EXTRACT_HINT, TokenCache, TokenCacheError, TokenSlices, read_token_header
 from training.targets import (  # noqa: F401  (collate_samples, input_grid_to_original: re-exported)
     GridMap,
     batch_checks,
@@ -247,8 +250,11 @@ class SceneDataset(Dataset):
 
     def __init__(self, scenes: Sequence[str | os.PathLike], tokens_subdir: str = "tokens",
                  features_subdir: str = DEFAULT_FEATURES, video_subdir: str | None = DEFAULT_VIDEO,
-                 train_on_eval_frames: bool = False, cache_in_memory: bool = False) -> None:
+                 train_on_eval_frames: bool = False, cache_in_memory: bool = False,
+                 read_tokens_in_collate: bool = False) -> None:
         self.features_subdir = features_subdir
+        # samples hold where their tokens lie (TokenSlices) and collate_samples reads them into the batch
+        self.read_tokens_in_collate = read_tokens_in_collate and not cache_in_memory
         self.train_on_eval_frames = train_on_eval_frames
         self.cache_in_memory = cache_in_memory
         self._memory: dict[int, dict[str, Any]] = {}
@@ -420,9 +426,13 @@ class SceneDataset(Dataset):
         feats = load_npy(scene.root / sub / f"{key}_f.npy")
         return torch.from_numpy(index), torch.from_numpy(np.asarray(feats, dtype=np.float32))
 
-    def load_tokens(self, scene_index: int, key: str) -> list[torch.Tensor]:
-        """The cached layers of frame ``key``: list of (P, 2C) memory-mapped tensors (storage dtype)."""
-        return self.scenes[scene_index].cache.load(key)
+    def load_tokens(self, scene_index: int, key: str) -> list[torch.Tensor] | TokenSlices:
+        """The cached layers of frame ``key``: list of (P, 2C) memory-mapped tensors (storage dtype), or with
+        ``read_tokens_in_collate`` where they lie in the file (int8 caches: the de-quantised tensors)."""
+        cache = self.scenes[scene_index].cache
+        if self.read_tokens_in_collate:
+            return cache.locate(key) or cache.load(key)
+        return cache.load(key)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         if i in self._memory:

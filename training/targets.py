@@ -39,6 +39,7 @@ from PIL import Image
 
 from preprocess.crop import CropInfo, FramePreprocessor
 from preprocess.frames import FrameRef, read_frame
+from preprocess.token_cache import TokenSlices
 
 TARGETS = ("lang", "video")  # prefixes of the compact target keys: <p>_index, <p>_table, <p>_rows
 # uint8 -> float32 frame values, computed as FramePreprocessor.prepare computes them (on the CPU)
@@ -174,6 +175,17 @@ def frame_to_float(frame: torch.Tensor) -> torch.Tensor:
 _DEVICE_LUTS: dict[torch.device, torch.Tensor] = {}
 
 
+def _read_tokens(slices: Sequence[TokenSlices], dtype: torch.dtype | None) -> list[torch.Tensor]:
+    """Every sample's layers read from its file straight into the batch: list of (B, P, 2C), one per layer."""
+    first = slices[0]
+    if any(s.shape != first.shape or len(s.offsets) != len(first.offsets) for s in slices):
+        raise ValueError("samples with different token shapes cannot share a batch")
+    outs = [torch.empty((len(slices), *first.shape), dtype=dtype or first.dtype) for _ in first.offsets]
+    for b, s in enumerate(slices):
+        s.read_into(outs, b)
+    return outs
+
+
 def _stack_tokens(layers: Sequence[torch.Tensor], dtype: torch.dtype | None) -> torch.Tensor:
     first = layers[0]
     dtype = dtype or first.dtype
@@ -203,12 +215,16 @@ def _pad_tables(tables: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Ten
 
 def collate_samples(samples: Sequence[dict[str, Any]], token_dtype: torch.dtype | None = None) -> dict[str, Any]:
     """Stack samples of one input size: tokens -> list of (B, P, 2C) (in ``token_dtype`` when given, converted
-    while stacking; default the storage dtype); ``<t>_index`` -> (B, L, h, w); ``<t>_table`` -> (B, N + 1, k)
+    while stacking; default the storage dtype; samples that hold :class:`~preprocess.token_cache.TokenSlices` are
+    read from their files straight into the batch); ``<t>_index`` -> (B, L, h, w); ``<t>_table`` -> (B, N + 1, k)
     zero-padded plus ``<t>_rows`` (B,); other tensors -> (B, ...); everything else -> lists."""
     out: dict[str, Any] = {}
     for k in samples[0]:
         vals = [s[k] for s in samples]
-        if k == "tokens":
+        if k == "tokens" and all(isinstance(v, TokenSlices) for v in vals):
+            out[k] = _read_tokens(vals, token_dtype)
+        elif k == "tokens":
+            vals = [v.load() if isinstance(v, TokenSlices) else v for v in vals]
             out[k] = [_stack_tokens(layer, token_dtype) for layer in zip(*vals, strict=True)]
         elif k.endswith("_index") and k[: -len("_index")] in TARGETS:
             out[k] = _stack_index(vals)

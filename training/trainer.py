@@ -627,7 +627,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             resume_state, published = _resume_point(args, out_dir, dist_info)
             ds = SceneDataset(args.scenes, tokens_subdir=args.tokens_subdir, features_subdir=args.features_subdir,
                               video_subdir=None if args.no_video or published else args.video_features_subdir,
-                              train_on_eval_frames=args.train_on_eval_frames, cache_in_memory=args.cache_in_memory)
+                              train_on_eval_frames=args.train_on_eval_frames, cache_in_memory=args.cache_in_memory,
+                              read_tokens_in_collate=True)
             if published and not args.no_video and dist_info.is_main and \
                     any((s.root / args.video_features_subdir).is_dir() for s in ds.scenes):
                 logger.warning("the published head has no time-sensitive decoder: the video targets (%s/) are not "

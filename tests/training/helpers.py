@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from preprocess.crop import FramePreprocessor
-from preprocess.token_cache import write_scene_meta, write_token_file
+from preprocess.token_cache import STORAGE_DTYPES, quantize_int8, write_scene_meta, write_token_file
 from utils.io import save_npy_atomic
 
 PATCH = 14
@@ -25,7 +25,7 @@ PSI = 5  # camera + register tokens before the patch tokens
 def make_tiny_scene(root: Path, n_frames: int = 8, grid: tuple[int, int] = (2, 3), dim: int = 32,
                     lang_dim: int = 3, n_objects: int = 3, eval_frames: tuple[int, ...] = (2, 5), seed: int = 0,
                     layers: tuple[int, ...] = (0, 1, 2, 3), video_dim: int = 0, layout: str = "patch",
-                    backbone: str = "tiny-test") -> Path:
+                    backbone: str = "tiny-test", storage: str = "fp16") -> Path:
     """Write the scene under ``root``; ``layout="patch"``: labels per patch, ``"uniform"``: one object per
     level and frame (easy to fit: the loss-falls test), except a label-free corner patch at level small.
     ``backbone``: the backbone id recorded in the token cache (a different id = tokens of another backbone)."""
@@ -60,7 +60,13 @@ def make_tiny_scene(root: Path, n_frames: int = 8, grid: tuple[int, int] = (2, 3
         meta = {"backbone": backbone, "token_dim": dim, "grid": [gh, gw], "patch_start_idx": PSI,
                 "patch_size": PATCH, "crop": crop.to_dict(), "frame_key": key, "frame_index": t}
         toks = [tok + 0.01 * i for i in range(len(layers))]
-        write_token_file(tok_dir / f"{key}.safetensors", toks, layers, meta)
+        if storage == "int8":
+            pairs = [quantize_int8(t.float()) for t in toks]
+            write_token_file(tok_dir / f"{key}.safetensors", [q for q, _ in pairs], layers, meta,
+                             scales=[sc for _, sc in pairs])
+        else:
+            write_token_file(tok_dir / f"{key}.safetensors", [t.to(STORAGE_DTYPES[storage]) for t in toks], layers,
+                             meta)
         frames_meta.append({"key": key, "index": t})
         # pixel maps
         up = np.kron(labels, np.ones((1, PATCH, PATCH), dtype=np.int64))  # (3, H, W)
@@ -86,7 +92,7 @@ def make_tiny_scene(root: Path, n_frames: int = 8, grid: tuple[int, int] = (2, 3
             save_npy_atomic(vf, vdir / f"{key}_f.npy")
     write_scene_meta(tok_dir, {"backbone": backbone, "layers": list(layers), "token_dim": dim,
                                "grid": [gh, gw], "patch_start_idx": PSI, "patch_size": PATCH,
-                               "crop": crop.to_dict(), "dtype": "fp16", "num_tokens": PSI + gh * gw,
+                               "crop": crop.to_dict(), "dtype": storage, "num_tokens": PSI + gh * gw,
                                "frames": frames_meta, "complete": True})
     (root / "gt").mkdir(exist_ok=True)
     (root / "gt" / "names.json").write_text(json.dumps({"eval_frames": list(eval_frames)}))

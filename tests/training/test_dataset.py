@@ -88,3 +88,31 @@ def test_targets_follow_the_crop_not_a_stretch():
     pad = CropInfo(orig_hw=(28, 14), resized_hw=(28, 14), box=(0, -7, 28, 28), mode="pad")
     _, _, valid = input_grid_to_original(pad)
     assert not valid[:, :7].any() and valid[:, 7:21].all() and not valid[:, 21:].any()
+
+
+@pytest.mark.parametrize("storage", ["fp16", "bf16", "fp32", "int8"])
+def test_tokens_read_into_the_batch_equal_the_memory_mapped_ones(tmp_path, storage):
+    """The trainer's loader reads every sample's layers straight into the batch (TokenSlices): the same tensors,
+    bit for bit, as stacking the memory-mapped ones, in the storage dtype and converted to float32 (int8 caches
+    are de-quantised as before); a file that shrank after its header was read is refused naming it."""
+    from preprocess.token_cache import TokenCacheError, TokenSlices
+
+    scene = make_tiny_scene(tmp_path / "a", n_frames=3, grid=(2, 3), storage=storage)
+    mapped = SceneDataset([scene])
+    direct = SceneDataset([scene], read_tokens_in_collate=True)
+    sample = direct[1]
+    assert isinstance(sample["tokens"], TokenSlices) == (storage != "int8")
+    for token_dtype in (None, torch.float32):
+        a = collate_samples([mapped[2], mapped[0]], token_dtype=token_dtype)["tokens"]
+        b = collate_samples([direct[2], direct[0]], token_dtype=token_dtype)["tokens"]
+        assert len(a) == len(b) == 4
+        for x, y in zip(a, b, strict=True):
+            assert x.dtype == y.dtype and x.shape == y.shape == (2, 5 + 6, 32) and torch.equal(x, y)
+    if storage != "int8":  # a sample whose tokens were read eagerly can share a batch with one read in collate
+        mixed = collate_samples([mapped[0], direct[1]])["tokens"]
+        assert all(torch.equal(m, torch.stack([u, v])) for m, u, v in
+                   zip(mixed, mapped[0]["tokens"], mapped[1]["tokens"], strict=True))
+        path = sample["tokens"].path
+        path.write_bytes(path.read_bytes()[:-64])  # shrinks after the header was checked
+        with pytest.raises(TokenCacheError, match=str(path)):
+            collate_samples([sample])
