@@ -77,6 +77,9 @@ class FeatureAutoencoder(nn.Module):
         self.in_dim = int(in_dim)
         self.encoder_dims = encoder_dims
         self.decoder_dims = decoder_dims
+        # the text encoder of the features it was trained on (``text_encoder`` in its config.json, set by
+        # :meth:`load`; None when not recorded), which queries are checked against (model.text.check_text_encoder)
+        self.text_encoder: str | None = None
         enc: list[nn.Module] = [nn.Linear(in_dim, encoder_dims[0])]
         for prev, nxt in zip(encoder_dims[:-1], encoder_dims[1:], strict=True):
             enc += [nn.BatchNorm1d(prev), nn.ReLU(), nn.Linear(prev, nxt)]
@@ -202,6 +205,8 @@ class FeatureAutoencoder(nn.Module):
             raise AutoencoderFileError(f"weights do not fit {CONFIG_FILE} ({str(e).splitlines()[0][:200]})", w_path,
                                        "the two files come from different runs; train or copy the folder again"
                                        ) from None
+        if isinstance(cfg.get("text_encoder"), str):
+            model.text_encoder = cfg["text_encoder"]
         return model.to(device).eval()
 
 
@@ -218,17 +223,6 @@ def saved_config(directory: str | Path) -> dict | None:
     except (OSError, SafetensorError, ValueError):
         return None
     return cfg if isinstance(cfg, dict) else None
-
-
-def recorded_text_encoder(path: str | Path) -> str | None:
-    """The text encoder (``identity``) of the features an autoencoder folder was trained on (``text_encoder`` in its
-    ``config.json``, written by ``preprocess.train_autoencoder``); None for a weights file or an older folder."""
-    cfg_path = Path(path) / CONFIG_FILE
-    try:
-        value = json.loads(cfg_path.read_text()).get("text_encoder") if cfg_path.is_file() else None
-    except (ValueError, UnicodeDecodeError, AttributeError):
-        return None  # FeatureAutoencoder.load refuses the folder, naming the file
-    return value if isinstance(value, str) else None
 
 
 def restore_config(directory: str | Path) -> dict:

@@ -50,7 +50,6 @@ from model.autoencoder import (
     autoencoder_loss,
     default_dims,
     encode,
-    recorded_text_encoder,
     restore_config,
     saved_config,
 )
@@ -330,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             if model.latent_dim != args.dim:
                 raise ValueError(f"autoencoder {args.load} has latent size {model.latent_dim}, not --dim {args.dim}")
             if text_encoder:
-                check_text_encoder(recorded_text_encoder(args.load), text_encoder, Path(args.load) / CONFIG_FILE,
+                check_text_encoder(model.text_encoder, text_encoder, Path(args.load) / CONFIG_FILE,
                                    what=f"the {args.features} to encode were made with")
             stats = None
         else:

@@ -21,11 +21,7 @@ def autoencoder_decoder(path: str | Path, device: str | torch.device = "cpu") ->
 
     ``path`` is a folder written by ``FeatureAutoencoder.save`` (or a LangSplat state-dict file).
     """
-    from model.autoencoder import (  # lazy: separate owner
-        CONFIG_FILE,
-        FeatureAutoencoder,
-        recorded_text_encoder,
-    )
+    from model.autoencoder import CONFIG_FILE, FeatureAutoencoder  # lazy: separate owner
 
     ae = FeatureAutoencoder.load(path, device=device)  # refuses anything that is not an autoencoder, naming it
 
@@ -44,6 +40,6 @@ def autoencoder_decoder(path: str | Path, device: str | torch.device = "cpu") ->
 
     decode.check_latent = check_latent  # type: ignore[attr-defined]  (lets the evaluator check before scoring)
     # the text encoder of the features it was trained on (None: not recorded), for check_text_encoder
-    decode.text_encoder = recorded_text_encoder(path)  # type: ignore[attr-defined]
+    decode.text_encoder = ae.text_encoder  # type: ignore[attr-defined]
     decode.source = Path(path) / CONFIG_FILE  # type: ignore[attr-defined]
     return decode
