@@ -63,11 +63,6 @@ def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return values
 
 
-def barrier(info: DistInfo) -> None:
-    if info.enabled:
-        dist.barrier()
-
-
 @contextmanager
 def one_outcome(info: DistInfo) -> Iterator[None]:
     """Run a block in which only some ranks may fail (rank 0 locking the run folder, writing a checkpoint, ...),

@@ -101,9 +101,9 @@ def _workers(text: str) -> int | None:
 def num_workers(args: argparse.Namespace) -> int:
     """``--num-workers``, with ``auto`` (None) resolved to 0: the training process loads the batches itself. Worker
     processes hand every batch over through shared memory, and receiving and reading it there costs the training
-    process more than loading it from the memory-mapped cache (measured on the CPU, batch 8 of 782x2048 tokens:
-    4.3-4.6 ms per sample of the training thread's CPU time with 1 or 2 workers, 3.4-3.6 ms with none, and
-    3.4x the wall time), so workers cannot make the step wait less."""
+    process more than loading it from the cache itself (measured on the CPU, batch 8 of 782x2048 tokens, with
+    memory-mapped reads: 4.3-4.6 ms per sample of the training thread's CPU time with 1 or 2 workers, 3.4-3.6 ms
+    with none, and 3.4x the wall time), so workers cannot make the step wait less."""
     return 0 if args.num_workers is None else int(args.num_workers)
 
 
@@ -131,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep loaded samples in memory after their first use (small datasets / tests)")
     d.add_argument("--num-workers", type=_workers, default="auto",
                    help="DataLoader worker processes per rank (kept for the whole run). auto (default) = 0: the "
-                   "training process reads the memory-mapped cache itself, which costs it less than receiving "
-                   "batches from workers through shared memory. The batches do not depend on it")
+                   "training process reads the token cache itself, which costs it less than receiving batches "
+                   "from workers through shared memory. The batches do not depend on it")
     m = p.add_argument_group("model")
     m.add_argument("--decoder", default="default", choices=list(DECODER_PRESETS),
                    help="which decoder: default = ours (Semantic Bridging Decoder, published widths); tiny = ours "
