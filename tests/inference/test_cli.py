@@ -7,11 +7,12 @@ import subprocess
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.limits import HANG_GUARD_S
 
 
 def test_infer_sh_help():
     out = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "infer.sh"), "--help"], capture_output=True,
-                         text=True, check=True, timeout=30).stdout
+                         text=True, check=True, timeout=HANG_GUARD_S).stdout
     for name in ("DECODER", "BACKBONE", "DEVICE", "CHUNK", "WINDOW", "QUERIES"):
         assert name in out
 

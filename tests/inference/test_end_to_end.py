@@ -26,6 +26,7 @@ from inference.outputs import LEVELS, OutputLayout, read_depth, read_fields, wri
 from inference.ply import read_ply
 from inference.visualize import load_png
 from tests.conftest import REPO_ROOT
+from tests.limits import HANG_GUARD_S
 
 pytestmark = pytest.mark.slow
 W, H, N = 84, 56, 6
@@ -55,7 +56,7 @@ def trained(tmp_path_factory):
                AUTOENCODER=str(root / "ae"), DEVICE="cpu", CHUNK="4", VIDEO="1")
     r = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "infer.sh"), str(scene), str(out), "--",
                         "--point-stride", "1", "--conf-percentile", "20", "-q"],
-                       env=env, capture_output=True, text=True, timeout=300)
+                       env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert r.returncode == 0, r.stderr[-3000:]
     return {"root": root, "scene": scene, "out": out, "summary": json.loads(r.stdout[r.stdout.index("{"):])}
 

@@ -25,6 +25,7 @@ from model.levels import LEVELS
 from model.published_decoder import PublishedDecoderConfig, PublishedLanguageHead
 from model.streamvggt.streamvggt import StreamVGGT
 from tests.conftest import REPO_ROOT
+from tests.limits import HANG_GUARD_S
 
 pytestmark = pytest.mark.slow
 N = 3
@@ -107,7 +108,7 @@ def published_run(tmp_path_factory):
                    AUTOENCODER=str(ae), DEVICE="cpu", VIDEO="0", PUBLISHED_PNG="1", QUERIES="red ball;green box",
                    CLIP="hash")
         r = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "infer.sh"), str(root / name), str(out), "--",
-                            "-q"], env=env, capture_output=True, text=True, timeout=300)
+                            "-q"], env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
         assert r.returncode == 0, r.stderr[-3000:]
         runs[name] = {"out": out, "frames": frames_dir, "hw": (h, w),
                       "reference": published_reference(frames_dir, backbone, head)}

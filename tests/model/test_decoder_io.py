@@ -16,6 +16,7 @@ from model.decoder_io import DecoderLoadError, decoder_kind, load_decoder, read_
 from model.published_decoder import PublishedDecoderConfig, PublishedLanguageHead
 from model.safe_load import UnreadableCheckpointError, UnsafeCheckpointError
 from tests.conftest import REPO_ROOT
+from tests.limits import HANG_GUARD_S
 
 
 class _Hostile:
@@ -150,7 +151,7 @@ def test_hostile_pth_on_the_command_line_ends_in_one_line(hostile, tmp_path, fla
     args[flag] = str(hostile)
     cmd = [sys.executable, "-m", "inference.run", "--source", str(frames), "--out", str(tmp_path / "out"),
            "--device", "cpu", *[x for kv in args.items() for x in kv]]
-    r = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    r = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=HANG_GUARD_S,
                        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
     from tests.reliability.conftest import assert_clean_error
 

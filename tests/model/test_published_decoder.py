@@ -2,7 +2,8 @@
 
 Against ``shared/fixtures/langhead_tiny_reference.*`` (a tiny head built by the published constructor, seeded
 weights, its outputs): both eval-mode cases (b exercises the final bilinear stretch) and the train-mode case
-(BatchNorm over the batch's frames) within 1e-5; the full-size head built on the meta device has exactly the
+(BatchNorm over the batch's frames) within 2e-5 x max(1, the reference's largest magnitude) (see ``_bound``); the
+full-size head built on the meta device has exactly the
 published checkpoint's keys, shapes and dtypes.
 """
 
@@ -17,11 +18,23 @@ from model.levels import LEVELS
 from model.published_decoder import PublishedDecoderConfig, PublishedLanguageHead
 
 
+def _bound(reference: torch.Tensor) -> float:
+    """The tolerance against an official output computed on another machine: 2e-5 x max(1, max|reference|).
+
+    Measured spread (``python -m benchmarks.kernel_spread --probes published_head``, AVX-512/AMX machine, torch
+    2.14.1, 1 and 2 threads, ``ATEN_CPU_CAPABILITY`` default / avx2 / avx512): max abs error 0 on avx2 and avx512
+    with 2 threads; up to 5.5e-5 (lang, |ref| <= 9.6), 8.0e-6 (rgb, |ref| <= 1) and 9.0e-5 (train-mode lang,
+    |ref| <= 9.4) with the unvectorised kernels or 1 thread: at most 9.5e-6 of the largest magnitude, i.e. fp32
+    summation order. The bound is twice that; a wrong layer or BatchNorm mode is off by more than 1e-3.
+    """
+    return 2e-5 * max(1.0, float(reference.abs().max()))
+
+
 @pytest.fixture(autouse=True)
 def _reference_threads():
     """The reference was computed with oneDNN's multi-threaded convolutions; the single-thread kernels that the
-    rest of the suite uses sum in another order (4.8e-5 off on maps up to 9.6). Two threads give the reference's
-    numbers (0.0 difference here), so these tests use two."""
+    rest of the suite uses sum in another order (up to 5.5e-5 off on maps up to 9.6, measured). Two threads give the
+    reference's numbers on the vectorised kernels (0.0 difference), so these tests use two."""
     previous = torch.get_num_threads()
     torch.set_num_threads(max(2, previous))
     yield
@@ -64,12 +77,12 @@ def test_eval_mode_matches_the_published_head(reference, case):
     head = _tiny_head(reference).eval()
     lang, rgb = _run(head, tensors, meta, case)
     assert lang.shape == tensors[f"{case}.lang"].shape and rgb.shape == tensors[f"{case}.rgb"].shape
-    assert (lang - tensors[f"{case}.lang"]).abs().max() <= 1e-5
-    assert (rgb - tensors[f"{case}.rgb"]).abs().max() <= 1e-5
+    assert (lang - tensors[f"{case}.lang"]).abs().max() <= _bound(tensors[f"{case}.lang"])
+    assert (rgb - tensors[f"{case}.rgb"]).abs().max() <= _bound(tensors[f"{case}.rgb"])
     if case == "a":
         feats = head.feature_extractor([tensors[f"a.tokens.{j}"] for j in range(4)], tensors["a.images"],
                                        patch_start_idx=meta["patch_start_idx"])
-        assert (feats - tensors["a.dpt_features"]).abs().max() <= 1e-5
+        assert (feats - tensors["a.dpt_features"]).abs().max() <= _bound(tensors["a.dpt_features"])
     else:  # the DPT grid is 42x70, the requested size 45x75: the stretch happened
         assert tuple(meta["cases"]["b"]["dpt_output_hw"]) != tuple(meta["cases"]["b"]["image_hw"])
 
@@ -78,7 +91,7 @@ def test_train_mode_batchnorm_matches(reference):
     tensors, meta = reference
     head = _tiny_head(reference).train()
     lang, _ = _run(head, tensors, meta, "a")
-    assert (lang - tensors["a.train.lang"]).abs().max() <= 1e-5
+    assert (lang - tensors["a.train.lang"]).abs().max() <= _bound(tensors["a.train.lang"])
     eval_lang, _ = _run(head.eval(), tensors, meta, "a")
     assert (eval_lang - lang).abs().max() > 1e-3  # the two BatchNorm modes really differ on this input
 
@@ -92,9 +105,9 @@ def test_predict_gives_our_level_dictionary(reference):
         out = head.predict(toks, images, patch_start_idx=5, out_hw=(45, 75))
     assert set(out) == {"lang", "rgb"} and tuple(out["lang"]) == LEVELS
     for i, level in enumerate(LEVELS):
-        assert torch.equal(out["lang"][level], tensors["b.lang"][:, 0, i]) or \
-            (out["lang"][level] - tensors["b.lang"][:, 0, i]).abs().max() <= 1e-5
-    assert (out["rgb"] - tensors["b.rgb"][:, 0]).abs().max() <= 1e-5
+        ref = tensors["b.lang"][:, 0, i]
+        assert (out["lang"][level] - ref).abs().max() <= _bound(ref)
+    assert (out["rgb"] - tensors["b.rgb"][:, 0]).abs().max() <= _bound(tensors["b.rgb"])
 
 
 def test_full_size_head_has_exactly_the_published_keys(reference):

@@ -14,12 +14,13 @@ import torch
 from PIL import Image
 
 from tests.conftest import REPO_ROOT
+from tests.limits import HANG_GUARD_S
 
 TEMP_MARKERS = (".tmp", ".partial", ".tmp-", ".old-")
 
 
 def run_module(module: str, *args: str, cwd: Path | None = None, env: dict | None = None,
-               timeout: float = 300) -> subprocess.CompletedProcess:
+               timeout: float = HANG_GUARD_S) -> subprocess.CompletedProcess:
     """Run ``python -m module args`` (or a script path ending in .py) in a fresh interpreter."""
     target = [str(REPO_ROOT / module)] if module.endswith(".py") else ["-m", module]
     full_env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TQDM_DISABLE="1", **(env or {}))

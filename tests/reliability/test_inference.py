@@ -17,6 +17,7 @@ from PIL import Image
 from model.decoder import DecoderConfig, SemanticBridgingDecoder
 from model.streamvggt.config import StreamVGGTConfig
 from tests.conftest import REPO_ROOT
+from tests.limits import HANG_GUARD_S
 from tests.reliability.conftest import H, W, assert_clean_error, frames, leftovers, run_module, tree_bytes
 
 
@@ -97,9 +98,9 @@ def test_killed_inference_resumes_to_the_same_bytes(tmp_path, decoder_file):
            str(decoder_file), "--device", "cpu", "--backbone", "tiny", "--no-pca", "-q", *args]
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
+    deadline = time.monotonic() + HANG_GUARD_S
     fields = tmp_path / "c" / "fields"
-    while time.time() < deadline and proc.poll() is None:
+    while time.monotonic() < deadline and proc.poll() is None:
         if fields.is_dir() and len(list(fields.glob("*.safetensors"))) >= 4:
             break
         time.sleep(0.02)

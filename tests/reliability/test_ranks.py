@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.limits import HANG_GUARD_S
 from tests.reliability.conftest import frames, tree_bytes
 from utils.ranks import my_share, rank_and_world
 
@@ -35,11 +36,11 @@ def test_inference_over_a_dataset_root_two_processes_equal_one(tmp_path, decoder
               "--no-pca", "-q", "--chunk", "3"]
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TQDM_DISABLE="1", OMP_NUM_THREADS="1")
     one = subprocess.run([sys.executable, "-m", "inference.run", *common, "--out", str(tmp_path / "one")],
-                         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+                         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           "-m", "inference.run", *common, "--out", str(tmp_path / "two")],
-                         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+                         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert two.returncode == 0, two.stderr[-2000:]
     a, b = tree_bytes(tmp_path / "one"), tree_bytes(tmp_path / "two")
     assert sorted({k.split("/")[0] for k in a}) == ["alpha", "beta", "gamma"]
@@ -57,13 +58,13 @@ def test_token_extraction_over_a_two_scene_root_two_processes_equal_one(tmp_path
     one_root = tmp_path / "one"
     shutil.copytree(root, one_root)
     one = subprocess.run([sys.executable, "-m", "preprocess.extract_tokens", str(one_root), *common], cwd=REPO_ROOT,
-                         env=env, capture_output=True, text=True, timeout=300)
+                         env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert one.returncode == 0, one.stderr[-2000:]
     two_root = tmp_path / "two"
     shutil.copytree(root, two_root)
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           "-m", "preprocess.extract_tokens", str(two_root), *common], cwd=REPO_ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert two.returncode == 0, two.stderr[-2000:]
     a, b = tree_bytes(one_root), tree_bytes(two_root)
     tokens = [k for k in a if "/tokens/" in k]

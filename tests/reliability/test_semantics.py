@@ -21,6 +21,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.limits import HANG_GUARD_S
 from tests.reliability.conftest import assert_clean_error, leftovers, run_module
 
 # Runs ``python -m <module> <args>`` as its ``__main__`` after wrapping ``<owner>.<attr>`` (a library function the
@@ -57,7 +58,7 @@ runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
 def kill_at(cwd: Path, marker: Path, point: tuple[str, str, str, int, str], module: str, *args: str,
-            timeout: float = 240) -> None:
+            timeout: float = HANG_GUARD_S) -> None:
     """Run ``python -m module args`` in ``cwd`` until it reaches ``point`` = (owner module, function, text in the
     call's arguments, n-th such call, ``before``/``after``), then SIGKILL it."""
     owner, attr, match, nth, when = point
@@ -75,7 +76,7 @@ def kill_at(cwd: Path, marker: Path, point: tuple[str, str, str, int, str], modu
                 pytest.fail(f"kill point {point} not reached in {timeout} s")
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        proc.wait(timeout=HANG_GUARD_S)
         assert proc.returncode == -signal.SIGKILL
     finally:
         if proc.poll() is None:

@@ -22,6 +22,7 @@ import torch
 
 from preprocess.token_cache import load_token_file, write_token_file
 from tests.conftest import REPO_ROOT
+from tests.limits import HANG_GUARD_S
 from tests.reliability.conftest import assert_clean_error, leftovers, run_module
 from tests.training.helpers import make_tiny_scene
 from training.run_dir import RunDirLock
@@ -135,7 +136,7 @@ def test_killed_while_writing_a_checkpoint_resumes_to_the_same_bytes(tmp_path, r
     scene, full = reference
     run = tmp_path / "run"
     proc = _python(["-c", KILLER, where, str(epoch)], *_args(scene, run))
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=HANG_GUARD_S)
     assert proc.returncode == -signal.SIGKILL, err[-3000:]
     assert len(_records(run / "metrics.jsonl")) == epoch  # the epoch's record is written, its checkpoint is not
     if where == "state":
@@ -154,11 +155,11 @@ def test_killed_at_any_moment_after_the_first_checkpoint_resumes_to_the_same_byt
     scene, full = reference
     run = tmp_path / "run"
     proc = _python([str(REPO_ROOT / "train.py")], *_args(scene, run))
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + HANG_GUARD_S
     while not (run / "checkpoint_epoch_1").is_dir() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=HANG_GUARD_S)
     assert (run / "checkpoint_epoch_1").is_dir(), err[-3000:]
     r = in_process(_args(scene, run, "--resume"), capfd)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -18,6 +18,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.limits import HANG_GUARD_S
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.slow
 def _run(out, *extra):
     env = dict(os.environ, PYTHON=sys.executable, DEVICE="cpu", THREADS="1")
     return subprocess.run(["bash", str(REPO_ROOT / "scripts" / "demo.sh"), "--quick", "--out", str(out), *extra],
-                          env=env, capture_output=True, text=True, timeout=240)
+                          env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import REPO_ROOT
+from tests.limits import HANG_GUARD_S
 from tests.training.helpers import make_tiny_scene
 from training.trainer import main
 
@@ -78,7 +79,7 @@ def test_torchrun_error_of_one_rank_stops_all_with_one_line(tmp_path):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
                "--monitor-interval", "3",  # (see the bad-tokens test below)
                str(REPO_ROOT / "train.py"), *_args(scene, out, "--batch-size", 1, "--epochs", 1)]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=REPO_ROOT)
     finally:
         os.close(fd)
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
@@ -106,7 +107,7 @@ def test_torchrun_bad_tokens_of_one_rank_stop_all_with_one_line(tmp_path):
     # before the launcher ends it
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
            "--monitor-interval", "3", str(REPO_ROOT / "train.py"), *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=REPO_ROOT)
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
     assert proc.returncode != 0 and len(errors) == 1, proc.stderr[-3000:]
     assert "NaN or inf in the cached tokens" in errors[0] and str(bad) in errors[0], errors
@@ -122,7 +123,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
            str(REPO_ROOT / "train.py"), *_args(scene, tmp_path / "ddp", "--batch-size", 1, *common)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     single = main(_args(scene, tmp_path / "one", "--batch-size", 2, *common))
     assert single["global_step"] == 4  # 4 training frames / global batch 2, x 2 epochs

@@ -20,9 +20,10 @@ import numpy as np
 import torch
 
 from tests.conftest import REPO_ROOT
+from tests.limits import HANG_GUARD_S
 
 
-def _run(*args: str, timeout: float = 900) -> None:
+def _run(*args: str, timeout: float = HANG_GUARD_S) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TQDM_DISABLE="1")
     r = subprocess.run([sys.executable, "-m", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                        timeout=timeout)

@@ -10,10 +10,11 @@ import subprocess
 import sys
 
 from tests.conftest import REPO_ROOT
+from tests.limits import HANG_GUARD_S
 from tests.reliability.conftest import assert_clean_error
 
 
-def run(*args, pythonpath_first=None, timeout=300) -> subprocess.CompletedProcess:
+def run(*args, pythonpath_first=None, timeout=HANG_GUARD_S) -> subprocess.CompletedProcess:
     path = [str(pythonpath_first)] if pythonpath_first else []
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([*path, str(REPO_ROOT)]), TQDM_DISABLE="1")
     env.pop("LANGVGGT4D_DEBUG", None)
@@ -58,5 +59,5 @@ def test_inference_view_launcher_records(tmp_path, viewer_output):
     assert page.is_file() and "__VISER_EMBED_DATA__" in page.read_text()
     assert "recording written" in r.stdout
     help_text = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "view.sh"), "--help"], capture_output=True,
-                               text=True, timeout=30)
+                               text=True, timeout=HANG_GUARD_S)
     assert help_text.returncode == 0 and "python -m viewer" in help_text.stdout
