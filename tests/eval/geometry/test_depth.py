@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from eval.geometry.depth import ALIGN_MODES, fit_scale, fit_scale_shift, median_ratio, resize_to, score_depth, \
-    weighted_average
+from eval.geometry.depth import (
+    ALIGN_MODES,
+    fit_scale,
+    fit_scale_shift,
+    median_ratio,
+    resize_to,
+    score_depth,
+    weighted_average,
+)
 
 
 def _gt(seed=0, shape=(3, 10, 14)):
