@@ -31,6 +31,7 @@ def summarize(seq_rows: list[dict[str, Any]], protocol: dict[str, Any]) -> dict[
     ov["sequences"] = len(seq_rows)
     ov["frames"] = sum(r["frames"] for r in seq_rows)
     ov["sanity"] = {name: overall([r["sanity"][name] for r in seq_rows]) for name in SANITY_ROWS}
+    ov["sanity"]["identity_trajectory"]["valid_pixels"] = None  # a pose-only row
     return {"protocol": protocol, "sequences": seq_rows, "overall": ov}
 
 
@@ -56,7 +57,8 @@ def to_markdown(summary: dict[str, Any]) -> str:
     p, ov = summary["protocol"], summary["overall"]
     lines = ["# Geometry evaluation (video depth and camera poses)", "",
              f"Ground truth: `{p['gt_format']}`; depth alignment: `{p['align']}` (one per sequence); valid pixels "
-             f"0 < gt < {p['max_depth']}; aligned prediction clipped at {p['clip_max']}; dataset depth figures "
+             f"0 < gt < {p['max_depth']}; aligned prediction "
+             f"{'clipped at ' + format(p['clip_max'], 'g') if p['clip_max'] is not None else 'not clipped'}; dataset depth figures "
              "weighted by valid pixels, pose figures averaged over sequences. Poses with evo "
              f"{p['evo_version']}: ATE after Sim(3) Umeyama, RPE over 1 frame, RMSE.", "",
              "Sanity rows: " + "; ".join(f"`{k}` = {v}" for k, v in SANITY_ROWS.items()) + ".", "",
@@ -92,7 +94,7 @@ def _colour(x: np.ndarray, lo: float, hi: float, mask: np.ndarray) -> np.ndarray
 
 def _label(img: np.ndarray, text: str) -> np.ndarray:
     band = np.zeros((22, img.shape[1], 3), np.uint8)
-    cv2.putText(band, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.putText(band, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
     return np.concatenate([band, img], axis=0)
 
 
@@ -105,9 +107,15 @@ def error_picture(gt: np.ndarray, aligned: np.ndarray, error: np.ndarray, title:
     valid = np.isfinite(error)
     vals = gt[valid]
     lo, hi = (np.percentile(vals, [2, 98]) if vals.size else (0.0, 1.0))
-    panels = [_label(_colour(gt, lo, hi, valid), f"ground truth depth {lo:.2f}..{hi:.2f}"),
-              _label(_colour(aligned, lo, hi, np.isfinite(aligned)), "aligned prediction (same range)"),
-              _label(_colour(np.nan_to_num(error), 0.0, error_max, valid),
-                     f"abs rel error |p-g|/g, 0..{error_max:g}, mean {np.nanmean(error) if vals.size else 0:.3f}")]
+    mean = float(np.nanmean(error)) if vals.size else float("nan")
+    up = max(1, int(np.ceil(240 / gt.shape[1])))  # small frames are enlarged so the labels fit
+
+    def big(img: np.ndarray) -> np.ndarray:
+        return np.repeat(np.repeat(img, up, axis=0), up, axis=1) if up > 1 else img
+
+    panels = [_label(big(_colour(gt, lo, hi, valid)), f"ground truth {lo:.3g}..{hi:.3g}"),
+              _label(big(_colour(aligned, lo, hi, np.isfinite(aligned))), "aligned prediction (same scale)"),
+              _label(big(_colour(np.nan_to_num(error), 0.0, error_max, valid)),
+                     f"|p-g|/g 0..{error_max:g}, mean {mean:.4f}")]
     img = np.concatenate(panels, axis=1)
     return _label(img, title)

@@ -186,6 +186,7 @@ def score_sequence(name: str, pred: Prediction, gt: SequenceGT, align: str, max_
                   "rpe_rot"):
             s.setdefault(k, None)
         s.setdefault("valid_pixels", 0)
+    sanity["identity_trajectory"]["valid_pixels"] = None  # a pose-only row
     row["sanity"] = sanity
     return row, pictures
 
