@@ -18,9 +18,11 @@ are stacked to ``(N, H, W)``, and one alignment is fitted over all valid pixels 
 * the aligned prediction is clipped to at most ``clip_max`` when given (70 for Sintel; none for Bonn / TUM);
 * metrics on the valid pixels: Abs Rel, Sq Rel, RMSE, log RMSE (prediction clamped to ≥ 1e-5), δ < 1.25^k.
 
-``LAD_TOLERANCE``: the LAD fit never converges in its 1,000 steps on real data and its result depends on the exact
-step count; we reproduce the loop order, so against the published code (same dtype) the metrics agree to ~1e-6
-relative, and to ~2e-4 relative in the worst case of one step more or fewer (a loss tie decided differently).
+``LAD_TOLERANCE`` (2e-4 relative): the LAD fit never converges in its 1,000 steps on real data and its result depends
+on the exact step sequence. We run the published steps in the same order and dtypes, so the metrics match up to
+floating-point summation order (~1e-6 relative, the float32 / float64 spread); one step more or fewer, when a near-tie
+of the loss falls the other way, moves them by up to ~2e-4. Against the exact optimum, Adam's constant step (lr 1e-4)
+leaves Abs Rel ≈ 3e-5 on an exact ``a·gt + b`` prediction.
 """
 
 from __future__ import annotations
