@@ -156,4 +156,72 @@ def test_tum_sequence_end_to_end(tmp_path):
                     "--out", str(tmp_path / "res"), "--no-error-maps", "-q"])
     ov = summary["overall"]
     assert ov["abs_rel"] < 1e-6 and ov["delta_1"] == 1.0  # float32 vs float64 of the same PNG values: ~3e-8
+    gg = ov["sanity"]["gt_vs_gt"]
+    assert (gg["abs_rel"], gg["rmse"], gg["delta_1"]) == (0.0, 0.0, 1.0)  # the float64 PNG depth against itself
     assert ov["ate"] < 1e-6 and ov["rpe_rot"] < 1e-5  # 9-decimal TUM rows
+
+
+def test_prediction_of_another_size_is_resized_bicubic(tmp_path):
+    import cv2
+
+    from eval.geometry.depth import score_depth
+
+    g = depth_maps(3, hw=(12, 16), seed=5)
+    c2w = trajectory(3, seed=5)
+    write_geometry(tmp_path / "scene" / "gt", g, c2w)
+    small = depth_maps(3, hw=(6, 8), seed=6)
+    write_geometry(tmp_path / "pred", small, c2w)
+    summary = main(_args(tmp_path / "pred", tmp_path / "scene", tmp_path / "res") + ["--align", "median"])
+    up = np.stack([cv2.resize(d, (16, 12), interpolation=cv2.INTER_CUBIC) for d in small])
+    want = score_depth(up, g, "median").metrics
+    assert summary["overall"]["abs_rel"] == want["abs_rel"] and summary["overall"]["rmse"] == want["rmse"]
+
+
+def test_hypernerf_scores_poses_only(tmp_path):
+    scene = tmp_path / "americano"
+    (scene / "camera").mkdir(parents=True)
+    c2w = trajectory(6, seed=8)
+    keys = [f"{i:06d}" for i in range(1, 7)]
+    for k, m in zip(keys, c2w, strict=True):
+        R = m[:3, :3].T  # HyperNeRF orientation = camera-from-world rotation, position = centre
+        (scene / "camera" / f"{k}.json").write_text(json.dumps({"orientation": R.tolist(),
+                                                                "position": m[:3, 3].tolist()}))
+    est = sim3(c2w, 2.0, Rotation.from_rotvec([0.0, 0.3, 0.0]).as_matrix(), np.zeros(3))
+    write_geometry(tmp_path / "pred", depth_maps(6), est, keys=keys)
+    summary = main(["--pred", str(tmp_path / "pred"), "--gt", str(scene), "--gt-format", "hypernerf",
+                    "--out", str(tmp_path / "res"), "-q"])
+    seq = summary["sequences"][0]
+    assert seq["abs_rel"] is None and seq["valid_pixels"] == 0 and seq["ate"] < 1e-9
+    assert "poses only" in seq["notes"][0] and not (tmp_path / "res" / "error_maps").exists()
+
+
+def test_sintel_root_with_a_named_prediction_clips_at_70(tmp_path):
+    from eval.geometry.readers import write_cam, write_dpt
+
+    training = tmp_path / "Sintel" / "training"
+    g = depth_maps(4, seed=9) * 10  # up to 80: some beyond the valid range
+    c2w = trajectory(4, seed=9)
+    for sub in ("depth/alley_2", "camdata_left/alley_2", "depth/cave_4"):
+        (training / sub).mkdir(parents=True)
+    keys = [f"frame_{i:04d}" for i in range(1, 5)]
+    for i, k in enumerate(keys):
+        write_dpt(training / "depth" / "alley_2" / f"{k}.dpt", g[i])
+        write_cam(training / "camdata_left" / "alley_2" / f"{k}.cam", np.eye(3), np.linalg.inv(c2w[i])[:3])
+    p = g * 1.5
+    write_geometry(tmp_path / "outputs" / "alley_2", p, c2w, keys=keys)
+    summary = main(["--pred", str(tmp_path / "outputs" / "alley_2"), "--gt", str(training), "--gt-format", "sintel",
+                    "--align", "metric", "--out", str(tmp_path / "res"), "--no-error-maps", "-q"])
+    valid = (g > 0) & (g < 70)
+    want = np.mean(np.abs(np.minimum(p, 70.0) - g)[valid] / g[valid])
+    seq = summary["sequences"][0]
+    assert seq["sequence"] == "alley_2" and summary["protocol"]["clip_max"] == 70.0
+    assert seq["valid_pixels"] == int(valid.sum()) and seq["abs_rel"] == pytest.approx(want, rel=1e-5)
+    assert seq["ate"] < 1e-9
+    # a folder name that is no sequence: the user must name it
+    (tmp_path / "outputs" / "alley_2").rename(tmp_path / "outputs" / "run1")
+    with pytest.raises(UserExit):
+        main(["--pred", str(tmp_path / "outputs" / "run1"), "--gt", str(training), "--gt-format", "sintel",
+              "--out", str(tmp_path / "res2"), "-q"])
+    s2 = main(["--pred", str(tmp_path / "outputs" / "run1"), "--gt", str(training), "--gt-format", "sintel",
+               "--sequences", "alley_2", "--align", "metric", "--out", str(tmp_path / "res2"), "--no-error-maps", "-q"])
+    assert s2["overall"]["abs_rel"] == seq["abs_rel"]
