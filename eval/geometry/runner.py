@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
@@ -129,18 +130,25 @@ def _stack_pred(pred: Prediction, keys: list[str], hw: tuple[int, int]) -> np.nd
     return out
 
 
-def score_sequence(name: str, pred: Prediction, gt: SequenceGT, align: str, max_depth: float | None,
-                   clip_max: float | None, error_max: float = 0.5, device: str = "cpu"
-                   ) -> tuple[dict[str, Any], list[tuple[str, np.ndarray]]]:
-    """One sequence's row (contract keys, alignment, sanity rows) and its error pictures [(key, BGR image)]."""
-    missing = [k for k in pred.keys if k not in set(gt.keys)]
+def _check_frames(pred: Prediction, gt: SequenceGT) -> None:
+    """Every predicted frame has ground truth (a key of the sequence)."""
+    have = set(gt.keys)
+    missing = [k for k in pred.keys if k not in have]
     if missing:
         raise GroundTruthError(f"{len(missing)} predicted frame(s) have no ground truth (first: {missing[0]})",
                                gt.root, "check that the prediction was run on this sequence's frames")
+
+
+def score_sequence(name: str, pred: Prediction, gt: SequenceGT, align: str, max_depth: float | None,
+                   clip_max: float | None, error_max: float = 0.5, device: str = "cpu", pictures: bool = True
+                   ) -> tuple[dict[str, Any], list[tuple[str, np.ndarray]]]:
+    """One sequence's row (contract keys, alignment, sanity rows) and its error pictures [(key, BGR image)]
+    (none when ``pictures`` is False)."""
+    _check_frames(pred, gt)
     keys = list(pred.keys)
     row: dict[str, Any] = {"sequence": name, "frames": len(keys), "gt_frames": len(gt.keys), "notes": []}
     sanity: dict[str, dict[str, Any]] = {"gt_vs_gt": {}, "constant_depth": {}, "identity_trajectory": {}}
-    pictures = []
+    pics = []
     if gt.read_depth is not None and gt.depth_files:
         G = _stack_gt(gt, keys)
         P = _stack_pred(pred, keys, G.shape[1:])
@@ -153,9 +161,9 @@ def score_sequence(name: str, pred: Prediction, gt: SequenceGT, align: str, max_
         aligned = res.scale * P + res.shift
         if clip_max is not None:
             aligned = np.minimum(aligned, clip_max)
-        for i, k in enumerate(keys):
+        for i, k in enumerate(keys if pictures else []):
             title = f"{name} / {k}  align {align}  (s={res.scale:.4g}, t={res.shift:.4g})"
-            pictures.append((k, error_picture(G[i], aligned[i], res.error[i], title, error_max)))
+            pics.append((k, error_picture(G[i], aligned[i], res.error[i], title, error_max)))
     else:
         row.update({k: None for k in ("abs_rel", "sq_rel", "rmse", "log_rmse", "delta_1", "delta_2", "delta_3")})
         row["valid_pixels"] = 0
@@ -189,7 +197,7 @@ def score_sequence(name: str, pred: Prediction, gt: SequenceGT, align: str, max_
         s.setdefault("valid_pixels", 0)
     sanity["identity_trajectory"]["valid_pixels"] = None  # a pose-only row
     row["sanity"] = sanity
-    return row, pictures
+    return row, pics
 
 
 def evaluate_geometry(pred: str | Path, gt: str | Path, gt_format: str, out: str | Path | None,
@@ -199,8 +207,9 @@ def evaluate_geometry(pred: str | Path, gt: str | Path, gt_format: str, out: str
                       device: str = "cpu") -> dict[str, Any]:
     """Score, then (when ``out`` is given) write ``results.json``, ``results.md`` and the error pictures.
 
-    Everything is read and scored before the first file is written, so a bad input writes nothing. The demo calls
-    this and prints :func:`eval.geometry.report.to_text` of the result.
+    Every sequence's cameras and frame lists are read and checked first; the error pictures of scored sequences are
+    staged in a hidden sibling folder of ``out`` (so memory stays one sequence) and moved in only when everything is
+    scored, so a bad input writes nothing. The demo calls this and prints :func:`eval.geometry.report.to_text`.
     """
     if gt_format not in GT_FORMATS:
         raise UserError(f"unknown --gt-format {gt_format!r}", None, f"use one of {', '.join(GT_FORMATS)}")
@@ -209,13 +218,27 @@ def evaluate_geometry(pred: str | Path, gt: str | Path, gt_format: str, out: str
     if clip_max == "auto":
         clip_max = DEFAULT_CLIP.get(gt_format)
     pairs = pair_sequences(Path(pred), Path(gt), gt_format, sequences)
-    rows, pictures = [], {}
-    for name, pdir, gname in tqdm(pairs, desc="sequences", disable=not progress or len(pairs) < 2):
-        seq_gt = read_sequence(Path(gt), gt_format, gname)
-        row, pics = score_sequence(name, read_prediction(pdir), seq_gt, align, max_depth, clip_max, error_max,
-                                   device)
-        rows.append(row)
-        pictures[name] = pics
+    inputs = [(name, read_prediction(pdir), read_sequence(Path(gt), gt_format, gname)) for name, pdir, gname in pairs]
+    for _, p, g in inputs:
+        _check_frames(p, g)
+    out = Path(out) if out is not None else None
+    staging = out.parent / f".{out.name}.error_maps.partial" if out is not None and error_maps else None
+    if staging is not None:
+        shutil.rmtree(staging, ignore_errors=True)
+    rows = []
+    try:
+        for name, p, g in tqdm(inputs, desc="sequences", disable=not progress or len(inputs) < 2):
+            row, pics = score_sequence(name, p, g, align, max_depth, clip_max, error_max, device, staging is not None)
+            rows.append(row)
+            for key, img in pics:
+                path = staging / name / f"{key}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                ok, buf = cv2.imencode(".png", img)
+                path.write_bytes(buf.tobytes())
+    except BaseException:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
     protocol = {"gt_format": gt_format, "align": align, "max_depth": max_depth, "clip_max": clip_max,
                 "depth_resize": "cv2.INTER_CUBIC to the ground-truth size",
                 "lad": {"optimizer": "Adam", "lr": LAD_LR, "max_iters": LAD_MAX_ITERS, "tol": LAD_TOL,
@@ -227,15 +250,14 @@ def evaluate_geometry(pred: str | Path, gt: str | Path, gt_format: str, out: str
                 "rpe": "delta 1 frame, Sim(3) Umeyama (correct_scale), RMSE; rotation in degrees"}
     summary = summarize(rows, protocol)
     if out is not None:
-        out = Path(out)
-        if error_maps:
-            for name, pics in pictures.items():
-                for key, img in pics:
-                    path = out / "error_maps" / name / f"{key}.png"
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    ok, buf = cv2.imencode(".png", img)
-                    with atomic_path(path) as tmp:
-                        tmp.write_bytes(buf.tobytes())
+        out.mkdir(parents=True, exist_ok=True)
+        if staging is not None:
+            for seq_dir in sorted(p for p in staging.iterdir() if p.is_dir()) if staging.is_dir() else []:
+                dest = out / "error_maps" / seq_dir.name
+                shutil.rmtree(dest, ignore_errors=True)  # a previous run's pictures of this sequence
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                seq_dir.rename(dest)
+            shutil.rmtree(staging, ignore_errors=True)
         with atomic_path(out / "results.md") as tmp:
             tmp.write_text(to_markdown(summary))
         save_json_atomic(summary, out / "results.json")  # last: its presence means a complete evaluation

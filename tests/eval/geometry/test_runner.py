@@ -225,3 +225,20 @@ def test_sintel_root_with_a_named_prediction_clips_at_70(tmp_path):
     s2 = main(["--pred", str(tmp_path / "outputs" / "run1"), "--gt", str(training), "--gt-format", "sintel",
                "--sequences", "alley_2", "--align", "metric", "--out", str(tmp_path / "res2"), "--no-error-maps", "-q"])
     assert s2["overall"]["abs_rel"] == seq["abs_rel"]
+
+
+def test_a_bad_later_sequence_leaves_no_pictures_behind(tmp_path, capsys):
+    for i, name in enumerate(("a", "b")):
+        pred, scene = _scene(tmp_path / f"tmp{i}", n=3, seed=i)
+        (tmp_path / "gt").mkdir(exist_ok=True)
+        (tmp_path / "out").mkdir(exist_ok=True)
+        scene.rename(tmp_path / "gt" / name)
+        pred.rename(tmp_path / "out" / name)
+    layout = OutputLayout(tmp_path / "out" / "b")
+    t, _ = read_depth(layout.depth("000003"))
+    d = t["depth"].clone()
+    d[0, 0] = float("inf")
+    write_depth(layout.depth("000003"), d, t["conf"], t["valid"], t["extrinsics"].numpy(), t["intrinsics"].numpy(), {})
+    msg = _run_error(_args(tmp_path / "out", tmp_path / "gt", tmp_path / "res"), capsys)
+    assert "non-finite" in msg and "b/geometry/depth/000003" in msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gt", "out", "tmp0", "tmp1"]  # no res, no staging folder
