@@ -291,6 +291,7 @@ class Prediction:
     depth_files: dict[str, Path]
     c2w: dict[str, np.ndarray]
     sizes: dict[str, tuple[int, int]]
+    backbone: str | None = None
 
 
 def is_prediction(path: Path) -> bool:
@@ -317,7 +318,8 @@ def read_prediction(out: Path) -> Prediction:
                                   "run inference again")
         c2w[key] = c2w_from_cam_from_world(extr[None])[0]
         sizes[key] = (int(rec.get("height", 0)), int(rec.get("width", 0)))
-    return Prediction(out, list(cams), {k: layout.depth(k) for k in cams}, c2w, sizes)
+    backbone = json.loads(layout.meta.read_text()).get("backbone_id") if layout.meta.is_file() else None
+    return Prediction(out, list(cams), {k: layout.depth(k) for k in cams}, c2w, sizes, backbone)
 
 
 def read_prediction_depth(pred: Prediction, key: str) -> np.ndarray:

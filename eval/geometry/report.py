@@ -64,6 +64,8 @@ def to_markdown(summary: dict[str, Any]) -> str:
              "Sanity rows: " + "; ".join(f"`{k}` = {v}" for k, v in SANITY_ROWS.items()) + ".", "",
              f"## Overall ({ov['sequences']} sequences, {ov['frames']} frames)", "", _HEAD, _RULE,
              _row("prediction", ov)]
+    if is_random_backbone(summary):
+        lines[-3:-3] = ["Predictions of a random tiny backbone: the figures are a baseline, not a model's.", ""]
     lines += [_row(f"`{k}`", ov["sanity"][k]) for k in SANITY_ROWS]
     for r in summary["sequences"]:
         lines += ["", f"## {r['sequence']} ({r['frames']} frames)", ""]
@@ -81,7 +83,14 @@ def to_text(summary: dict[str, Any]) -> str:
            f"{ov['sequences']} sequences):  " + "  ".join(f"{k:>9}" for k in keys)]
     for name, r in [("prediction", ov)] + [(k, ov["sanity"][k]) for k in SANITY_ROWS]:
         out.append(f"  {name:<22}" + "  ".join(f"{_fmt(r.get(k)):>9}" for k in keys))
+    if is_random_backbone(summary):
+        out.append("  (predictions of a random tiny backbone: a baseline, not a model's figure)")
     return "\n".join(out)
+
+
+def is_random_backbone(summary: dict[str, Any]) -> bool:
+    """True when a scored prediction came from a random tiny backbone (``tiny-random-seed<N>`` in its meta.json)."""
+    return any(str(r.get("backbone") or "").startswith("tiny") for r in summary["sequences"])
 
 
 def _colour(x: np.ndarray, lo: float, hi: float, mask: np.ndarray) -> np.ndarray:

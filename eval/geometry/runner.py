@@ -146,7 +146,8 @@ def score_sequence(name: str, pred: Prediction, gt: SequenceGT, align: str, max_
     (none when ``pictures`` is False)."""
     _check_frames(pred, gt)
     keys = list(pred.keys)
-    row: dict[str, Any] = {"sequence": name, "frames": len(keys), "gt_frames": len(gt.keys), "notes": []}
+    row: dict[str, Any] = {"sequence": name, "frames": len(keys), "gt_frames": len(gt.keys),
+                           "backbone": pred.backbone, "notes": []}
     sanity: dict[str, dict[str, Any]] = {"gt_vs_gt": {}, "constant_depth": {}, "identity_trajectory": {}}
     pics = []
     if gt.read_depth is not None and gt.depth_files:

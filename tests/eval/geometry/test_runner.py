@@ -242,3 +242,16 @@ def test_a_bad_later_sequence_leaves_no_pictures_behind(tmp_path, capsys):
     msg = _run_error(_args(tmp_path / "out", tmp_path / "gt", tmp_path / "res"), capsys)
     assert "non-finite" in msg and "b/geometry/depth/000003" in msg
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gt", "out", "tmp0", "tmp1"]  # no res, no staging folder
+
+
+def test_a_random_tiny_backbone_is_called_a_baseline(tmp_path, capsys):
+    pred, scene = _scene(tmp_path)
+    (pred / "meta.json").write_text(json.dumps({"backbone_id": "tiny-random-seed0", "frames": []}))
+    main(_args(pred, scene, tmp_path / "res") + ["--no-error-maps"])
+    assert "random tiny backbone: a baseline" in capsys.readouterr().out
+    assert "random tiny backbone" in (tmp_path / "res" / "results.md").read_text()
+    res = json.loads((tmp_path / "res" / "results.json").read_text())
+    assert res["sequences"][0]["backbone"] == "tiny-random-seed0"
+    (pred / "meta.json").write_text(json.dumps({"backbone_id": "streamvggt-sha256-0123456789abcdef"}))
+    main(_args(pred, scene, tmp_path / "res") + ["--no-error-maps"])
+    assert "random tiny backbone" not in capsys.readouterr().out
