@@ -131,12 +131,16 @@ def _stack_pred(pred: Prediction, keys: list[str], hw: tuple[int, int]) -> np.nd
 
 
 def _check_frames(pred: Prediction, gt: SequenceGT) -> None:
-    """Every predicted frame has ground truth (a key of the sequence)."""
+    """Every predicted frame has ground truth (a key of the sequence) and, when the sequence has poses, a pose."""
     have = set(gt.keys)
     missing = [k for k in pred.keys if k not in have]
     if missing:
         raise GroundTruthError(f"{len(missing)} predicted frame(s) have no ground truth (first: {missing[0]})",
                                gt.root, "check that the prediction was run on this sequence's frames")
+    lacking = [k for k in pred.keys if gt.c2w and k not in gt.c2w]
+    if lacking:
+        raise GroundTruthError(f"{len(lacking)} frame(s) have no ground-truth pose (first: {lacking[0]})",
+                               gt.root, "a trajectory needs a pose for every frame")
 
 
 def score_sequence(name: str, pred: Prediction, gt: SequenceGT, align: str, max_depth: float | None,
@@ -168,14 +172,10 @@ def score_sequence(name: str, pred: Prediction, gt: SequenceGT, align: str, max_
     else:
         row.update({k: None for k in ("abs_rel", "sq_rel", "rmse", "log_rmse", "delta_1", "delta_2", "delta_3")})
         row["valid_pixels"] = 0
-        row["notes"].append("no ground-truth depth in this format: poses only")
+        row["notes"].append("no ground-truth depth for this sequence: poses only")
         for s in ("gt_vs_gt", "constant_depth"):
             sanity[s].update({"valid_pixels": 0})
     if gt.c2w:
-        lacking = [k for k in keys if k not in gt.c2w]
-        if lacking:
-            raise GroundTruthError(f"{len(lacking)} frame(s) have no ground-truth pose (first: {lacking[0]})",
-                                   gt.root, "a trajectory needs a pose for every frame")
         gt_c2w = np.stack([gt.c2w[k] for k in keys])
         est_c2w = np.stack([pred.c2w[k] for k in keys])
         poses = pose_metrics(gt_c2w, est_c2w)

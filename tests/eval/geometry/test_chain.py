@@ -26,9 +26,9 @@ def _tum_sequence(seq, frames):
     (seq / "rgb").mkdir(parents=True)
     (seq / "depth").mkdir()
     stamps = [f"{1305031102.175304 + 0.033 * i:.6f}" for i in range(len(frames))]
-    for s, f in zip(stamps, frames, strict=True):
+    for i, (s, f) in enumerate(zip(stamps, frames, strict=True)):
         cv2.imwrite(str(seq / "rgb" / f"{s}.png"), f)
-        depth = np.full((H, W), 2.0 + 0.1 * len(s) % 3, np.float64)
+        depth = np.full((H, W), 2.0 + 0.1 * i, np.float64)
         depth[:, : W // 2] = 3.5
         depth[0, :] = 0.0  # no measurement
         cv2.imwrite(str(seq / "depth" / f"{s}.png"), np.round(depth * 5000).astype(np.uint16))
