@@ -180,7 +180,11 @@ def open_token_cache(args: argparse.Namespace, source: Path, decoder) -> object 
         tdir = Path(args.tokens)
     else:
         if source.is_dir():  # scene/, scene/rgb/2x, or a Neu3D scene/camXX/images
-            candidates = [source / "tokens", source.parent.parent / "tokens", source.parent / "tokens"]
+            from preprocess.layout import scene_jobs
+
+            jobs = scene_jobs(source)  # the extractor's own folder first (Sintel: training/tokens/<pass>/<seq>)
+            candidates = [j.tokens_dir for j in jobs if len(jobs) == 1]
+            candidates += [source / "tokens", source.parent.parent / "tokens", source.parent / "tokens"]
         else:  # a video: <video dir>/<video stem>/tokens (the extractor's default)
             candidates = [source.parent / source.stem / "tokens"]
         tdir = next((c for c in candidates if (c / "meta.json").is_file()), None)

@@ -2,7 +2,7 @@
 
 Frame sources
     * a folder of images (HyperNeRF ``<scene>/rgb/2x/000001.png``, Neu3D ``<scene>/camXX/images/0000.png``),
-    * a scene folder (``rgb/2x`` or ``images`` inside it is used),
+    * a scene folder (``rgb/2x`` or ``images`` inside it is used; a TUM RGB-D / Bonn sequence's ``rgb/``),
     * a video file (``.mp4``/``.avi``/``.mov``/``.mkv``, read with OpenCV); its frame keys are
       ``000001``, ``000002``, ... (1-based, 6 digits, the HyperNeRF convention).
 
@@ -44,6 +44,8 @@ class FrameDecodeError(UserError, OSError):
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 PUBLISHED_IMAGE_EXTS = (".png", ".jpg", ".jpeg")
+#: the frame folders a scene folder may hold, in the order they are looked for: HyperNeRF, Neu3D camera, TUM / Bonn
+FRAME_SUBDIRS = ("rgb/2x", "images", "rgb")
 
 
 @dataclass(frozen=True)
@@ -78,17 +80,19 @@ def _image_files(folder: Path) -> list[Path]:
 
 def resolve_frame_folder(path: str | Path) -> Path:
     """The folder that holds the frames of ``path``: itself if it contains images, else ``rgb/2x``
-    (HyperNeRF) or ``images`` (Neu3D camera folder) inside it. Raises FileNotFoundError otherwise."""
+    (HyperNeRF), ``images`` (Neu3D camera folder) or ``rgb`` (TUM RGB-D / Bonn sequence, frames listed in
+    ``rgb.txt``) inside it. Raises FileNotFoundError otherwise."""
     path = Path(path)
     if not path.is_dir():
         raise FrameSourceMissing("not a folder", path, "pass a frame folder, a scene folder or a video file")
     if _image_files(path):
         return path
-    for sub in ("rgb/2x", "images"):
+    for sub in FRAME_SUBDIRS:
         if (path / sub).is_dir() and _image_files(path / sub):
             return path / sub
     raise FrameSourceMissing(
-        "no frames found", path, f"put the frames in it, or in rgb/2x/ (HyperNeRF) or images/ (Neu3D camera); "
+        "no frames found", path, f"put the frames in it, or in rgb/2x/ (HyperNeRF), images/ (Neu3D camera) or rgb/ "
+        f"(TUM RGB-D / Bonn); "
         f"image types: {', '.join(IMAGE_EXTS)}")
 
 
