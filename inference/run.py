@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> dict | list[dict]:
     if args.backbone:
         from model.backbones import load_backbone
 
-        backbone, backbone_id, _ = load_backbone(args.backbone, device)
+        backbone, backbone_id, _ = load_backbone(args.backbone, device=device)
     layers = tuple(backbone.config.dpt_layers) if backbone is not None else None
     decoder = load_decoder(args.decoder, device=device, layers=layers)
     if args.preset == "published" and decoder_kind(decoder) != "published":
