@@ -173,3 +173,16 @@ def backbone_family(identity: str) -> str:
         if marker in identity:
             return identity.split(marker)[0]
     return identity
+
+
+def backbone_help() -> str:
+    """The ``--backbone`` help text of every command, listing the registered families."""
+    from model.registry import families
+
+    names = ", ".join(f"'{n}' ({f.summary.split(':')[0]}; weights: {f.default_source})"
+                      for n, f in sorted(families().items()))
+    return ("[<family>:]<weights>. Families: " + names + ". '<family>:<file, folder or Hub repo id>' reads those "
+            "weights (e.g. vggt:facebook/VGGT-1B, page4d:ckpt/page4d/checkpoint_nomask.pt); a bare path or repo id "
+            "is StreamVGGT weights; 'tiny' / 'tiny:<seed>' (or '<family>:tiny:<seed>'): a seeded RANDOM tiny model, "
+            "only to run the pipeline without weights (recorded as [<family>-]tiny-random-seed<N>). Windowed "
+            "families (vggt, page4d, page4d-mask) run --window frames at a time with --overlap shared frames")
