@@ -46,6 +46,9 @@ class StreamVGGT(nn.Module):
     inspect keys without allocating); ``StreamVGGT(StreamVGGTConfig.tiny())`` the tiny test model.
     """
 
+    #: causal with a key/value cache: any length streams through ``stream`` / the aggregator cache
+    streaming = True
+
     def __init__(self, config: StreamVGGTConfig | None = None) -> None:
         super().__init__()
         from model.streamvggt.heads.dpt_head import DPTHead

@@ -67,6 +67,9 @@ class VGGTAggregator(Aggregator):
 class VGGT(nn.Module):
     """VGGT (``spatial_mask=False``) or PAGE-4D (``spatial_mask=True``) from a :class:`VGGTConfig`."""
 
+    #: global attention over a window: long videos go through :class:`model.vggt.windows.WindowedRunner`
+    streaming = False
+
     def __init__(self, config: VGGTConfig | None = None, spatial_mask: bool = False) -> None:
         super().__init__()
         from model.streamvggt.heads.dpt_head import DPTHead
