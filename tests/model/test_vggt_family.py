@@ -143,3 +143,36 @@ def test_page4d_mask_tiny_differs_from_mask_off():
     off = load_backbone("page4d:tiny:0")[0](x)
     assert (on["attn_mask"] > 0).any() and not off["attn_mask"].any()
     assert torch.equal(on["tokens"][9], off["tokens"][9]) and not torch.equal(on["tokens"][23], off["tokens"][23])
+
+
+def test_a_file_without_track_head_loads_through_the_contract_with_one_warning(ref, fixtures_dir, tmp_path,
+                                                                              caplog):
+    """``enable_track`` left at its official default (True): the fixture file has no track_head.* keys."""
+    import logging
+
+    cfg = page4d_tiny_config(fixtures_dir, "mask")
+    del cfg["enable_track"]
+    path = tmp_path / "checkpoint_mask.pt"
+    torch.save({"model": page4d_state_dict(ref)}, path)
+    with caplog.at_level(logging.WARNING):
+        model, _, _ = load_backbone(f"page4d:{path}", config=cfg)
+    warned = [r.getMessage() for r in caplog.records if "track_head" in r.getMessage()]
+    assert len(warned) == 1 and model.track_head is None
+    out = model(ref["inputs.images"])
+    assert (out["depth"] - ref["mask.depth"]).abs().max() <= _tol(ref["mask.depth"])
+
+
+def test_config_uses_official_names_and_defaults():
+    from model.vggt.config import VGGTConfig
+
+    cfg = VGGTConfig.from_dict({})
+    assert cfg.camera_head["trunk_depth"] == 4 and cfg.camera_head["num_heads"] == 16
+    assert cfg.camera_iterations == 4 and cfg.token_dim == 2048
+    depth = cfg.dpt("depth_head")
+    assert depth["features"] == 256 and list(depth["out_channels"]) == [256, 512, 1024, 1024]
+    assert list(depth["intermediate_layer_idx"]) == [4, 11, 17, 23] and depth["activation"] == "exp"
+    assert cfg.dpt("point_head")["output_dim"] == 4
+    with pytest.raises(ValueError, match="unknown"):
+        VGGTConfig.from_dict({"embed_dims": 32})
+    with pytest.raises(ValueError, match="camera_head"):
+        VGGTConfig.from_dict({"camera_head": {"trunk": 2}})
