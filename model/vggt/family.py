@@ -59,14 +59,18 @@ def _resolve(source: str | None, default_local: Path, repo_id: str, filename: st
 
     if not hub_reachable():
         raise UserError(f"{what} weights not found locally and the Hugging Face Hub cannot be reached", source, fix)
-    try:
-        from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download
 
-        logger.info("downloading %s from the Hugging Face Hub repo %s", filename, source)
-        return Path(hf_hub_download(repo_id=str(source), filename=filename, repo_type=repo_type))
-    except Exception as exc:  # offline, no such repo or file: one instruction
-        raise UserError(f"{what} weights: the Hub download of {source}/{filename} failed ({type(exc).__name__})",
-                        source, fix) from exc
+    names = [filename] + [n for n in ("model.safetensors", "model.pt") if n != filename and repo_type is None]
+    failure: Exception | None = None
+    for name in names:  # facebook/VGGT-1B publishes model.safetensors (from_pretrained) and model.pt (flat)
+        try:
+            logger.info("downloading %s from the Hugging Face Hub repo %s", name, source)
+            return Path(hf_hub_download(repo_id=str(source), filename=name, repo_type=repo_type))
+        except Exception as exc:  # offline, no such repo or file: try the next name, then one instruction
+            failure = exc
+    raise UserError(f"{what} weights: the Hub download of {source}/{' or '.join(names)} failed "
+                    f"({type(failure).__name__})", source, fix) from failure
 
 
 def _make_family(name: str, spatial_mask: bool, overrides: dict[str, Any], summary: str, default_local: Path,
