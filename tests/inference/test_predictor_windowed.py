@@ -76,3 +76,20 @@ def test_the_dynamic_mask_is_written_per_frame(tmp_path):
     for i in range(4):
         got = load_file(str(layout.dynamic(f"{i + 1:06d}")))
         assert got["dynamic"].shape == (H, W) and got["valid"].all()
+
+
+def test_a_decoder_refuses_another_family_in_one_line_naming_both():
+    import types
+
+    import pytest
+
+    from inference.run import check_backbones
+    from utils.cli import UserError
+
+    decoder = types.SimpleNamespace(source_info={"token_info": {"backbone": "tiny-random-seed0"}})
+    _, bid, _ = load_backbone("page4d-mask:tiny:0")
+    with pytest.raises(UserError) as e:
+        check_backbones(decoder, None, bid, "decoder_dir")
+    text = str(e.value)
+    assert "\n" not in text and "tiny-random-seed0" in text and "page4d-mask-tiny-random-seed0" in text
+    check_backbones(decoder, None, load_backbone("tiny:0")[1], "decoder_dir")  # the same backbone passes
