@@ -70,6 +70,9 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
     """
     own = model.state_dict()
     unexpected = sorted(set(state_dict) - set(own))
+    if unexpected and all(".spatial_mask_head." in f".{k}" for k in unexpected):
+        raise UserError("a PAGE-4D file (it holds the spatial_mask_head) read as VGGT", source,
+                        "pass --backbone page4d:<file> (or page4d-mask:<file>)")
     if unexpected:
         raise UserError(f"{len(unexpected)} unexpected key(s) for this backbone, e.g. {unexpected[:3]}", source,
                         "this file is not of this family or size: check the --backbone family and the config")
@@ -85,6 +88,9 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
         if keys and keys <= missing:
             dropped.append(head)
             missing -= keys
+    if missing and all(".spatial_mask_head." in f".{k}" for k in missing):
+        raise UserError("a file without PAGE-4D's spatial_mask_head (VGGT weights?) read as PAGE-4D", source,
+                        "pass --backbone vggt:<file>, or the PAGE-4D checkpoint_*.pt")
     if missing:
         miss = sorted(missing)
         raise UserError(f"{len(miss)} key(s) missing, e.g. {miss[:3]}", source,

@@ -61,7 +61,7 @@ def test_the_full_key_table_loads_without_warnings(fixtures_dir, caplog):
     assert not caplog.records and model.track_head is not None
 
 
-@pytest.mark.parametrize("change", ["extra", "partial", "shape", "vggt-file-as-page4d"])
+@pytest.mark.parametrize("change", ["extra", "partial", "shape", "page4d-file-as-vggt", "vggt-file-as-page4d"])
 def test_foreign_keys_are_one_clear_error(fixtures_dir, change):
     shapes = dict(page4d_key_shapes(fixtures_dir))
     if change == "extra":
@@ -71,14 +71,16 @@ def test_foreign_keys_are_one_clear_error(fixtures_dir, change):
     elif change == "shape":
         shapes["aggregator.camera_token"] = (1, 2, 1, 512)
     family = "page4d"
-    if change == "vggt-file-as-page4d":  # a PAGE-4D file read as VGGT: the mask head is unexpected
+    if change == "page4d-file-as-vggt":  # the mask head is unexpected
         family = "vggt"
+    elif change == "vggt-file-as-page4d":  # the mask head is missing
+        shapes = {k: v for k, v in shapes.items() if "spatial_mask_head" not in k}
     with pytest.raises(UserError) as e:
         load_weights(_meta_network(family), _meta_state_dict(shapes), "bad.pt")
     text = str(e.value)
     assert "\n" not in text and "bad.pt" in text
     assert {"extra": "unexpected", "partial": "missing", "shape": "shape",
-            "vggt-file-as-page4d": "spatial_mask_head"}[change] in text
+            "page4d-file-as-vggt": "--backbone page4d", "vggt-file-as-page4d": "--backbone vggt"}[change] in text
 
 
 def test_a_snapshot_with_a_pickled_object_is_refused_unexecuted(tmp_path, fixtures_dir):
