@@ -31,6 +31,8 @@ class BackboneFamily:
         build: ``build(config dict or None)`` -> the network with random weights, on the current default device
             (build under ``torch.device("meta")`` to inspect keys without allocating).
         tiny: ``tiny(seed)`` -> the seeded random tiny network (tests, the weight-free demo).
+        resolve: ``resolve(source or None)`` -> the weights file a source names (a file, a folder, a Hub repo id
+            downloaded when online, None = the family's default), or one :class:`~utils.cli.UserError` line.
         load: ``load(source or None, config dict or None)`` -> (network, the weights file) from published weights;
             strict, refusing pickled objects and foreign keys with one :class:`~utils.cli.UserError` line.
         default_source: where ``<name>`` alone looks for weights (text for messages).
@@ -42,6 +44,7 @@ class BackboneFamily:
     streaming: bool
     build: Callable[[dict[str, Any] | None], nn.Module]
     tiny: Callable[[int], nn.Module]
+    resolve: Callable[[str | None], Path]
     load: Callable[[str | None, dict[str, Any] | None], tuple[nn.Module, Path]]
     default_source: str
     facts: dict[str, Any] = field(default_factory=dict)

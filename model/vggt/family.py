@@ -92,10 +92,13 @@ def _make_family(name: str, spatial_mask: bool, overrides: dict[str, Any], summa
         nudge_field_of_view(model.camera_head)
         return model.eval()
 
+    def resolve(source: str | None) -> Path:
+        return _resolve(source, default_local, repo_id, filename, repo_type, name)
+
     def load(source: str | None, config: dict[str, Any] | None = None):
         from model.vggt.loading import load_weights, read_state_dict
 
-        path = _resolve(source, default_local, repo_id, filename, repo_type, name)
+        path = resolve(source)
         state_dict = read_state_dict(path)
         with torch.device("meta"):
             model = build(config)
@@ -103,7 +106,8 @@ def _make_family(name: str, spatial_mask: bool, overrides: dict[str, Any], summa
         logger.info("loaded %s weights from %s", name, path)
         return model.eval(), path
 
-    return register(BackboneFamily(name=name, summary=summary, streaming=False, build=build, tiny=tiny, load=load,
+    return register(BackboneFamily(name=name, summary=summary, streaming=False, build=build, tiny=tiny,
+                                   resolve=resolve, load=load,
                                    default_source=f"{default_local}, else the Hub repo {repo_id}", facts=facts))
 
 

@@ -177,3 +177,17 @@ def test_config_uses_official_names_and_defaults():
         VGGTConfig.from_dict({"embed_dims": 32})
     with pytest.raises(ValueError, match="camera_head"):
         VGGTConfig.from_dict({"camera_head": {"trunk": 2}})
+
+
+def test_the_registry_names_each_family_and_resolves_local_files(tmp_path):
+    from model.registry import families, get_family
+    from utils.cli import UserError
+
+    assert {"streamvggt", "vggt", "page4d", "page4d-mask"} <= set(families())
+    assert get_family("streamvggt").streaming and not get_family("page4d").streaming
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    assert get_family("vggt").resolve(str(tmp_path)) == tmp_path / "model.safetensors"
+    with pytest.raises(UserError, match="checkpoint_mask.pt"):
+        get_family("page4d-mask").resolve(str(tmp_path / "nothing.pt"))
+    with pytest.raises(KeyError, match="known"):
+        get_family("dust3r")
