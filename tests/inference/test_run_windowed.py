@@ -37,3 +37,17 @@ def test_inference_run_with_a_windowed_backbone(tmp_path):
         assert layout.dynamic(f"{i + 1:06d}").is_file() and layout.depth(f"{i + 1:06d}").is_file()
     meta = json.loads(layout.meta.read_text())
     assert meta["backbone_id"] == "page4d-mask-tiny-random-seed0" and meta["window"] == 3
+
+
+def test_the_viewer_draws_the_dynamic_mask(tmp_path):
+    test_inference_run_with_a_windowed_backbone(tmp_path)
+    from viewer.scene import FramePictures, load_scene
+
+    layout = OutputLayout(tmp_path / "out")
+    scene = load_scene(layout)
+    assert "dynamic" in scene.color_modes()
+    fp = scene.points["000001"]
+    assert fp.colors["dynamic"].shape == fp.colors["rgb"].shape
+    assert not np.array_equal(fp.colors["dynamic"], fp.colors["rgb"])
+    picture = FramePictures(layout, scene.levels).picture("dynamic", "000001", scene.hw["000001"])
+    assert picture.shape == (*scene.hw["000001"], 3) and picture.dtype == np.uint8
