@@ -33,6 +33,7 @@ class BackboneFamily:
         tiny: ``tiny(seed)`` -> the seeded random tiny network (tests, the weight-free demo).
         resolve: ``resolve(source or None)`` -> the weights file a source names (a file, a folder, a Hub repo id
             downloaded when online, None = the family's default), or one :class:`~utils.cli.UserError` line.
+        read: ``read(path)`` -> the flat state dict a weights file holds (never unpickling code).
         load: ``load(source or None, config dict or None)`` -> (network, the weights file) from published weights;
             strict, refusing pickled objects and foreign keys with one :class:`~utils.cli.UserError` line.
         default_source: where ``<name>`` alone looks for weights (text for messages).
@@ -45,6 +46,7 @@ class BackboneFamily:
     build: Callable[[dict[str, Any] | None], nn.Module]
     tiny: Callable[[int], nn.Module]
     resolve: Callable[[str | None], Path]
+    read: Callable[[Path], dict[str, Any]]
     load: Callable[[str | None, dict[str, Any] | None], tuple[nn.Module, Path]]
     default_source: str
     facts: dict[str, Any] = field(default_factory=dict)

@@ -7,7 +7,7 @@ from typing import Any
 
 from model.registry import BackboneFamily, register
 from model.streamvggt.config import StreamVGGTConfig
-from model.streamvggt.loading import DEFAULT_LOCAL_PATH, DEFAULT_REPO_ID, resolve_checkpoint
+from model.streamvggt.loading import DEFAULT_LOCAL_PATH, DEFAULT_REPO_ID, read_state_dict, resolve_checkpoint
 
 
 def _config(config: dict[str, Any] | None) -> StreamVGGTConfig:
@@ -35,7 +35,8 @@ def _load(source: str | None, config: dict[str, Any] | None) -> tuple[Any, Path]
 
 STREAMVGGT = register(BackboneFamily(
     name="streamvggt", summary="StreamVGGT: causal, streams frame by frame with a key/value cache (bounded memory)",
-    streaming=True, build=_build, tiny=_tiny, resolve=resolve_checkpoint, load=_load,
+    streaming=True, build=_build, tiny=_tiny, resolve=resolve_checkpoint, read=read_state_dict,
+    load=_load,
     default_source=f"{DEFAULT_LOCAL_PATH}, else the Hub repo {DEFAULT_REPO_ID}",
     facts={"token_dim": 2048, "patch_start_idx": 5, "dpt_layers": (4, 11, 17, 23),
            "weights": f"https://huggingface.co/{DEFAULT_REPO_ID} checkpoints.pth"}))

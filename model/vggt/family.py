@@ -73,6 +73,12 @@ def _resolve(source: str | None, default_local: Path, repo_id: str, filename: st
                     f"({type(failure).__name__})", source, fix) from failure
 
 
+def _read(path: Path) -> dict[str, torch.Tensor]:
+    from model.vggt.loading import read_state_dict
+
+    return read_state_dict(path)
+
+
 def _make_family(name: str, spatial_mask: bool, overrides: dict[str, Any], summary: str, default_local: Path,
                  repo_id: str, filename: str, repo_type: str | None, facts: dict[str, Any]) -> BackboneFamily:
     def config_of(config: dict[str, Any] | None) -> VGGTConfig:
@@ -107,7 +113,7 @@ def _make_family(name: str, spatial_mask: bool, overrides: dict[str, Any], summa
         return model.eval(), path
 
     return register(BackboneFamily(name=name, summary=summary, streaming=False, build=build, tiny=tiny,
-                                   resolve=resolve, load=load,
+                                   resolve=resolve, read=_read, load=load,
                                    default_source=f"{default_local}, else the Hub repo {repo_id}", facts=facts))
 
 

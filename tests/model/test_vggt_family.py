@@ -191,3 +191,16 @@ def test_the_registry_names_each_family_and_resolves_local_files(tmp_path):
         get_family("page4d-mask").resolve(str(tmp_path / "nothing.pt"))
     with pytest.raises(KeyError, match="known"):
         get_family("dust3r")
+
+
+def test_a_decoder_dpt_can_start_from_a_page4d_depth_head(ref, fixtures_dir, tmp_path):
+    import model.decoder as dec
+
+    path = tmp_path / "checkpoint_nomask.pt"
+    torch.save({"model": page4d_state_dict(ref), "steps": 3}, path)
+    cfg = dec.DecoderConfig.tiny(dim_in=64, layers=(4, 11, 17, 23))
+    decoder = dec.SemanticBridgingDecoder(cfg)
+    copied = dec.init_feature_extractor_from_backbone(decoder, f"page4d:{path}")
+    assert any(k.startswith("projects.") for k in copied)
+    name = next(k for k in copied if k.startswith("projects."))
+    assert torch.equal(decoder.feature_extractor.state_dict()[name], ref[f"weights.depth_head.{name}"])
