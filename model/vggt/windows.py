@@ -9,6 +9,7 @@ cameras, depth scale and points over. A video no longer than one window is exact
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,8 @@ import torch
 
 from model.streamvggt.geometry import depth_to_world_points
 from model.streamvggt.pose import pose_encoding_to_extri_intri
+
+logger = logging.getLogger(__name__)
 
 #: at most this many point pairs (a regular subsample) go into the Umeyama fit
 MAX_PAIRS = 4096
@@ -38,7 +41,7 @@ class Sim3:
     @classmethod
     def fit(cls, source: torch.Tensor, target: torch.Tensor) -> Sim3:
         """Least-squares Sim(3) taking ``source`` (N, 3) points onto ``target`` (N, 3) (Umeyama, with scale)."""
-        from evo.core.geometry import umeyama_alignment
+        from evo.core.geometry import GeometryException, umeyama_alignment
 
         src = source.double().reshape(-1, 3)
         dst = target.double().reshape(-1, 3)
@@ -47,10 +50,17 @@ class Sim3:
         if len(src) > MAX_PAIRS:
             pick = torch.linspace(0, len(src) - 1, MAX_PAIRS).round().long()
             src, dst = src[pick], dst[pick]
-        if len(src) < 3:
-            raise ValueError("fewer than 3 valid point pairs in the window overlap: cannot align the windows")
-        r, t, c = umeyama_alignment(src.T.numpy(), dst.T.numpy(), with_scale=True)
-        return cls(float(c), torch.from_numpy(np.asarray(r)), torch.from_numpy(np.asarray(t)))
+        if len(src) >= 3:
+            try:
+                with np.errstate(all="ignore"):
+                    r, t, c = umeyama_alignment(src.T.numpy(), dst.T.numpy(), with_scale=True)
+            except GeometryException:  # degenerate covariance (all points on a line or at one place)
+                c = float("nan")
+            if np.isfinite(c) and c > 0 and np.isfinite(r).all() and np.isfinite(t).all():
+                return cls(float(c), torch.from_numpy(np.asarray(r)), torch.from_numpy(np.asarray(t)))
+        logger.warning("the window overlap gives no usable Sim(3) (%d valid point pairs, degenerate geometry): "
+                       "this window keeps its own world (cameras may jump at its border)", len(src))
+        return cls.identity()
 
     def extrinsics(self, extr: torch.Tensor) -> torch.Tensor:
         """Camera-from-world (..., 3, 4) of the window's world -> of the joint world (camera units scaled)."""

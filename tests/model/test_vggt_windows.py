@@ -94,3 +94,13 @@ def test_windows_joined_by_sim3_give_one_continuous_trajectory(window, overlap):
     assert torch.allclose(got_e[:, :, :3], e0[:, :, :3], atol=1e-4)  # fp32 pose encoding round trip
     assert torch.allclose(got_e[:, :, 3], e0[:, :, 3], atol=1e-4)
     assert torch.allclose(got_d, depth, rtol=1e-4)
+
+
+def test_a_degenerate_overlap_keeps_the_window_world_with_a_warning(caplog):
+    import logging
+
+    pts = torch.ones(50, 3, dtype=torch.float64)  # every pair the same point: no scale, no rotation
+    with caplog.at_level(logging.WARNING):
+        fit = Sim3.fit(pts, pts * 2)
+    assert fit.scale == 1.0 and torch.equal(fit.rotation, torch.eye(3, dtype=torch.float64))
+    assert any("Sim(3)" in r.getMessage() for r in caplog.records)
