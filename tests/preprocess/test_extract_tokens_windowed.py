@@ -84,7 +84,7 @@ def _bad_files(tmp: Path) -> dict[str, Path]:
 def test_bad_weight_files_end_in_one_line_exit_2(scene, tmp_path, kind):
     path = _bad_files(tmp_path)[kind]
     r = run_module("preprocess.extract_tokens", scene, "--backbone", f"page4d:{path}", "--out", tmp_path / "t",
-                   "--no-progress", timeout=120)
+                   "--no-progress")
     line = assert_clean_error(r, mentions=path)
     assert {"extra": "unexpected", "missing": "missing", "pickled": "refused"}[kind] in line
     assert not (tmp_path / "t").exists()
