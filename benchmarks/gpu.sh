@@ -8,9 +8,11 @@
 #    (backbone + decoder + heads)                                         -> python -m benchmarks.bench_gpu
 # 2. training samples/s from the token cache (ours vs the published path) -> python -m benchmarks.bench_train_data
 # 3. query frames/s (latent-grid path vs exact)                          -> python -m benchmarks.bench_query
+# 4. peak GPU memory of one VGGT/PAGE-4D window (full model, random weights, bf16) at 8/16/32/64 frames
+#                                                                        -> python -m benchmarks.bench_backbone_windows
 # Needs the project's environment (PYTHON=python) and one CUDA device; nothing is downloaded.
 set -euo pipefail
-if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="${1:-$REPO/benchmarks/results/gpu-$(date +%Y%m%d-%H%M)}"
 PYTHON="${PYTHON:-python}"
@@ -22,6 +24,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 run() { local name="$1"; shift; echo "== $name: $*"; local t0=$SECONDS; "$@" 2>&1 | tee "$OUT/$name.log"; echo "== $name: $((SECONDS - t0)) s"; }
 run aggregator_inference "$PYTHON" -m benchmarks.bench_gpu --json "$OUT/bench_gpu.json"
 run train_data "$PYTHON" -m benchmarks.bench_train_data --device cuda --decoder default --rounds 2 --json "$OUT/bench_train_data.json"
+run backbone_windows "$PYTHON" -m benchmarks.bench_backbone_windows --device cuda --depth 24 --dinov2 --dtype bf16 --windows 8 16 32 64 --json "$OUT/bench_backbone_windows.json"
 if [[ -f benchmarks/bench_query.py ]]; then
   run query "$PYTHON" -m benchmarks.bench_query --device cuda --json "$OUT/bench_query.json"
 fi

@@ -70,6 +70,10 @@ class OutputLayout:
     def depth(self, key: str) -> Path:
         return self.root / "geometry" / "depth" / f"{key}.safetensors"
 
+    def dynamic(self, key: str) -> Path:
+        """PAGE-4D's dynamic mask of a frame (``write_dynamic``)."""
+        return self.root / "geometry" / "dynamic" / f"{key}.safetensors"
+
     def points(self, key: str) -> Path:
         return self.root / "geometry" / "points" / f"{key}.ply"
 
@@ -187,6 +191,13 @@ def write_depth(path: str | os.PathLike, depth: torch.Tensor, conf: torch.Tensor
         "extrinsics": torch.as_tensor(np.asarray(extrinsics, dtype=np.float64)),
         "intrinsics": torch.as_tensor(np.asarray(intrinsics, dtype=np.float64)),
     }, path, metadata=_encode_meta(meta))
+
+
+def write_dynamic(path: str | os.PathLike, dynamic: torch.Tensor, valid: torch.Tensor, meta: dict) -> None:
+    """Write PAGE-4D's dynamic mask on the original frame atomically: ``dynamic`` (H, W) float32 in
+    (-0.5, 0.5) (the mask head's per-patch ``attn_value``: higher = more likely moving) and ``valid`` (H, W)."""
+    save_safetensors_atomic({"dynamic": dynamic.detach().float().cpu(), "valid": valid.to(torch.uint8).cpu()},
+                            path, metadata=_encode_meta(meta))
 
 
 def read_depth(path: str | os.PathLike, names: tuple[str, ...] | None = None) -> tuple[dict[str, torch.Tensor], dict]:

@@ -32,6 +32,7 @@ from inference.outputs import (
     OutputLayout,
     read_depth,
     write_depth,
+    write_dynamic,
     write_fields,
 )
 from inference.ply import PlyStreamWriter, read_ply, write_ply
@@ -79,6 +80,8 @@ class ChunkOutput:
     extrinsics: torch.Tensor | None = None
     intrinsics: torch.Tensor | None = None
     on_frame: bool = False
+    #: PAGE-4D: (S, h, w) per-pixel dynamic mask on the network grid (``attn_value`` of the patch), or None
+    dynamic: torch.Tensor | None = None
 
 
 #: predictor(frames of one chunk, keep) -> ChunkOutput. ``keep[i]`` False means frame i is only
@@ -214,6 +217,9 @@ def _write_frame(layout: OutputLayout, f: Frame, pred: ChunkOutput, i: int, s: I
             raise RuntimeError("geometry outputs were requested but the predictor gave no depth/cameras; "
                                "pass --no-geometry or use a backbone with depth and camera heads")
         _write_geometry(layout, f, pred, i, s)
+        if pred.dynamic is not None:
+            (dyn,), valid_dyn = uncrop_map(pred.dynamic[i].float().cpu()[None], f.crop)
+            write_dynamic(layout.dynamic(f.key), dyn, valid_dyn, {"frame_key": f.key, "frame_index": f.index})
     meta = {"frame_key": f.key, "frame_index": f.index, "lang_dim": lang_dim, "levels": list(s.levels),
             **{k: v for k, v in s.extra_meta.items() if k in ("autoencoder", "decoder", "backbone", "preset")}}
     write_fields(layout.fields(f.key), fields, meta, valid)

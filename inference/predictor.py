@@ -30,10 +30,14 @@ class LangVGGTPredictor:
 
     Args:
         decoder: a ``model.decoder.SemanticBridgingDecoder`` (eval mode).
-        backbone: a ``model.streamvggt.streamvggt.StreamVGGT`` or None (then a token cache is required
-            and no geometry is produced).
+        backbone: a ``model.streamvggt.streamvggt.StreamVGGT`` (streams with caches), a windowed
+            ``model.vggt.vggt.VGGT`` / PAGE-4D (overlapping windows of ``window`` frames joined by Sim(3); the
+            pipeline's chunks must then be at most ``window - overlap`` frames), or None (then a token cache is
+            required and no geometry is produced).
         token_cache: a ``preprocess.token_cache.TokenCache`` or None.
-        window: past frames kept in the aggregator/camera caches (memory bound for long videos).
+        window: past frames kept in the aggregator/camera caches (memory bound for long videos); for a windowed
+            backbone, frames per window.
+        overlap: windowed backbone only: frames each window shares with the one before.
         geometry: predict depth/confidence and cameras.
         fields_on_frame: ask the decoder for fields stretched onto each frame's whole (turned) source size
             (``crop.source_hw``), as the published inference calls its head; all frames must share one size.
@@ -43,7 +47,7 @@ class LangVGGTPredictor:
 
     def __init__(self, decoder: torch.nn.Module, backbone: torch.nn.Module | None = None, token_cache=None,
                  window: int | None = 128, geometry: bool = True, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32, fields_on_frame: bool = False) -> None:
+                 dtype: torch.dtype = torch.float32, fields_on_frame: bool = False, overlap: int = 4) -> None:
         self.decoder = decoder.eval()
         self.fields_on_frame = fields_on_frame
         self.backbone = backbone.eval() if backbone is not None else None
@@ -57,8 +61,16 @@ class LangVGGTPredictor:
             raise ValueError("no token cache and no backbone: pass --backbone (or extract tokens first)")
         if geometry and backbone is None:
             raise ValueError("geometry needs the backbone's camera and depth heads: pass --backbone or --no-geometry")
-        self._agg_cache = backbone.aggregator.new_cache(window) if backbone is not None else None
-        self._cam_cache = backbone.camera_head.new_cache(window) if backbone is not None else None
+        self.runner = None
+        streaming = backbone is not None and getattr(backbone, "streaming", True)
+        self._agg_cache = backbone.aggregator.new_cache(window) if streaming else None
+        self._cam_cache = backbone.camera_head.new_cache(window) if streaming else None
+        if backbone is not None and not streaming:
+            from model.vggt.windows import WindowedRunner
+
+            self.runner = WindowedRunner(backbone, window or 32, overlap,
+                                         heads=("camera", "depth") if geometry else ())
+        self._window_out: dict | None = None
         self.patch_start_idx = None
         if geometry and backbone is not None:
             cfg = backbone.config
@@ -81,6 +93,8 @@ class LangVGGTPredictor:
             return False
         if self._agg_cache is not None and self._agg_cache.num_frames_seen:
             return False  # already streaming through the aggregator: keep doing so for consistent context
+        if self.runner is not None and self.geometry:
+            return False  # the windows' cameras and depth need the backbone anyway
         return True
 
     @torch.no_grad()
@@ -99,9 +113,15 @@ class LangVGGTPredictor:
                     missing = [f.key for f in frames if self.tokens is None or f.key not in self.tokens]
                     raise RuntimeError(f"frames {missing[:3]} are not in the token cache and no backbone was given; "
                                        "extract tokens for them or pass --backbone")
-                outs, psi = self.backbone.aggregator(images[None].to(self._param_dtype()), cache=self._agg_cache)
-                by_layer = {i: t[0] for i, t in enumerate(outs)}
-                del outs
+                if self.runner is not None:
+                    self._window_out = self.runner.step(images.to(self._param_dtype()))
+                    by_layer = {i: t for i, t in enumerate(self._window_out["tokens"])}
+                    psi = self._window_out["patch_start_idx"]
+                else:
+                    outs, psi = self.backbone.aggregator(images[None].to(self._param_dtype()),
+                                                         cache=self._agg_cache)
+                    by_layer = {i: t[0] for i, t in enumerate(outs)}
+                    del outs
             idx = torch.tensor([i for i, k in enumerate(keep) if k], dtype=torch.long, device=self.device)
             out_hw = None
             if self.fields_on_frame:
@@ -110,11 +130,17 @@ class LangVGGTPredictor:
                     raise ValueError(f"frames of one chunk have different sizes {sorted(sizes)}")
                 out_hw = sizes.pop()
             fields, rgb = self._decode(by_layer, images, psi, idx, S, out_hw)
-        depth = conf = extr = intr = None
-        if self.geometry:  # outside autocast: the official heads run in fp32 (their own dtype)
+        depth = conf = extr = intr = dynamic = None
+        win, self._window_out = self._window_out, None
+        if self.geometry and win is not None:  # a windowed backbone: joined geometry of this window
+            depth, conf, extr, intr = win["depth"], win["depth_conf"], win["extrinsics"], win["intrinsics"]
+        elif self.geometry:  # outside autocast: the official heads run in fp32 (their own dtype)
             depth, conf, extr, intr = self._geometry(by_layer, images, psi, idx, S, (h, w))
+        if win is not None and "attn_value" in win:
+            p = self.backbone.config.patch_size
+            dynamic = patch_map_to_pixels(win["attn_value"][:, psi:].float(), (h // p, w // p), (h, w))
         return ChunkOutput(fields=fields, rgb=rgb, depth=depth, conf=conf, extrinsics=extr, intrinsics=intr,
-                           on_frame=self.fields_on_frame)
+                           on_frame=self.fields_on_frame, dynamic=dynamic)
 
     def _param_dtype(self) -> torch.dtype:
         return next(self.backbone.parameters()).dtype
@@ -145,6 +171,12 @@ class LangVGGTPredictor:
         depth, conf = bb.depth_head(sub, images.index_select(0, idx)[None].to(self._param_dtype()),
                                     patch_start_idx=psi)
         return (_scatter(depth[0, ..., 0].float(), idx, S), _scatter(conf[0].float(), idx, S), extr, intr)
+
+
+def patch_map_to_pixels(values: torch.Tensor, grid: tuple[int, int], hw: tuple[int, int]) -> torch.Tensor:
+    """Per-patch values (S, gh*gw) (row-major patch grid ``grid``) -> (S, h, w): each patch's value on its
+    pixels."""
+    return torch.nn.functional.interpolate(values.reshape(-1, 1, *grid), size=hw, mode="nearest")[:, 0]
 
 
 def _scatter(x: torch.Tensor, idx: torch.Tensor, S: int) -> torch.Tensor:

@@ -27,6 +27,7 @@ import torch
 
 from inference.outputs import AUTOENCODER_DIR, LEVELS, VIDEO_AUTOENCODER_DIR
 from inference.pipeline import Frame, InferenceSettings, run_inference
+from model.backbones import backbone_help
 from preprocess.crop import MODES, PUBLISHED_MODE
 from utils.cli import UserError, add_logging_args, cli_main, setup_logging_from
 from utils.device import resolve_device, resolve_dtype
@@ -58,9 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "turned), for diffing against the published release")
     p.add_argument("--out", required=True, help="output folder (created; rerunning resumes and skips done frames)")
     p.add_argument("--backbone", default=None,
-                   help="StreamVGGT weights: a local .pth/.safetensors, a Hugging Face repo id (lch01/StreamVGGT), "
-                        "or 'tiny' / 'tiny:<seed>' for the seeded random tiny test model; needed for geometry and "
-                        "for frames without cached tokens")
+                   help=backbone_help() + "; needed for geometry and for frames without cached tokens")
     p.add_argument("--tokens", default=None,
                    help="token cache folder; default <scene>/tokens when it exists (use --no-tokens to ignore it)")
     p.add_argument("--no-tokens", action="store_true", help="never read cached tokens; run the backbone")
@@ -73,8 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk", type=int, default=None,
                    help="frames per backbone/decoder pass (memory vs speed); default 8 (published preset: 1)")
     p.add_argument("--window", type=int, default=None,
-                   help="past frames kept in the streaming caches (bounds memory on long videos); default 128 "
-                        "(published preset: 120, the published cache rule)")
+                   help="StreamVGGT: past frames kept in the streaming caches (bounds memory on long videos); "
+                        "default 128 (published preset: 120, the published cache rule). Windowed backbones (vggt, "
+                        "page4d): frames per global-attention window, default 32 (memory: README, Backbones)")
+    p.add_argument("--overlap", type=int, default=4,
+                   help="windowed backbones: frames each window shares with the one before; their cameras and "
+                        "depth give the Sim(3) that joins the windows (--chunk is then window - overlap)")
     p.add_argument("--target-width", type=int, default=None,
                    help="network input width (multiple of 14); default: the token cache's, else the width the "
                         "decoder was trained at (recorded in its checkpoint), else 518; another one is warned about")
@@ -209,6 +212,7 @@ def iter_prepared(refs, preprocessor, reader=None) -> Iterator[Frame]:
 def apply_preset(args: argparse.Namespace) -> None:
     """Fill the unset settings from the preset; warn where the command line departs from the published path."""
     defaults = {"window": 128, "chunk": 8, "dtype": "fp32"}
+    args.window_given = args.window is not None
     if args.preset != "published":
         for k, v in defaults.items():
             if getattr(args, k) is None:
@@ -304,7 +308,7 @@ def main(argv: list[str] | None = None) -> dict | list[dict]:
     if args.backbone:
         from model.backbones import load_backbone
 
-        backbone, backbone_id, _ = load_backbone(args.backbone, device)
+        backbone, backbone_id, _ = load_backbone(args.backbone, device=device)
     layers = tuple(backbone.config.dpt_layers) if backbone is not None else None
     decoder = load_decoder(args.decoder, device=device, layers=layers)
     if args.preset == "published" and decoder_kind(decoder) != "published":
@@ -368,11 +372,19 @@ def run_source(args: argparse.Namespace, source: Path, out: Path, decoder, backb
 
     from inference.predictor import LangVGGTPredictor
 
+    chunk = args.chunk
+    if backbone is not None and not getattr(backbone, "streaming", True):
+        window = args.window if getattr(args, "window_given", True) else 32
+        args.window = window
+        if not 1 <= args.overlap < window:
+            raise UserError(f"--overlap {args.overlap} must be >= 1 and below --window {window}", None,
+                            "e.g. --window 32 --overlap 4")
+        chunk = window - args.overlap  # each window: `overlap` frames of the one before + the new chunk
     predictor = LangVGGTPredictor(decoder, backbone, cache, window=args.window, geometry=geometry,
-                                  device=device, dtype=dtype, fields_on_frame=published)
+                                  device=device, dtype=dtype, fields_on_frame=published, overlap=args.overlap)
     preprocess_meta = {"mode": mode} if published else {"target_width": int(width), "mode": mode}
     settings = InferenceSettings(
-        chunk=args.chunk, levels=LEVELS, geometry=geometry, pca=not args.no_pca, rgb=not args.no_rgb,
+        chunk=chunk, levels=LEVELS, geometry=geometry, pca=not args.no_pca, rgb=not args.no_rgb,
         video=args.video, fps=args.fps, conf_percentile=args.conf_percentile, min_conf=args.min_conf,
         point_stride=args.point_stride, fused_max_points=args.fused_max_points, overwrite=args.overwrite,
         published_png=args.published_png,

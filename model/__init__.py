@@ -1,7 +1,7 @@
 """Networks and their weights. Every network is built or loaded through this small factory:
 
 =========================  =====================================================================================
-``load_backbone(spec)``    StreamVGGT from one specification (``streamvggt``, ``tiny[:seed]``, a path, a Hub id)
+``load_backbone(spec)``    a backbone (StreamVGGT, VGGT, PAGE-4D) from one specification (``model.registry``)
 ``build_decoder(config)``  a fresh decoder: ours (``SemanticBridgingDecoder``) or the published head
 ``load_decoder(path)``     the decoder a checkpoint folder, ``.safetensors`` or published ``.pth`` holds
 ``load_autoencoder(path)`` the feature autoencoder (our folder or a LangSplat ``.pth``)

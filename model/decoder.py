@@ -194,15 +194,21 @@ def init_feature_extractor_from_backbone(decoder: SemanticBridgingDecoder, sourc
                                          head: str = "depth_head") -> list[str]:
     """Copy the backbone DPT head's weights (``depth_head`` by default) into the decoder's feature extractor.
 
-    ``source``: a StreamVGGT checkpoint (``.pth``/``.safetensors``/folder/Hub id, as ``StreamVGGT.from_pretrained``).
+    ``source``: a StreamVGGT checkpoint (``.pth``/``.safetensors``/folder/Hub id, as ``StreamVGGT.from_pretrained``),
+    or a backbone specification of another family (``vggt:facebook/VGGT-1B``, ``page4d:checkpoint_nomask.pt``).
     Only tensors whose name and shape match are copied (with ``dpt_features=128`` that is the token norm, the
     four projections and the resize layers; the fusion layers of a 256-wide head do not fit). Returns the
     copied names; raises ValueError when the token projections do not fit.
     """
-    from model.streamvggt.loading import read_state_dict, resolve_checkpoint
+    from model.backbones import BackboneSpec
+    from model.registry import get_family
 
-    path = resolve_checkpoint(source)
-    sd = read_state_dict(path)
+    spec = BackboneSpec.parse(str(source))
+    if spec.is_tiny:
+        raise ValueError(f"{source}: a random tiny backbone has no trained DPT head to copy")
+    family = get_family(spec.family)
+    path = family.resolve(spec.source)
+    sd = family.read(path)
     prefix = head + "."
     own = decoder.feature_extractor.state_dict()
     take = {k[len(prefix):]: v for k, v in sd.items()

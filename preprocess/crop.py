@@ -269,3 +269,29 @@ class FramePreprocessor:
         if any(pads):
             img = F.pad(img, pads, mode="constant", value=1.0)
         return img.contiguous(), info
+
+
+def pad_to_common_size(images: list[torch.Tensor]) -> torch.Tensor:
+    """Stack (3, h, w) images; when their sizes differ, white-pad each, centred (floor half at top/left), to the
+    largest height and width, as the official VGGT / PAGE-4D / StreamVGGT loaders do. -> (N, 3, H, W)."""
+    if not images:
+        raise ValueError("no images to stack")
+    hmax = max(int(t.shape[-2]) for t in images)
+    wmax = max(int(t.shape[-1]) for t in images)
+    out = []
+    for t in images:
+        dh, dw = hmax - int(t.shape[-2]), wmax - int(t.shape[-1])
+        if dh or dw:
+            t = F.pad(t, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2), mode="constant", value=1.0)
+        out.append(t)
+    return torch.stack(out)
+
+
+def preprocess_images(rgbs: list[np.ndarray], mode: str = "crop", target_width: int = 518) -> torch.Tensor:
+    """The official ``load_and_preprocess_images`` on decoded frames (``preprocess.frames.read_frame_published``
+    decodes as it does): each frame through :class:`FramePreprocessor` (``crop`` or ``pad``), then
+    :func:`pad_to_common_size`. -> float32 (N, 3, H, W) in [0, 1]."""
+    if mode not in ("crop", "pad"):
+        raise ValueError(f"the official loader has modes 'crop' and 'pad', not {mode!r}")
+    prep = FramePreprocessor(target_width, mode)
+    return pad_to_common_size([prep.prepare(rgb)[0] for rgb in rgbs])

@@ -28,6 +28,7 @@ either changes, or every run when that folder is read-only).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -45,7 +46,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from model.backbones import BackboneSpec, checkpoint_sha256, tiny_backbone_id  # noqa: E402,F401  (re-exported)
+from model.backbones import BackboneSpec, backbone_help, checkpoint_sha256, tiny_backbone_id  # noqa: E402,F401
 from model.backbones import load_backbone as load_backbone_model  # noqa: E402
 from preprocess.crop import MODES, CropInfo, FramePreprocessor  # noqa: E402
 from preprocess.frames import FrameRef, iter_frames, list_frames, read_frame  # noqa: E402
@@ -82,9 +83,12 @@ class Backbone:
     (list of ``depth`` tensors (B,S,P,2C), patch_start_idx); ``aggregator.new_cache(window)``."""
 
     aggregator: torch.nn.Module
-    config: Any  # StreamVGGTConfig
+    config: Any  # StreamVGGTConfig or VGGTConfig
     id: str
     info: dict[str, Any] = field(default_factory=dict)
+    #: a windowed family (VGGT, PAGE-4D): the whole network, run through ``model.vggt.windows.WindowedRunner``
+    model: torch.nn.Module | None = None
+    streaming: bool = True
 
 
 def load_aggregator(kind: str = "streamvggt", checkpoint: str | os.PathLike | None = None, seed: int = 0,
@@ -94,8 +98,10 @@ def load_aggregator(kind: str = "streamvggt", checkpoint: str | os.PathLike | No
     ``tiny``) are the older separate flags. A missing checkpoint is an error, never a fallback."""
     spec = backbone_spec(kind, checkpoint, seed)
     model, bid, info = load_backbone_model(spec, device="cpu")
-    aggregator = model.aggregator.to(device).eval().requires_grad_(False)
-    return Backbone(aggregator=aggregator, config=model.config, id=bid, info=info)
+    model = model.to(device).eval().requires_grad_(False)
+    streaming = bool(info.get("streaming", True))
+    return Backbone(aggregator=model.aggregator, config=model.config, id=bid, info=info,
+                    model=None if streaming else model, streaming=streaming)
 
 
 def backbone_spec(kind: str, checkpoint: str | os.PathLike | None, seed: int) -> BackboneSpec:
@@ -105,11 +111,12 @@ def backbone_spec(kind: str, checkpoint: str | os.PathLike | None, seed: int) ->
         if checkpoint is not None:
             raise UserError("--checkpoint cannot be combined with --backbone tiny (random weights)", checkpoint,
                             "drop --checkpoint, or pass --backbone streamvggt")
-        return spec if ":" in kind else BackboneSpec("tiny", seed=seed)
+        return spec if kind.strip().endswith(f"tiny:{spec.seed}") else BackboneSpec("tiny", seed=seed,
+                                                                                      family=spec.family)
     if checkpoint is not None:
         if spec.source is not None:
             raise UserError("--checkpoint and a --backbone path both name the weights", checkpoint, "pass one")
-        return BackboneSpec("checkpoint", str(checkpoint))
+        return BackboneSpec("checkpoint", str(checkpoint), family=spec.family)
     return spec
 
 
@@ -129,6 +136,9 @@ class ExtractionSettings:
     mode: str = "resize"
     overwrite: bool = False
     resume_replay: str = "full"
+    #: windowed backbones (VGGT, PAGE-4D): frames each window shares with the one before (``window`` = frames
+    #: per window; the recorded ``chunk_size`` is then ``window - overlap``, the new frames per window)
+    overlap: int = 4
     verify: bool = False
     progress: bool = True
 
@@ -214,6 +224,12 @@ def extract_tokens(backbone: Backbone, frames: Sequence[FrameRef], tokens_dir: s
     bad = [x for x in layers if not 0 <= x < cfg.depth]
     if bad or len(set(layers)) != len(layers):
         raise ValueError(f"layers {layers} must be distinct and within 0..{cfg.depth - 1} for this backbone")
+    if not backbone.streaming:
+        if s.window is None or not 0 <= s.overlap < s.window:
+            raise UserError(f"a windowed backbone ({backbone.info.get('family')}) needs --window N frames per "
+                            f"window with 0 <= --overlap < N (got window {s.window}, overlap {s.overlap})", None,
+                            "pass e.g. --window 32 --overlap 4")
+        s = dataclasses.replace(s, chunk_size=s.window - s.overlap)
     store_dtype = STORAGE_DTYPES[s.dtype]
     compute = _effective_compute_dtype(s.compute_dtype, device)
     prep = FramePreprocessor(s.target_width, s.mode, cfg.patch_size)
@@ -262,18 +278,25 @@ def extract_tokens(backbone: Backbone, frames: Sequence[FrameRef], tokens_dir: s
     # whole chunks only, aligned to multiples of chunk_size from frame 0: the same computation in every run
     end = min((last // s.chunk_size + 1) * s.chunk_size, len(frames))
     start = 0
-    if s.resume_replay == "window" and s.window is not None:
+    if not backbone.streaming:  # windows are independent: replay only the window before (its overlap frames)
+        start = max(0, (first // s.chunk_size - 1) * s.chunk_size)
+    elif s.resume_replay == "window" and s.window is not None:
         start = (max(0, first - s.window) // s.chunk_size) * s.chunk_size
-    history = "full" if start == 0 else "window"
-    if start > 0:
+    history = "full" if start == 0 or not backbone.streaming else "window"
+    if start > 0 and backbone.streaming:
         logger.warning("resuming at frame %d with a replay of frames %d..%d only (--resume-replay window): "
                        "tokens from here on are approximate (marked history=window)", first, start, first - 1)
     elif first > 0:
         logger.info("resuming at frame %d: replaying frames 0..%d through the backbone (not rewritten)",
                     first, first - 1)
 
-    cache = backbone.aggregator.new_cache(s.window)
-    cache.num_frames_seen = start  # frame indices (special tokens, window) continue from `start`
+    if backbone.streaming:
+        cache = backbone.aggregator.new_cache(s.window)
+        cache.num_frames_seen = start  # frame indices (special tokens, window) continue from `start`
+    else:
+        from model.vggt.windows import WindowedRunner
+
+        runner = WindowedRunner(backbone.model, s.window, s.overlap, layers=layers, heads=())
     written = replayed = nbytes = 0
     bar = tqdm(total=end - start, unit="frame", desc=desc, disable=not s.progress, dynamic_ncols=True)
     reader = iter_frames(frames[start:end])
@@ -290,8 +313,11 @@ def extract_tokens(backbone: Backbone, frames: Sequence[FrameRef], tokens_dir: s
                 imgs.append(prep.prepare(rgb)[0])
             images = torch.stack(imgs)[None].to(device)
             with torch.inference_mode(), autocast(device, resolve_dtype(compute)):
-                out, _ = backbone.aggregator(images, cache)
-            picked = [out[li][0].float() for li in layers]  # each (S, P, 2C)
+                if backbone.streaming:
+                    out = [t[0] if t is not None else None for t in backbone.aggregator(images, cache)[0]]
+                else:
+                    out = runner.step(images[0])["tokens"]
+            picked = [out[li].float() for li in layers]  # each (S, P, 2C)
             del out
             for j, i in enumerate(range(c0, c1)):
                 if not needs[i]:  # replayed (before the first frame to write) or already valid
@@ -356,9 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tokens folder for a single input (default: <scene>/tokens, <scene>/camXX/tokens, "
                         "or <video dir>/<video stem>/tokens)")
     p.add_argument("--backbone", default="streamvggt",
-                   help="'streamvggt': official weights (see --checkpoint); a weights file/folder or Hub repo id; "
-                        "'tiny' / 'tiny:<seed>': seeded RANDOM tiny model, only to run the pipeline without weights "
-                        "(recorded as tiny-random-seed<N>); the same specification as inference.run --backbone")
+                   help=backbone_help() + "; the same specification as inference.run --backbone")
     p.add_argument("--checkpoint", default=None,
                    help="weights file/folder or Hugging Face repo id; default ckpt/streamvggt/checkpoints.pth, "
                         "else the Hub repo lch01/StreamVGGT")
@@ -376,8 +400,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "work). Larger chunks batch the per-frame layers (faster, more activation memory). "
                         "Recorded in the metadata: resume with the same")
     p.add_argument("--window", type=_window_arg, default=DEFAULT_WINDOW,
-                   help="max past frames each frame attends to (KV cache size; the published extraction uses "
-                        "128); 'none' = unbounded (memory grows with the video)")
+                   help="StreamVGGT: max past frames each frame attends to (KV cache size; the published "
+                        "extraction uses 128); 'none' = unbounded (memory grows with the video). Windowed backbones "
+                        "(vggt, page4d): frames per global-attention window (memory grows with its square; see the "
+                        "README's Backbones table)")
+    p.add_argument("--overlap", type=int, default=4,
+                   help="windowed backbones only: frames each window shares with the one before (their tokens "
+                        "come from the earlier window; --chunk-size is then window - overlap)")
     p.add_argument("--layers", type=int, nargs="+", default=None,
                    help="aggregator layers to store (default: the backbone's DPT layers, 4 11 17 23; tiny 0 1 2 3)")
     p.add_argument("--target-width", type=int, default=518,
@@ -406,7 +435,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = ExtractionSettings(
         layers=args.layers, dtype=args.dtype, compute_dtype=args.compute_dtype, chunk_size=args.chunk_size,
         window=args.window, target_width=args.target_width, mode=args.mode, overwrite=args.overwrite,
-        resume_replay=args.resume_replay, verify=args.verify, progress=not args.no_progress)
+        resume_replay=args.resume_replay, verify=args.verify, progress=not args.no_progress,
+        overlap=args.overlap)
     jobs = discover_jobs(args.input, args.scenes, args.cameras, args.out, args.frames_subdir)
     device = resolve_device(args.device)
     rank, world = rank_and_world()

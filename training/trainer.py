@@ -151,8 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="under torchrun, convert BatchNorm to SyncBatchNorm (statistics over the global batch; "
                    "CUDA only, refused on CPU). Default: per-process BatchNorm statistics, as published")
     m.add_argument("--init-dpt-from", default=None,
-                   help="initialise the DPT feature extractor from this StreamVGGT checkpoint's depth head "
-                   "(matching tensors only; default: random init)")
+                   help="initialise the DPT feature extractor from this backbone's depth head: a StreamVGGT "
+                   "checkpoint, or vggt:<file or repo id> / page4d:<file> (matching tensors only; default: random "
+                   "init)")
     m.add_argument("--lang-dim", type=int, default=None, help="language feature channels (default: from the targets)")
     o = p.add_argument_group("optimisation")
     o.add_argument("--epochs", type=_positive_int, default=100, help="total epochs")

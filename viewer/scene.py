@@ -179,13 +179,15 @@ class SceneData:
     points: dict[str, FramePoints]
     skipped_cameras: dict[str, str] = field(default_factory=dict)  # key -> problem
     has_video: bool = False
+    has_dynamic: bool = False  # PAGE-4D's dynamic mask (geometry/dynamic/) is there
+
 
     @property
     def n(self) -> int:
         return len(self.keys)
 
     def color_modes(self) -> list[str]:
-        return ["rgb"] + [f"pca {lvl}" for lvl in self.levels]
+        return ["rgb"] + [f"pca {lvl}" for lvl in self.levels] + (["dynamic"] if self.has_dynamic else [])
 
 
 class FramePictures:
@@ -232,10 +234,26 @@ class FramePictures:
             self._projectors[level] = proj or PCAProjector.fit(x)
         return self._projectors[level](x)
 
+    def dynamic(self, key: str, hw: tuple[int, int]) -> np.ndarray | None:
+        """PAGE-4D's dynamic mask of frame ``key`` in heat colours (moving = warm), or None without one."""
+        from inference.outputs import read_fields
+        from inference.visualize import heatmap_rgb
+
+        path = self.layout.dynamic(key)
+        if not path.exists():
+            return None
+        d, _ = read_fields(path, names=("dynamic",))
+        dyn = d["dynamic"].float().numpy()
+        return heatmap_rgb(dyn + 0.5) if tuple(dyn.shape) == tuple(hw) else None
+
     def picture(self, mode: str, key: str, hw: tuple[int, int]) -> np.ndarray:
-        """``rgb`` or ``pca <level>``."""
+        """``rgb``, ``pca <level>`` or ``dynamic`` (the RGB where a frame has no dynamic mask)."""
         if mode.startswith("pca "):
             return self.pca(mode[4:], key, hw)
+        if mode == "dynamic":
+            img = self.dynamic(key, hw)
+            if img is not None:
+                return img
         return self.rgb(key, hw)
 
 
@@ -273,6 +291,7 @@ def load_scene(layout: OutputLayout, max_points: int = DEFAULT_MAX_POINTS, seed:
     points: dict[str, FramePoints] = {}
     skipped: dict[str, str] = {}
     has_video = False
+    has_dynamic = False
     iterator = keys
     if progress:
         from tqdm import tqdm
@@ -318,7 +337,11 @@ def load_scene(layout: OutputLayout, max_points: int = DEFAULT_MAX_POINTS, seed:
             pix = np.ascontiguousarray(pix[sel])
             for lvl in levels:
                 colors[f"pca {lvl}"] = _pixel_colors(pictures.pca(lvl, key, (H, W)), pix, (H, W))
+            dyn = pictures.dynamic(key, (H, W))
+            has_dynamic = has_dynamic or dyn is not None
+            colors["dynamic"] = _pixel_colors(dyn, pix, (H, W)) if dyn is not None else colors["rgb"]
         else:
+            colors["dynamic"] = colors["rgb"]
             for lvl in levels:
                 colors[f"pca {lvl}"] = colors["rgb"]
         points[key] = FramePoints(np.ascontiguousarray(xyz, dtype=np.float32), cf, pix, colors, thresholds, total)
@@ -326,7 +349,7 @@ def load_scene(layout: OutputLayout, max_points: int = DEFAULT_MAX_POINTS, seed:
         first = next(iter(skipped.items()))
         log.warning("%d of %d frames have a non-finite or degenerate camera: their points and frustums are "
                     "skipped (first: frame %s, %s)", len(skipped), len(keys), first[0], first[1])
-    return SceneData(layout, keys, levels, hw, cameras, points, skipped, has_video)
+    return SceneData(layout, keys, levels, hw, cameras, points, skipped, has_video, has_dynamic)
 
 
 def _project(xyz: np.ndarray, cam: Camera, hw: tuple[int, int]) -> np.ndarray | None:

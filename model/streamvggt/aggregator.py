@@ -86,6 +86,23 @@ class Aggregator(nn.Module):
         special = torch.cat([self.camera_token[0, idx], self.register_token[0, idx]], dim=1)  # (S, 1+R, C)
         return special.unsqueeze(0).expand(batch, -1, -1, -1).reshape(batch * len(frame_ids), *special.shape[1:])
 
+    def embed(self, images: torch.Tensor, first_frame: int = 0) -> tuple[torch.Tensor, RoPE2D]:
+        """Normalise and patch-embed (B, S, 3, H, W) images in [0, 1]; prepend the special tokens of frames
+        ``first_frame ..``. Returns (tokens (B*S, P, C), the RoPE tables of one frame's P tokens)."""
+        if images.dim() != 5 or images.shape[2] != 3:
+            raise ValueError(f"images must be (B, S, 3, H, W), got {tuple(images.shape)}")
+        b, s, _, h, w = images.shape
+        if h % self.patch_size or w % self.patch_size:
+            raise ValueError(f"image size {h}x{w} is not a multiple of the patch size {self.patch_size}")
+        dtype = self.camera_token.dtype  # the official mean/std buffers follow the model's dtype
+        mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=dtype).view(1, 1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=images.device, dtype=dtype).view(1, 1, 3, 1, 1)
+        x = ((images - mean) / std).to(dtype)
+        patch_tokens = self.patch_embed(x.reshape(b * s, 3, h, w))
+        frame_ids = list(range(first_frame, first_frame + s))
+        tokens = torch.cat([self.special_tokens(frame_ids, b), patch_tokens], dim=1)
+        return tokens, self._rope(h // self.patch_size, w // self.patch_size, images.device)
+
     def forward(self, images: torch.Tensor, cache: AggregatorCache | None = None, window: int | None = None,
                 layers: Sequence[int] | None = None) -> tuple[list[torch.Tensor], int]:
         """Aggregate S frames.
@@ -102,19 +119,11 @@ class Aggregator(nn.Module):
             (list of ``depth`` tensors (B, S, P, 2C) = cat(frame-block out, global-block out), patch_start_idx),
             with P = patch_start_idx + (H/p)(W/p).
         """
-        if images.dim() != 5 or images.shape[2] != 3:
-            raise ValueError(f"images must be (B, S, 3, H, W), got {tuple(images.shape)}")
-        b, s, _, h, w = images.shape
         t0 = cache.num_frames_seen if cache is not None else 0
+        tokens, rope = self.embed(images, t0)
+        b, s = images.shape[:2]
         frame_ids = list(range(t0, t0 + s))
-        dtype = self.camera_token.dtype  # the official mean/std buffers follow the model's dtype
-        mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=dtype).view(1, 1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=images.device, dtype=dtype).view(1, 1, 3, 1, 1)
-        x = ((images - mean) / std).to(dtype)
-        patch_tokens = self.patch_embed(x.reshape(b * s, 3, h, w))
-        tokens = torch.cat([self.special_tokens(frame_ids, b), patch_tokens], dim=1)
         p, c = tokens.shape[1], tokens.shape[2]
-        rope = self._rope(h // self.patch_size, w // self.patch_size, images.device)
 
         outputs = []
         for i in range(self.depth):

@@ -19,7 +19,7 @@ from torch import nn
 from model.streamvggt.aggregator import Aggregator
 from model.streamvggt.cache import AggregatorCache, CameraCache
 from model.streamvggt.config import StreamVGGTConfig
-from model.streamvggt.heads.camera_head import CameraHead
+from model.streamvggt.heads.camera_head import CameraHead, nudge_field_of_view
 from model.streamvggt.loading import load_strict, read_state_dict, resolve_checkpoint
 from utils.device import autocast
 
@@ -45,6 +45,9 @@ class StreamVGGT(nn.Module):
     ``StreamVGGT()`` builds the official 1.26 B-parameter model (build it under ``torch.device("meta")`` to
     inspect keys without allocating); ``StreamVGGT(StreamVGGTConfig.tiny())`` the tiny test model.
     """
+
+    #: causal with a key/value cache: any length streams through ``stream`` / the aggregator cache
+    streaming = True
 
     def __init__(self, config: StreamVGGTConfig | None = None) -> None:
         super().__init__()
@@ -79,10 +82,7 @@ class StreamVGGT(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = cls(StreamVGGTConfig.tiny())
-        with torch.no_grad():
-            last = model.camera_head.pose_branch.fc2  # pose encoding: translation 3, quaternion 4, field of view 2
-            last.weight[7:].mul_(0.01)
-            last.bias[7:].fill_(0.25)  # summed over the 4 refinement iterations
+        nudge_field_of_view(model.camera_head)
         return model.eval()
 
     @classmethod

@@ -19,6 +19,15 @@ def activate_pose(pose_enc: torch.Tensor) -> torch.Tensor:
     return torch.cat([pose_enc[..., :7], F.relu(pose_enc[..., 7:])], dim=-1)
 
 
+def nudge_field_of_view(head: CameraHead) -> None:
+    """Make a random tiny camera head predict a field of view of about 1 radian: with plain random weights the
+    ReLU on the field of view gives 0 for most seeds (infinite focal lengths, every point cloud on a line)."""
+    with torch.no_grad():
+        last = head.pose_branch.fc2  # pose encoding: translation 3, quaternion 4, field of view 2
+        last.weight[7:].mul_(0.01)
+        last.bias[7:].fill_(0.25)  # summed over the 4 refinement iterations
+
+
 class CameraHead(nn.Module):
     """Official camera head: token_norm -> ``num_iterations`` x (AdaLN modulation by the current estimate ->
     trunk of attention blocks across frames -> trunk_norm -> pose_branch delta).
@@ -50,13 +59,16 @@ class CameraHead(nn.Module):
         return CameraCache(self.trunk_depth, window, num_iterations)
 
     def forward(self, tokens_list: list[torch.Tensor], num_iterations: int = 4,
-                cache: CameraCache | None = None) -> list[torch.Tensor]:
+                cache: CameraCache | None = None, causal: bool = True) -> list[torch.Tensor]:
         """tokens_list: aggregator outputs, each (B, S, P, 2C); uses the last one, token 0 (camera token).
 
         Returns ``num_iterations`` activated pose encodings, each (B, S, 9); the last is the prediction.
         With ``cache``, the S frames follow the frames already streamed and are processed one at a time.
+        ``causal=False`` (VGGT, PAGE-4D): the trunk attends over every frame.
         """
         pose_tokens = self.token_norm(tokens_list[-1][:, :, 0])
+        if cache is None and not causal:
+            return self._refine(pose_tokens, num_iterations, [None] * self.trunk_depth)
         if cache is None:
             s = pose_tokens.shape[1]
             frames = list(range(s))
