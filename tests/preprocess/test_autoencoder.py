@@ -1,4 +1,4 @@
-"""Feature autoencoder: published architecture, save/load, loss, and the oracle round trip (cos >= 0.99)."""
+"""Feature autoencoder: published architecture, save/load, loss, and the oracle round trip (mean cos >= 0.999)."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def oracle_scene(tmp_path_factory):
 def test_oracle_roundtrip_cosine(oracle_scene, tmp_path):
     # Recipe batch 64, but ~2000 Adam steps are needed to separate the ~20 distinct (highly correlated) tiny-CLIP
     # name embeddings in 3-d: the ~290 rows of an 8-frame scene give 5 steps per epoch, hence 400 epochs at lr 1e-3
-    # (measured min cosine >= 0.9995 over seeds 0-2; the recipe's 100 epochs reach ~0.97 on this little data).
+    # (the recipe's 100 epochs reach ~0.97 on this little data).
     out = tmp_path / "ckpt"
     assert ta.main(["--scenes", str(oracle_scene), "--features", "clip_features", "--dim", "3", "--out", str(out),
                     "--epochs", "400", "--batch-size", "64", "--lr", "1e-3", "--device", "cpu"]) == 0
@@ -90,7 +90,7 @@ def test_oracle_roundtrip_cosine(oracle_scene, tmp_path):
     enc_dir = oracle_scene / "clip_features-language_features_dim3"
     keys = sorted(p.name[:-6] for p in (oracle_scene / "clip_features").glob("*_f.npy"))
     assert sorted(p.name[:-6] for p in enc_dir.glob("*_f.npy")) == keys
-    worst = 1.0
+    worst, cosines = 1.0, []
     for key in keys:
         f = torch.from_numpy(np.load(oracle_scene / "clip_features" / f"{key}_f.npy"))
         z = np.load(enc_dir / f"{key}_f.npy")
@@ -99,7 +99,16 @@ def test_oracle_roundtrip_cosine(oracle_scene, tmp_path):
         assert np.array_equal(np.load(enc_dir / f"{key}_s.npy"), np.load(oracle_scene / "clip_features" / f"{key}_s.npy"))
         cos = torch.nn.functional.cosine_similarity(decode(model, torch.from_numpy(z)), f, dim=-1)
         worst = min(worst, float(cos.min()))
-    assert worst >= 0.99, f"worst region cosine {worst:.4f}"
+        cosines.append(cos)
+    # Bounds from the measured spread (python -m benchmarks.kernel_spread --probes autoencoder: seeds 0-2 under
+    # the native AVX-512/AMX kernels, ATEN_CPU_CAPABILITY default and avx2, and an emulated AVX2-only CPU, 12 runs):
+    # mean cosine 0.99981-0.99997, worst region 0.99876-0.99987; an AVX2-only machine gave a worst of 0.9896
+    # (issue 27). The worst of ~290 rows after 400 epochs of Adam is chaotic in the last digits (rounding moves
+    # which of the 21 correlated names is fitted last), the mean is not: the mean's bound is 5x the measured
+    # 1 - cos, the worst's 2x the worst ever seen. An untrained or mis-decoding autoencoder is far below both.
+    mean = float(torch.cat(cosines).mean())
+    assert mean >= 0.999, f"mean region cosine {mean:.5f}"
+    assert worst >= 0.98, f"worst region cosine {worst:.4f}"
     # a second run without --overwrite refuses to replace the outputs
     with pytest.raises(SystemExit, match="overwrite"):
         ta.main(["--scenes", str(oracle_scene), "--dim", "3", "--out", str(out), "--epochs", "1"])
