@@ -9,10 +9,11 @@ A tracks file is an ``.npz`` (never pickled) with
 * optional ``confidence`` (N, T) float32 in [0, 1], ``tracks_world`` (N, T, 3) float32 (world coordinates of the
   geometry the tracks were lifted with), ``tracks_camera`` (N, T, 3), ``image_size`` (2,) int ``[H, W]``.
 
-Pixel convention (OpenCV's): x is the column, y the row, the centre of pixel (row i, column j) is at (x, y) = (j, i),
-so a point lies inside a W x H frame when -0.5 <= x < W - 0.5 and -0.5 <= y < H - 0.5. Metrics compare positions
-by distance after a linear rescale, so they do not depend on where the pixel centre is, as long as the ground
-truth and the prediction share the convention.
+Pixel convention (the project's, as in the geometry's intrinsics and in TAP-Vid's raster): continuous pixel
+coordinates, x along the columns, y along the rows, the centre of pixel (row i, column j) at (x, y) = (j + 0.5,
+i + 0.5); a point lies inside a W x H frame when 0 <= x <= W and 0 <= y <= H. OpenCV's trackers put pixel centres
+at integers, so the tracker shifts by 0.5 on the way in and out. Metrics compare positions by distance after a
+linear rescale, so they do not depend on the convention as long as the ground truth and the prediction share it.
 """
 
 from __future__ import annotations
