@@ -108,7 +108,7 @@ def write_tracks(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None
             v = v.astype(np.int64)
         elif np.issubdtype(v.dtype, np.floating):
             v = v.astype(np.float32)
-        cast[k] = np.ascontiguousarray(v)
+        cast[k] = np.array(v, order="C")  # (ascontiguousarray would turn a scalar into shape (1,))
     path = Path(path)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
