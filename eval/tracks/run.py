@@ -133,8 +133,12 @@ def score_masks(gt_path: str, pred_path: str) -> dict[str, Any]:
     return out
 
 
+SHORT = {"average_jaccard": "AJ", "average_pts_within_thresh": "delta_avg", "occlusion_accuracy": "OA",
+         "apd_3d": "APD", "epe_all": "EPE all", "epe_noc": "EPE noc", "mask_iou": "IoU"}
+
+
 def _table(title: str, rows: dict[str, dict[str, Any]], keys: Sequence[str], scale: float) -> str:
-    head = f"{title:<14}" + "".join(f"{k:>12}" for k in keys)
+    head = f"{title:<14}" + "".join(f"{SHORT.get(k, k):>12}" for k in keys)
     lines = [head]
     for name, m in rows.items():
         cells = []
@@ -212,8 +216,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.gt_masks:
         result["moving_masks"] = score_masks(args.gt_masks, args.pred_masks)
         printed.append(_table("moving IoU", result["moving_masks"], ("mask_iou",), 100.0))
-    for block in printed:
-        print(block)
+    if not args.quiet:
+        for block in printed:
+            print(block)
     if args.json:
         save_json_atomic(result, args.json)
         logger.info("wrote %s", args.json)
