@@ -3,6 +3,7 @@ points over 64 and 300 frames (a panning texture video, queries spread over the 
 
     python -m benchmarks.bench_track                       # 480 x 854 frames, every configuration
     python -m benchmarks.bench_track --size 240 427 --points 256 --frames 64 --json bench_track.json
+    python -m benchmarks.bench_track --frames 1000 --points 256 --disk     # bounded memory on a long video
 
 Each configuration runs in a fresh process (the Linux peak-RSS counter belongs to the process), so the memory
 reported is that configuration's own peak: the grey video (T x H x W bytes) plus the tracks.
@@ -19,15 +20,20 @@ import time
 import numpy as np
 
 
-def _video(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
+def _video(t: int, h: int, w: int, disk: bool, seed: int = 0):
+    """A texture panning 1.7 px right and 0.9 px down per frame (wrapping around every 200 frames, so long videos
+    keep points in view); in memory, or frame by frame into a disk-backed store."""
     import cv2
 
+    from inference.tracking.store import DiskFrames
+
     rng = np.random.default_rng(seed)
-    tex = cv2.GaussianBlur(rng.random((h + t * 2 + 8, w + t * 3 + 8)).astype(np.float32), (0, 0), 2.0)
+    tex = cv2.GaussianBlur(rng.random((h + 200 * 2 + 8, w + 200 * 3 + 8)).astype(np.float32), (0, 0), 2.0)
     tex = ((tex - tex.min()) / (tex.max() - tex.min()) * 255).astype(np.float32)
-    out = np.empty((t, h, w), np.uint8)
+    out = DiskFrames(t, (h, w)) if disk else np.empty((t, h, w), np.uint8)
     for f in range(t):
-        m = np.float32([[1, 0, -1.7 * f], [0, 1, -0.9 * f]])
+        g = f % 200
+        m = np.float32([[1, 0, -1.7 * g], [0, 1, -0.9 * g]])
         out[f] = cv2.warpAffine(tex, m, (w, h)).astype(np.uint8)
     return out
 
@@ -41,7 +47,7 @@ def _run(cfg: dict, q: mp.Queue) -> None:
     cv2.setNumThreads(cfg["threads"])
     rng = np.random.default_rng(0)
     h, w = cfg["size"]
-    gray = _video(cfg["frames"], h, w)
+    gray = _video(cfg["frames"], h, w, cfg["disk"])
     n = cfg["points"]
     queries = np.stack([rng.integers(0, cfg["frames"], n), rng.uniform(8, h - 8, n), rng.uniform(8, w - 8, n)], 1)
     start = time.perf_counter()
@@ -66,6 +72,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--points", type=int, nargs="+", default=[256, 1024, 4096], help="numbers of query points")
     p.add_argument("--frames", type=int, nargs="+", default=[64, 300], help="video lengths")
     p.add_argument("--threads", type=int, default=2, help="OpenCV threads")
+    p.add_argument("--disk", action="store_true",
+                   help="keep the grey video in a disk-backed store (what inference.track does above 1 GiB): peak "
+                        "memory is then a few frames plus the tracks, whatever the length")
     p.add_argument("--json", default=None, help="also write the rows here")
     args = p.parse_args(argv)
     ctx = mp.get_context("spawn")
@@ -73,7 +82,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for frames in args.frames:
         for i, points in enumerate(args.points):
             q = ctx.Queue()
-            cfg = {"size": args.size, "frames": frames, "points": points, "threads": args.threads, "flow": i == 0}
+            cfg = {"size": args.size, "frames": frames, "points": points, "threads": args.threads, "flow": i == 0,
+                   "disk": args.disk}
             proc = ctx.Process(target=_run, args=(cfg, q))
             proc.start()
             row = q.get()

@@ -50,10 +50,10 @@ def _camera(path: Path, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, 
 def moving_masks(gray: np.ndarray, params: MotionParams, depth_files: Sequence[Path] | None = None,
                  preset: str = "medium", progress: bool = True, flows_out: list | None = None
                  ) -> np.ndarray:
-    """(T, H, W) uint8 grey video -> (T, H, W) float32 moving probability (see the module docstring)."""
+    """(T, H, W) uint8 grey video -> (T, H, W) float16 moving probability (see the module docstring)."""
     t_count = len(gray)
     dis = DenseFlow(preset)
-    prob = np.zeros(gray.shape, np.float32)
+    prob = np.zeros(gray.shape, np.float16)  # half the memory of float32 on long videos
     for f in tqdm(range(t_count), desc="moving masks", unit="frame", disable=not progress, leave=False):
         other = f + 1 if f + 1 < t_count else f - 1
         flow = dis(gray[f], gray[other])

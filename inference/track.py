@@ -33,6 +33,7 @@ import numpy as np
 from inference.tracking.format import check_queries, read_queries, write_tracks
 from inference.tracking.lift import geometry_files, lift_tracks
 from inference.tracking.lk import LKParams, to_gray, track_lk
+from inference.tracking.store import DEFAULT_MAX_BYTES, frame_store
 from preprocess.frames import iter_frames, list_frames
 from utils.cli import UserError, add_logging_args, cli_main, setup_logging_from
 
@@ -40,22 +41,24 @@ logger = logging.getLogger(__name__)
 METHODS = ("lk", "trackhead")
 
 
-def load_gray_video(source: str | Path, progress: bool = True) -> tuple[np.ndarray, list[str]]:
-    """(T, H, W) uint8 grey frames and their keys; frames of different sizes are refused."""
+def load_gray_video(source: str | Path, progress: bool = True, max_bytes: int = DEFAULT_MAX_BYTES):
+    """The grey frames (T, H, W) uint8 — an array, or for videos over ``max_bytes`` a disk-backed
+    :class:`inference.tracking.store.DiskFrames` — and their keys; frames of different sizes are refused."""
     from tqdm import tqdm
 
     refs = list_frames(source)
-    frames, keys, size = [], [], None
-    for ref, rgb in tqdm(iter_frames(refs), total=len(refs), desc="reading frames", unit="frame",
-                         disable=not progress, leave=False):
+    store, keys, size = None, [], None
+    for i, (ref, rgb) in enumerate(tqdm(iter_frames(refs), total=len(refs), desc="reading frames", unit="frame",
+                                        disable=not progress, leave=False)):
         if size is None:
             size = rgb.shape[:2]
+            store = frame_store(len(refs), size, max_bytes)
         elif rgb.shape[:2] != size:
             raise UserError(f"frame {ref.key} is {rgb.shape[1]}x{rgb.shape[0]}, the first {size[1]}x{size[0]}",
                             ref.path, "give frames of one size")
-        frames.append(to_gray([rgb])[0])
+        store[i] = to_gray([rgb])[0]
         keys.append(ref.key)
-    return np.stack(frames), keys
+    return store, keys
 
 
 def grid_queries(n: int, frame: int, image_size: tuple[int, int]) -> np.ndarray:
@@ -128,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     q = read_queries(args.queries) if args.queries else None
     progress = not args.quiet
     gray, keys = load_gray_video(args.source, progress)
-    n_frames, size = gray.shape[0], gray.shape[1:]
+    n_frames, size = gray.shape[0], tuple(gray.shape[1:])
     if n_frames < 2:
         raise UserError("the video has a single frame: there is nothing to track", args.source,
                         "give a video of at least two frames")

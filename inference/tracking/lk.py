@@ -11,7 +11,8 @@ its last position (and ``occluded`` = True) until it is found again.
 ``confidence`` = exp(-(fb / fb_threshold)²) for a visible point (1 at the query frame), 0 for a lost one.
 Positions use the project's pixel convention (``format.py``: pixel centres at i + 0.5).
 
-Memory: the grey frames, T x H x W bytes (300 frames of 480 x 854: 123 MB).
+Memory: the grey frames, T x H x W bytes (300 frames of 480 x 854: 123 MB), or a few of them when they come from a
+disk-backed store (:mod:`inference.tracking.store`; ``python -m inference.track`` uses one above 1 GiB).
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ def track_lk(gray: np.ndarray, queries: np.ndarray, params: LKParams | None = No
     """Track query points through a video.
 
     Args:
-        gray: (T, H, W) uint8 grey frames.
+        gray: (T, H, W) uint8 grey frames (an array, or any object indexed by frame with a .shape, such as
+            :class:`inference.tracking.store.DiskFrames`).
         queries: (N, 3) ``[t, y, x]`` (t rounded to the nearest frame; project pixel convention).
     Returns:
         ``tracks`` (N, T, 2) [x, y], ``occluded`` (N, T) bool, ``confidence`` (N, T) float32.

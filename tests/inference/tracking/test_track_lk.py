@@ -95,3 +95,18 @@ def test_errors_are_one_line(scene, tmp_path, capsys):
                           "--method", "trackhead"])
     assert "--tokens" in msg
     assert not (tmp_path / "o.npz").exists()
+
+
+def test_disk_backed_frames_give_the_same_tracks(scene):
+    from inference.track import load_gray_video
+    from inference.tracking.lk import track_lk
+    from inference.tracking.store import DiskFrames
+
+    root, s = scene
+    mem, keys = load_gray_video(root / "frames", progress=False)
+    disk, keys2 = load_gray_video(root / "frames", progress=False, max_bytes=1)
+    assert isinstance(mem, np.ndarray) and isinstance(disk, DiskFrames) and keys == keys2
+    assert all(np.array_equal(mem[f], disk[f]) for f in range(len(mem)))
+    a, b = track_lk(mem, s["query_points"], progress=False), track_lk(disk, s["query_points"], progress=False)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    disk.close()
