@@ -8,9 +8,10 @@
 #    (backbone + decoder + heads)                                         -> python -m benchmarks.bench_gpu
 # 2. training samples/s from the token cache (ours vs the published path) -> python -m benchmarks.bench_train_data
 # 3. query frames/s (latent-grid path vs exact)                          -> python -m benchmarks.bench_query
+# 4. track head frames/s and peak memory (windows of 16, 256/1,024 points) -> python -m benchmarks.bench_track_head
 # Needs the project's environment (PYTHON=python) and one CUDA device; nothing is downloaded.
 set -euo pipefail
-if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="${1:-$REPO/benchmarks/results/gpu-$(date +%Y%m%d-%H%M)}"
 PYTHON="${PYTHON:-python}"
@@ -24,5 +25,8 @@ run aggregator_inference "$PYTHON" -m benchmarks.bench_gpu --json "$OUT/bench_gp
 run train_data "$PYTHON" -m benchmarks.bench_train_data --device cuda --decoder default --rounds 2 --json "$OUT/bench_train_data.json"
 if [[ -f benchmarks/bench_query.py ]]; then
   run query "$PYTHON" -m benchmarks.bench_query --device cuda --json "$OUT/bench_query.json"
+fi
+if [[ -f benchmarks/bench_track_head.py ]]; then
+  run track_head "$PYTHON" -m benchmarks.bench_track_head --device cuda --json "$OUT/bench_track_head.json"
 fi
 echo "results in $OUT"
