@@ -14,7 +14,8 @@ coordinates, pixel centres at i + 0.5 (as the geometry's intrinsics and TAP-Vid'
 Methods:
   lk         (default, weight-free) OpenCV pyramidal Lucas-Kanade forwards and backwards from each query frame,
              visibility from forward-backward consistency (inference/tracking/lk.py).
-  trackhead  the StreamVGGT track head on the token cache (--tokens) with the head's weights from --backbone;
+  trackhead  the StreamVGGT track head on the token cache (--tokens, else computed) with the head's weights from
+             --backbone;
              a query at frame t is tracked on the clip reordered as [t, 0, 1, .., t-1, t+1, ..] (VGGT's demo
              scheme: the head tracks from the first frame it is given), in windows of --window frames that all
              start with frame t, so memory is bounded (inference/tracking/head.py).
@@ -108,7 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-gap", type=int, default=d.max_gap,
                    help=f"frames a lost point is searched for from its last visible frame (default {d.max_gap})")
     h = p.add_argument_group("trackhead")
-    h.add_argument("--tokens", default=None, help="token cache folder of the video (preprocess.extract_tokens)")
+    h.add_argument("--tokens", default=None,
+                   help="token cache folder of the video (preprocess.extract_tokens; it must hold the layers the head "
+                        "reads, 4 11 17 23 by default); without it the tokens are computed into <out stem>.tokens/")
+    h.add_argument("--target-width", type=int, default=518,
+                   help="network input width when the tokens are computed here (default 518, as extract_tokens)")
     h.add_argument("--backbone", default="streamvggt",
                    help="weights of the track head: streamvggt (default), tiny[:seed], a path or Hub id; must be "
                         "the backbone the tokens were extracted with")
@@ -146,10 +151,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     else:
         from inference.tracking.head import track_with_head
 
-        if not args.tokens:
-            raise UserError("--method trackhead reads the video's token cache", None,
-                            "pass --tokens <scene>/tokens (python -m preprocess.extract_tokens writes it)")
-        result = track_with_head(args.tokens, keys, q, size, args.backbone, window=args.window, iters=args.iters,
+        if args.window < 2 or args.iters < 1:
+            raise UserError(f"--window {args.window} / --iters {args.iters}", None,
+                            "give --window >= 2 (the query frame and at least one other) and --iters >= 1")
+        tokens = args.tokens
+        if not tokens:  # compute them: one streaming pass of the backbone, kept beside the output
+            from preprocess.extract_tokens import main as extract
+
+            tokens = str(Path(args.out).with_suffix("")) + ".tokens"
+            logger.info("no --tokens: extracting them with --backbone %s into %s", args.backbone, tokens)
+            extract([str(args.source), "--out", tokens, "--backbone", args.backbone, "--device", args.device,
+                     "--target-width", str(args.target_width), *(["-q", "--no-progress"] if args.quiet else [])])
+        result = track_with_head(tokens, keys, q, size, args.backbone, window=args.window, iters=args.iters,
                                  device=args.device, progress=progress)
     out = {"query_points": q, **result, "image_size": np.array(size)}
     if depth_files is not None:

@@ -150,8 +150,15 @@ def track_with_head(tokens_dir: str, keys: Sequence[str], queries: np.ndarray, i
     q = np.asarray(queries, np.float64)
     qf = np.round(q[:, 0]).astype(np.int64)
     xy_in = np.asarray(crop.original_to_input_xy(q[:, [2, 1]] - 0.5), np.float32)
-    coords, vis, conf = track_queries(head, load, need, len(keys), xy_in, qf, crop.input_hw, cache.patch_start_idx,
-                                      window, iters, device, progress)
+    try:
+        coords, vis, conf = track_queries(head, load, need, len(keys), xy_in, qf, crop.input_hw,
+                                          cache.patch_start_idx, window, iters, device, progress)
+    except ValueError as e:
+        if "too small" not in str(e):
+            raise
+        raise UserError(f"the frames are too small for the track head's correlation pyramid ({e})", tokens_dir,
+                        "extract the tokens at a larger --target-width (the released head needs >= 256 px a side)"
+                        ) from None
     tracks = np.asarray(crop.input_to_original_xy(coords), np.float64) + 0.5
     tracks[np.arange(len(q)), qf] = q[:, [2, 1]]  # the query frame holds the query exactly
     return {"tracks": tracks.astype(np.float32), "occluded": vis < 0.5, "confidence": conf.astype(np.float32)}

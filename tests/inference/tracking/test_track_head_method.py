@@ -88,6 +88,17 @@ def test_command_tracks_with_the_head_on_the_token_cache(token_scene, tmp_path):
     assert np.isfinite(out["tracks"]).all() and ((out["confidence"] >= 0) & (out["confidence"] <= 1)).all()
 
 
+def test_command_computes_the_tokens_when_there_is_no_cache(token_scene, tmp_path):
+    root, s = token_scene
+    out = main([str(root / "frames"), "--grid", "2", "--out", str(tmp_path / "p.npz"), "--method", "trackhead",
+                "--backbone", "tiny", "--target-width", "84", "--device", "cpu", "-q"])
+    assert out["tracks"].shape == (4, 4, 2) and (tmp_path / "p.tokens" / "meta.json").is_file()
+    # the same tokens as the cache extracted with the same settings: the same tracks
+    again = main([str(root / "frames"), "--grid", "2", "--out", str(tmp_path / "p2.npz"), "--method", "trackhead",
+                  "--backbone", "tiny", "--tokens", str(root / "tokens"), "-q"])
+    assert np.array_equal(out["tracks"], again["tracks"])
+
+
 def test_command_refuses_a_cache_without_the_head_layers(token_scene, tmp_path, capsys):
     root, _ = token_scene
     with pytest.raises(SystemExit) as e:

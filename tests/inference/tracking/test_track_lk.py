@@ -92,8 +92,8 @@ def test_errors_are_one_line(scene, tmp_path, capsys):
     msg = _error(capsys, [str(one), "--grid", "2", "--out", str(tmp_path / "o.npz")])
     assert "single frame" in msg
     msg = _error(capsys, [str(root / "frames"), "--grid", "2", "--out", str(tmp_path / "o.npz"),
-                          "--method", "trackhead"])
-    assert "--tokens" in msg
+                          "--method", "trackhead", "--window", "1", "--tokens", "x"])
+    assert "--window >= 2" in msg
     assert not (tmp_path / "o.npz").exists()
 
 
