@@ -21,8 +21,8 @@ import numpy as np
 
 
 def _video(t: int, h: int, w: int, disk: bool, seed: int = 0):
-    """A texture panning 1.7 px right and 0.9 px down per frame (wrapping around every 200 frames, so long videos
-    keep points in view); in memory, or frame by frame into a disk-backed store."""
+    """A texture panning 1.7 px right and 0.9 px down per frame, turning back every 200 frames (so long videos keep
+    their points in view); in memory, or frame by frame into a disk-backed store."""
     import cv2
 
     from inference.tracking.store import DiskFrames
@@ -32,7 +32,7 @@ def _video(t: int, h: int, w: int, disk: bool, seed: int = 0):
     tex = ((tex - tex.min()) / (tex.max() - tex.min()) * 255).astype(np.float32)
     out = DiskFrames(t, (h, w)) if disk else np.empty((t, h, w), np.uint8)
     for f in range(t):
-        g = f % 200
+        g = f % 400 if f % 400 < 200 else 400 - f % 400
         m = np.float32([[1, 0, -1.7 * g], [0, 1, -0.9 * g]])
         out[f] = cv2.warpAffine(tex, m, (w, h)).astype(np.uint8)
     return out
