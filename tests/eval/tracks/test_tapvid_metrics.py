@@ -160,3 +160,16 @@ def test_command_refuses_a_prediction_for_other_queries(tmp_path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: the prediction's query_points differ")
+
+
+def test_batched_layout_and_visible_key_are_read(tmp_path):
+    from inference.tracking.format import read_tracks
+
+    gt, pred = _files(tmp_path)
+    np.savez(tmp_path / "batched.npz", query_points=gt["query_points"][None], tracks=gt["tracks"][None],
+             visible=~gt["occluded"][None], image_size=gt["image_size"])
+    got = read_tracks(tmp_path / "batched.npz")
+    assert got["tracks"].shape == gt["tracks"].shape and np.array_equal(got["occluded"], gt["occluded"])
+    a = main(["--gt", str(tmp_path / "gt.npz"), "--pred", str(tmp_path / "pred.npz"), "-q"])
+    b = main(["--gt", str(tmp_path / "batched.npz"), "--pred", str(tmp_path / "pred.npz"), "-q"])
+    assert a["average_jaccard"] == pytest.approx(b["average_jaccard"], abs=1e-6)  # float64 vs float32 storage
