@@ -133,6 +133,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise UserError("give the points to track", None, "pass either --queries Q.npz or --grid N")
     if args.grid is not None and args.grid < 1:
         raise UserError(f"--grid must be >= 1, not {args.grid}", None, "pass --grid 16 for 256 points")
+    if args.lk_window < 3 or args.lk_levels < 0 or args.fb_threshold <= 0 or args.max_gap < 1:
+        raise UserError(f"LK settings out of range (--lk-window {args.lk_window}, --lk-levels {args.lk_levels}, "
+                        f"--fb-threshold {args.fb_threshold}, --max-gap {args.max_gap})", None,
+                        "give --lk-window >= 3, --lk-levels >= 0, --fb-threshold > 0 and --max-gap >= 1")
+    if args.method == "trackhead" and (args.window < 2 or args.iters < 1):
+        raise UserError(f"--window {args.window} / --iters {args.iters}", None,
+                        "give --window >= 2 (the query frame and at least one other) and --iters >= 1")
     q = read_queries(args.queries) if args.queries else None
     progress = not args.quiet
     gray, keys = load_gray_video(args.source, progress)
@@ -151,9 +158,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     else:
         from inference.tracking.head import track_with_head
 
-        if args.window < 2 or args.iters < 1:
-            raise UserError(f"--window {args.window} / --iters {args.iters}", None,
-                            "give --window >= 2 (the query frame and at least one other) and --iters >= 1")
         tokens = args.tokens
         if not tokens:  # compute them: one streaming pass of the backbone, kept beside the output
             from preprocess.extract_tokens import main as extract
