@@ -120,7 +120,10 @@ def track_query(layout: OutputLayout, folder: Path, tracks_path: Path, text: str
                             "try another wording, --threshold or --level")
         qi = -max(scored)[1]
     else:
-        qi = keys.index(frame) if isinstance(frame, str) and frame in keys else int(frame)
+        try:
+            qi = keys.index(frame) if isinstance(frame, str) and frame in keys else int(frame)
+        except ValueError:
+            qi = -1
         if not 0 <= qi < len(keys):
             raise UserError(f"--track-frame {frame} is not a frame of the output ({len(keys)} frames)", layout.root,
                             "give a frame key or an index in [0, T)")
