@@ -36,6 +36,7 @@ from inference.tracking.format import write_tracks
 from inference.tracking.lift import lift_tracks
 from inference.tracking.lk import LKParams, to_gray, track_lk
 from inference.tracking.motion import MotionParams, homography_flow, moving_probability
+from inference.tracking.store import frame_store
 from inference.visualize import load_png
 from utils.cli import UserError
 from utils.io import atomic_path, save_json_atomic
@@ -133,12 +134,13 @@ def track_query(layout: OutputLayout, folder: Path, tracks_path: Path, text: str
     xy = sample_mask_points(masks[qi], n_points)
     queries = np.concatenate([np.full((len(xy), 1), float(qi)), xy[:, [1, 0]]], axis=1)
     if gray_cache is not None and "gray" in gray_cache:
-        rgbs, gray = gray_cache["rgb"], gray_cache["gray"]
-    else:
-        rgbs = [images(k, hw) for k in keys]
-        gray = to_gray(rgbs)
+        gray = gray_cache["gray"]
+    else:  # grey frames only (T x H x W bytes, disk-backed for long videos); pictures are read again when drawn
+        gray = frame_store(len(keys), hw)
+        for f, k in enumerate(keys):
+            gray[f] = to_gray([images(k, hw)])[0]
         if gray_cache is not None:
-            gray_cache.update(rgb=rgbs, gray=gray)
+            gray_cache["gray"] = gray
     res = track_lk(gray, queries, LKParams(), progress=False)
     out = {"query_points": queries, **res, "image_size": np.array(hw), "query_frame": np.array(qi),
            "keys": np.array(list(keys))}
@@ -147,7 +149,7 @@ def track_query(layout: OutputLayout, folder: Path, tracks_path: Path, text: str
         out.update(lift_tracks(res["tracks"], depth_files, hw))
     write_tracks(tracks_path, out)
     for f, k in enumerate(keys):
-        _save_png(folder / "trails" / f"{k}.png", draw_trails(rgbs[f], res["tracks"], res["occluded"], f, trail))
+        _save_png(folder / "trails" / f"{k}.png", draw_trails(images(k, hw), res["tracks"], res["occluded"], f, trail))
     # motion timeline: the share of the query's mask that moves on its own in each frame
     if gray_cache is not None and "moving" in gray_cache:
         moving = gray_cache["moving"]
