@@ -196,8 +196,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                        "tracks": scores})
         printed.append(_table("tracks (x100)", scores, ("average_jaccard", "average_pts_within_thresh",
                                                         "occlusion_accuracy"), 100.0))
+        focal = None
         if "tracks_camera" in gt and "tracks_camera" in pred:
-            focal = _focal(gt, args.focal, args.gt)
+            try:
+                focal = _focal(gt, args.focal, args.gt)
+            except UserError as e:
+                logger.warning("no 3D metrics: %s", e)
+        if focal is not None:
             # zero motion in 3D: each point keeps its ground-truth camera-frame position of its query frame
             at_query = gt["tracks_camera"][np.arange(len(gt["tracks"])), query_frames(gt["query_points"])]
             zero_c = np.repeat(at_query[:, None], gt["tracks"].shape[1], axis=1)

@@ -92,3 +92,16 @@ def test_command_adds_3d_metrics_with_baselines(tmp_path):
     assert r["ground_truth"]["apd_3d"] == 1.0
     assert r["prediction"]["apd_3d"] == pytest.approx(1.0)  # twice the scale, aligned by the median
     assert r["zero_motion"]["apd_3d"] < 0.9
+
+
+def test_3d_metrics_are_skipped_with_a_warning_without_a_focal_length(tmp_path, caplog):
+    from eval.tracks.run import main
+    from inference.tracking.format import write_tracks
+
+    n, t = 3, 4
+    tr = {"query_points": np.zeros((n, 3)), "tracks": np.ones((n, t, 2)), "occluded": np.zeros((n, t), bool),
+          "tracks_camera": np.ones((n, t, 3)), "image_size": np.array([8, 8])}
+    write_tracks(tmp_path / "gt.npz", tr)
+    out = main(["--gt", str(tmp_path / "gt.npz"), "--pred", str(tmp_path / "gt.npz")])
+    assert "tracks_3d" not in out and out["average_jaccard"] == 1.0
+    assert "no 3D metrics" in caplog.text and "--focal" in caplog.text

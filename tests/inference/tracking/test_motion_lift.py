@@ -130,3 +130,14 @@ def test_lifting_ground_truth_tracks_reproduces_the_ground_truth_3d_points(tmp_p
     assert out["tracks_camera"].shape == (n, t, 3)
     with pytest.raises(Exception, match="geometry has 4 frames but the tracks 3"):
         lift_tracks(tracks[:, :3], found)
+
+
+def test_motion_refuses_a_single_frame(scene, tmp_path, capsys):
+    root, s = scene
+    write_frames(tmp_path / "one", s["frames"][:1])
+    with pytest.raises(SystemExit) as e:
+        motion([str(tmp_path / "one"), "--out", str(tmp_path / "m"), "-q"])
+    assert e.value.code == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error: ")]
+    assert len(err) == 1 and "single frame" in err[0]
+    assert not (tmp_path / "m" / "moving.npz").exists()
