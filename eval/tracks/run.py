@@ -7,8 +7,9 @@ against ground truth, each beside its baselines (zero motion, and the ground tru
 
 Files (``.npz``, never pickled):
   --gt / --pred          TAP-Vid tracks (inference/tracking/format.py): query_points (N,3) [t,y,x], tracks (N,T,2)
-                         [x,y] pixels, occluded (N,T) bool; the queries and image_size [H,W] come from --gt; the
-                         prediction's query_points must be the same.
+                         [x,y] pixels, occluded (N,T) bool; the queries and image_size [H,W] come from --gt (no
+                         image_size and no --image-size: positions are scored as given, i.e. taken to be in the
+                         256x256 raster already); the prediction's query_points, if it has them, must be the same.
                          With tracks_camera (N,T,3) in both (camera-frame points, z = depth), TAPVid-3D's metrics
                          (APD) are added: median scale alignment, depth-adaptive thresholds (eval/tracks/apd3d.py).
   --gt-flow / --pred-flow  flow (F,H,W,2) [dx,dy] pixels from frame f to f+1; the ground truth may hold occluded
@@ -42,10 +43,14 @@ logger = logging.getLogger(__name__)
 
 
 def _image_size(gt: dict[str, np.ndarray], override: Sequence[int] | None, path: str) -> tuple[int, int]:
+    """[H, W] of the tracks' pixels: --image-size, else the ground truth's image_size, else 256 x 256 (positions
+    scored as given, as the published function does: they are taken to be in TAP-Vid's raster already)."""
     if override:
         return int(override[0]), int(override[1])
     if "image_size" not in gt:
-        raise UserError("the ground truth has no image_size [H, W]", path, "pass --image-size H W")
+        logger.warning("%s has no image_size: positions are scored as given, as if already in the 256x256 raster "
+                       "(pass --image-size H W to rescale)", path)
+        return 256, 256
     h, w = (int(v) for v in np.asarray(gt["image_size"]).reshape(-1))
     return h, w
 
@@ -158,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'first': score only the frames after each query frame; 'strided': every frame but the "
                         "query frame (TAP-Vid's two protocols; default first)")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                   help="frame size of the tracks' pixels when the ground truth has no image_size")
+                   help="frame size of the tracks' pixels (overrides the ground truth's image_size; without either, "
+                        "positions are scored as given)")
     p.add_argument("--focal", type=float, nargs=2, metavar=("FX", "FY"), default=None,
                    help="focal lengths (pixels) for the 3D thresholds when the ground truth has no intrinsics")
     p.add_argument("--scaling-3d", choices=SCALINGS, default="median",
@@ -186,7 +192,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {}
     printed: list[str] = []
     if args.gt:
-        gt, pred = read_tracks(args.gt), read_tracks(args.pred)
+        gt = read_tracks(args.gt)
+        pred = read_tracks(args.pred, queries=gt["query_points"])  # a prediction may omit the queries
         check_pair(gt, pred, args.gt, args.pred)
         size = _image_size(gt, args.image_size, args.gt)
         scores = score_tracks(gt, pred, size, args.query_mode)

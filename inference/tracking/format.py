@@ -68,17 +68,20 @@ def read_queries(path: str | os.PathLike) -> np.ndarray:
     return check_queries(z["query_points"], path)
 
 
-def read_tracks(path: str | os.PathLike) -> dict[str, np.ndarray]:
+def read_tracks(path: str | os.PathLike, queries: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Every array of a tracks file, checked for the keys and shapes above. ``occluded`` comes back as bool.
 
     Also accepted: TAP-Vid's batched layout of one video (a leading axis of 1 on ``query_points``, ``tracks``,
-    ``occluded`` and the other per-track arrays) and ``visible`` (N, T) instead of ``occluded``."""
+    ``occluded`` and the other per-track arrays) and ``visible`` (N, T) instead of ``occluded``; a file without
+    ``query_points`` (a prediction) takes ``queries`` when they are given."""
     z = _load(path)
     q0 = np.asarray(z.get("query_points", np.zeros((0, 3))))
     if q0.ndim == 3 and q0.shape[0] == 1:  # [1, N, 3]: one video of a batch
         for k in ("query_points", "tracks", "occluded", "visible", "confidence", "tracks_world", "tracks_camera"):
             if k in z and np.asarray(z[k]).ndim >= 2 and np.asarray(z[k]).shape[0] == 1:
                 z[k] = np.asarray(z[k])[0]
+    if "query_points" not in z and queries is not None:
+        z["query_points"] = np.asarray(queries)
     if "occluded" not in z and "visible" in z:
         z["occluded"] = ~(np.asarray(z["visible"]).astype(bool))
     missing = [k for k in REQUIRED if k not in z]

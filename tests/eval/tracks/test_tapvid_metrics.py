@@ -173,3 +173,15 @@ def test_batched_layout_and_visible_key_are_read(tmp_path):
     a = main(["--gt", str(tmp_path / "gt.npz"), "--pred", str(tmp_path / "pred.npz"), "-q"])
     b = main(["--gt", str(tmp_path / "batched.npz"), "--pred", str(tmp_path / "pred.npz"), "-q"])
     assert a["average_jaccard"] == pytest.approx(b["average_jaccard"], abs=1e-6)  # float64 vs float32 storage
+
+
+def test_without_image_size_positions_are_scored_as_given_and_pred_may_omit_queries(tmp_path, caplog):
+    rng = np.random.default_rng(3)
+    q, go, g, po, p = random_case(rng, 10, 8, 2)
+    np.savez(tmp_path / "gt.npz", query_points=q, tracks=g, occluded=go)  # no image_size
+    np.savez(tmp_path / "pred.npz", tracks=p, occluded=po)  # no query_points
+    out = main(["--gt", str(tmp_path / "gt.npz"), "--pred", str(tmp_path / "pred.npz"), "--query-mode", "strided"])
+    assert "no image_size" in caplog.text
+    ref = reference(q, go, g, po, p, "strided")
+    for k in METRIC_NAMES:
+        assert out[k] == pytest.approx(ref[k], abs=1e-15)
