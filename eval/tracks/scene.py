@@ -9,7 +9,8 @@ Reads ``<scene>/gt/tracks.npz`` (TAP-Vid keys), the scene's frames (``rgb/2x`` o
 ``<scene>/gt/flow.npz``: flow (T-1,H,W,2) [+ occluded]) and moving masks (``--gt-masks``, default
 ``<scene>/gt/moving.npz``: masks (T,H,W)). Writes into --out: ``tracks.npz`` (the tracker's prediction),
 ``moving.npz``, ``flow.npz``, ``timeline.json`` (python -m inference.motion), ``metrics_first.json``,
-``metrics_strided.json`` (python -m eval.tracks), ``table.md``; prints the table.
+``metrics_strided.json`` (python -m eval.tracks), ``table.md``; prints the table. With ``--trackhead BACKBONE``
+also ``tracks_head.npz`` and ``metrics_head_{first,strided}.json``: the track head as one more row.
 """
 
 from __future__ import annotations
@@ -28,21 +29,30 @@ def _pct(v: Any) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}"
 
 
-def table(first: dict, strided: dict) -> str:
-    """The motion table (markdown) from the JSON of ``eval.tracks`` in both query modes."""
+HEAD_ROW = "track head (StreamVGGT)"
+
+
+def table(first: dict, strided: dict, head: tuple[dict, dict] | None = None) -> str:
+    """The motion table (markdown) from the JSON of ``eval.tracks`` in both query modes (and, with ``head``, the
+    same pair for the track head's prediction, as one more row)."""
     lines = ["| method | AJ (first) | δ_avg (first) | OA (first) | AJ (strided) | δ_avg (strided) |",
              "|---|---|---|---|---|---|"]
     names = {"prediction": "tracker (weight-free, LK)", "zero_motion": "zero motion", "ground_truth": "ground truth"}
-    for key, name in names.items():
-        a, b = first["tracks"][key], strided["tracks"][key]
+    rows = [(name, first["tracks"][key], strided["tracks"][key]) for key, name in names.items()]
+    if head is not None:
+        rows.insert(1, (HEAD_ROW, head[0]["tracks"]["prediction"], head[1]["tracks"]["prediction"]))
+    for name, a, b in rows:
         lines.append(f"| {name} | {_pct(a['average_jaccard'])} | {_pct(a['average_pts_within_thresh'])} | "
                      f"{_pct(a['occlusion_accuracy'])} | {_pct(b['average_jaccard'])} | "
                      f"{_pct(b['average_pts_within_thresh'])} |")
     if "tracks_3d" in first:
         r = first["tracks_3d"]
         lines += ["", "| 3D (TAPVid-3D, median scale) | APD | 3D-AJ |", "|---|---|---|"]
-        for key, name in names.items():
-            lines.append(f"| {name} | {_pct(r[key]['apd_3d'])} | {_pct(r[key]['average_jaccard'])} |")
+        rows3 = [(name, r[key]) for key, name in names.items()]
+        if head is not None and "tracks_3d" in head[0]:
+            rows3.insert(1, (HEAD_ROW, head[0]["tracks_3d"]["prediction"]))
+        for name, m in rows3:
+            lines.append(f"| {name} | {_pct(m['apd_3d'])} | {_pct(m['average_jaccard'])} |")
     if "flow" in first:
         f = first["flow"]
         lines += ["", "| flow | EPE all (px) | EPE non-occluded (px) |", "|---|---|---|"]
@@ -66,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt-masks", default=None,
                    help="ground-truth moving masks npz (default <scene>/gt/moving.npz if present)")
     p.add_argument("--no-geometry", action="store_true", help="do not use <scene>/gt/geometry (2D only)")
+    p.add_argument("--trackhead", default=None, metavar="BACKBONE",
+                   help="also score the StreamVGGT track head with these weights (streamvggt, a path, tiny[:seed]) on "
+                        "--tokens (default <scene>/tokens; computed when absent), as one more row")
+    p.add_argument("--tokens", default=None, help="token cache of the scene for --trackhead")
+    p.add_argument("--device", default="cpu", help="torch device of --trackhead (cpu, cuda)")
     add_logging_args(p)
     return p
 
@@ -104,8 +119,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for mode in ("first", "strided"):
         results[mode] = score(["--gt", str(gt), "--pred", str(out / "tracks.npz"), "--query-mode", mode,
                                "--json", str(out / f"metrics_{mode}.json"), "-q", *(extra if mode == "first" else extra[:3 * bool(geo)])])
+    head = None
+    if args.trackhead:
+        tokens = args.tokens or (str(scene / "tokens") if (scene / "tokens").is_dir() else None)
+        track([str(scene), "--queries", str(gt), "--out", str(out / "tracks_head.npz"), "--method", "trackhead",
+               "--backbone", args.trackhead, "--device", args.device, *(["--tokens", tokens] if tokens else []),
+               *geo, *quiet])
+        for mode in ("first", "strided"):
+            results[f"head_{mode}"] = score(["--gt", str(gt), "--pred", str(out / "tracks_head.npz"), "--query-mode",
+                                             mode, "--json", str(out / f"metrics_head_{mode}.json"), "-q",
+                                             *extra[:3 * bool(geo)]])
+        head = tuple(json.loads((out / f"metrics_head_{m}.json").read_text()) for m in ("first", "strided"))
     md = table(json.loads((out / "metrics_first.json").read_text()),
-               json.loads((out / "metrics_strided.json").read_text()))
+               json.loads((out / "metrics_strided.json").read_text()), head)
     with atomic_path(out / "table.md") as tmp:
         tmp.write_text(md + "\n")
     print(md)

@@ -41,3 +41,18 @@ def test_scene_table(tmp_path, capsys):
     m = first["moving_masks"]
     assert m["prediction"]["mask_iou"] > max(m["all_static"]["mask_iou"], m["all_moving"]["mask_iou"])
     assert (tmp_path / "out" / "table.md").read_text().strip() == printed.strip()
+
+
+def test_scene_table_with_the_track_head_row(tmp_path, capsys):
+    s = moving_scene(seed=6, t=4, h=56, w=84, size=14, n=10)
+    scene = tmp_path / "scene"
+    write_frames(scene / "rgb" / "2x", s["frames"])
+    write_tracks(scene / "gt" / "tracks.npz", {k: s[k] for k in ("query_points", "tracks", "occluded", "image_size")})
+    main([str(scene), "--out", str(tmp_path / "out"), "--trackhead", "tiny", "--device", "cpu", "-q"])
+    printed = capsys.readouterr().out
+    rows = [ln.split("|")[1].strip() for ln in printed.splitlines() if ln.startswith("| ") and "---" not in ln]
+    assert rows[:5] == ["method", "tracker (weight-free, LK)", "track head (StreamVGGT)", "zero motion",
+                        "ground truth"]
+    head = json.loads((tmp_path / "out" / "metrics_head_first.json").read_text())
+    assert head["tracks"]["ground_truth"]["average_jaccard"] == 1.0
+    assert (tmp_path / "out" / "tracks_head.tokens" / "meta.json").is_file()  # computed: the scene had no tokens
