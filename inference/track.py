@@ -15,10 +15,9 @@ Methods:
   lk         (default, weight-free) OpenCV pyramidal Lucas-Kanade forwards and backwards from each query frame,
              visibility from forward-backward consistency (inference/tracking/lk.py).
   trackhead  the StreamVGGT track head on the token cache (--tokens, else computed) with the head's weights from
-             --backbone;
-             a query at frame t is tracked on the clip reordered as [t, 0, 1, .., t-1, t+1, ..] (VGGT's demo
-             scheme: the head tracks from the first frame it is given), in windows of --window frames that all
-             start with frame t, so memory is bounded (inference/tracking/head.py).
+             --backbone; a query at frame t is tracked on the clip reordered as [t, 0, 1, .., t-1, t+1, ..]
+             (VGGT's demo scheme: the head tracks from the first frame it is given), in windows of --window
+             frames that all start with frame t, so memory is bounded (inference/tracking/head.py).
 """
 
 from __future__ import annotations
