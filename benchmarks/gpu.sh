@@ -10,9 +10,10 @@
 # 3. query frames/s (latent-grid path vs exact)                          -> python -m benchmarks.bench_query
 # 4. peak GPU memory of one VGGT/PAGE-4D window (full model, random weights, bf16) at 8/16/32/64 frames
 #                                                                        -> python -m benchmarks.bench_backbone_windows
+# 5. track head frames/s and peak memory (windows of 16, 256/1,024 points) -> python -m benchmarks.bench_track_head
 # Needs the project's environment (PYTHON=python) and one CUDA device; nothing is downloaded.
 set -euo pipefail
-if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="${1:-$REPO/benchmarks/results/gpu-$(date +%Y%m%d-%H%M)}"
 PYTHON="${PYTHON:-python}"
@@ -27,5 +28,8 @@ run train_data "$PYTHON" -m benchmarks.bench_train_data --device cuda --decoder 
 run backbone_windows "$PYTHON" -m benchmarks.bench_backbone_windows --device cuda --depth 24 --dinov2 --dtype bf16 --windows 8 16 32 64 --json "$OUT/bench_backbone_windows.json"
 if [[ -f benchmarks/bench_query.py ]]; then
   run query "$PYTHON" -m benchmarks.bench_query --device cuda --json "$OUT/bench_query.json"
+fi
+if [[ -f benchmarks/bench_track_head.py ]]; then
+  run track_head "$PYTHON" -m benchmarks.bench_track_head --device cuda --json "$OUT/bench_track_head.json"
 fi
 echo "results in $OUT"

@@ -8,7 +8,8 @@ import pytest
 
 ENTRY_POINTS = ["preprocess.make_synthetic", "preprocess.extract_tokens", "preprocess.extract_semantics",
                 "preprocess.train_autoencoder", "training.trainer", "inference.run", "eval.query.run",
-                "eval.protocol.runner", "eval.geometry.runner", "viewer.app"]
+                "eval.protocol.runner", "eval.geometry.runner", "viewer.app", "eval.tracks.run", "inference.track",
+                "inference.motion", "eval.tracks.scene"]
 
 
 @pytest.mark.parametrize("module", ENTRY_POINTS)

@@ -87,7 +87,8 @@ class Viewer:
 
     def __init__(self, server, scene, pictures, engine=None, budget: int = 20_000, conf_percentile: float = 25.0,
                  point_size: float | None = None, fps: float = 10.0, level: str = "auto",
-                 threshold: float | None = None, record_dir: Path | None = None) -> None:
+                 threshold: float | None = None, record_dir: Path | None = None,
+                 tracks: list[str] | None = None, trail: int = 10) -> None:
         from eval.query.masks import MASK_THRESHOLD
         from viewer.scene import scene_center, scene_scale
 
@@ -117,6 +118,10 @@ class Viewer:
                         max_points)
         self.point_size = point_size if point_size is not None else self._estimate_point_size()
         self._build_scene()
+        from viewer.trails import Trails
+
+        self.trails = [Trails(server.scene, p, scene.n, QUERY_COLORS[(i + 4) % len(QUERY_COLORS)], trail,
+                              point_size=3 * self.point_size) for i, p in enumerate(tracks or [])]
         self.set_frame(0)
         self._player = threading.Thread(target=self._play_loop, name="viewer-play", daemon=True)
         self._player.start()
@@ -289,6 +294,8 @@ class Viewer:
                 self.gui_frame.value = i  # its callback comes back here with the slider already at i
                 return
             self.frame = i
+            for t in getattr(self, "trails", []):
+                t.show(i)
             self.update_visibility()
             self.update_panel()
             self.update_timeline()
@@ -522,6 +529,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write what the viewer shows (every frame, the --text queries) to PATH and exit: a .viser "
                         "recording (viser's static client plays it) or, for a .html PATH, one standalone page")
     p.add_argument("--device", default="cpu", help="device of the text encoder and autoencoders (cpu, cuda, auto)")
+    p.add_argument("--tracks", action="append", default=[],
+                   help="a tracks npz with tracks_world (eval.query --track: <fields>/queries/tracks/<query>.npz, or "
+                        "inference.track --geometry) drawn as 3D trails over time; repeat for several")
+    p.add_argument("--trail", type=int, default=10, help="frames of trail behind each tracked point (default 10)")
     from eval.query.text import add_text_encoder_args
 
     add_text_encoder_args(p)
@@ -589,7 +600,8 @@ def start(args, viser_module=None, port: int | None = None):
                         "pass another --port, or --port 0 for any free port")
     try:
         viewer = Viewer(server, scene, pictures, engine, budget=args.points, conf_percentile=args.conf_percentile,
-                        point_size=args.point_size, fps=args.fps, level=args.level, threshold=args.threshold)
+                        point_size=args.point_size, fps=args.fps, level=args.level, threshold=args.threshold,
+                        tracks=args.tracks, trail=args.trail)
         for text in args.text:
             viewer.submit_query(text, state=False)
         for text in args.state:

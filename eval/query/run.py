@@ -396,6 +396,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ply", action="store_true", help="do not write the relevancy-coloured point cloud")
     p.add_argument("--fps", type=float, default=10.0, help="frame rate of overlay.mp4")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    g = p.add_argument_group("tracking (eval/query/track.py)")
+    g.add_argument("--track", action="store_true",
+                   help="follow each query through the video: points sampled in its mask on its most confident "
+                        "frame, tracked forwards and backwards (OpenCV LK), lifted to 3D with the output's geometry; "
+                        "writes <out>/tracks/<query>.npz, <query>/trails/*.png and <query>/timeline.json (frames "
+                        "where the object moves) and prints the timeline")
+    g.add_argument("--track-points", type=int, default=64, help="points sampled inside the mask (default 64)")
+    g.add_argument("--track-frame", default=None,
+                   help="frame key or index to sample the points on (default: the query's most confident frame)")
+    g.add_argument("--trail", type=int, default=10, help="frames of trail drawn behind each point (default 10)")
     p.add_argument("--source", default=None,
                    help="frames/video: run `python -m inference.run` into --fields first (pass its options after "
                         "'--', e.g. -- --decoder runs/x --backbone tiny)")
@@ -437,10 +447,24 @@ def main(argv: list[str] | None = None) -> dict:
     from eval.query.text import text_encoder_from_args
 
     encode = text_encoder_from_args(args, device=str(device), decoders=[decode])
-    return query_fields(args.fields, args.text, args.out or layout.root / "queries", encode, decode,
-                        level=args.level, video=not args.no_video, fps=args.fps, ply=not args.no_ply,
-                        threshold=args.threshold, exact=args.exact, grid_size=args.grid_size,
-                        batch=args.batch)
+    qout = Path(args.out) if args.out else layout.root / "queries"
+    result = query_fields(args.fields, args.text, qout, encode, decode,
+                          level=args.level, video=not args.no_video, fps=args.fps, ply=not args.no_ply,
+                          threshold=args.threshold, exact=args.exact, grid_size=args.grid_size,
+                          batch=args.batch)
+    if args.track:
+        from eval.query.track import format_timeline, track_query
+
+        keys = layout.field_keys()
+        images = FrameImages(layout)
+        cache: dict = {}
+        for text in dict.fromkeys(args.text):
+            timeline = track_query(layout, qout / slug(text), qout / "tracks" / f"{slug(text)}.npz", text, keys,
+                                   result[text]["frames"], images, args.track_points, args.track_frame, args.trail,
+                                   cache)
+            result[text]["timeline"] = timeline
+            print(format_timeline(timeline))
+    return result
 
 
 def cli() -> None:
