@@ -39,8 +39,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     On any exception the temp file is removed and ``path`` is left untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # read-only disk, no permission: name the folder, not a random temporary name
+        e.filename = str(path.parent)
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -123,5 +127,18 @@ def save_npy_atomic(array: np.ndarray, path: str | os.PathLike) -> None:
 
 
 def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
-    """Read a .npy file without ever unpickling (object arrays are refused)."""
-    return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    """Read a .npy file without ever unpickling: an object array, a bad header or a truncated file is one
+    :class:`utils.cli.BadFileError` naming the file."""
+    from utils.cli import reading
+
+    with reading(path, "write the file again as a plain numeric .npy (np.save(..., allow_pickle=False))"):
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+
+
+def read_json(path: str | os.PathLike, fix: str = "fix or regenerate the JSON file") -> Any:
+    """The parsed content of a JSON file; a file that is not valid JSON (or not UTF-8 text) is one
+    :class:`utils.cli.BadFileError` naming it."""
+    from utils.cli import reading
+
+    with reading(path, fix):
+        return json.loads(Path(path).read_text(encoding="utf-8"))
