@@ -91,6 +91,7 @@ class LangVGGTPredictor:
             if self._cached(frames):
                 per_frame = [self.tokens.load(f.key) for f in frames]
                 layer_ids = list(self.tokens.layers)
+                _check_stackable(per_frame, [self.tokens.path(f.key) for f in frames])
                 by_layer = {lay: torch.stack([pf[j] for pf in per_frame]).to(self.device)
                             for j, lay in enumerate(layer_ids)}  # layer -> (S, P, 2C)
                 psi = self.tokens.patch_start_idx
@@ -145,6 +146,18 @@ class LangVGGTPredictor:
         depth, conf = bb.depth_head(sub, images.index_select(0, idx)[None].to(self._param_dtype()),
                                     patch_start_idx=psi)
         return (_scatter(depth[0, ..., 0].float(), idx, S), _scatter(conf[0].float(), idx, S), extr, intr)
+
+
+def _check_stackable(per_frame: list[list[torch.Tensor]], paths: list) -> None:
+    """Refuse (TokenCacheError naming the file) frames whose layers do not all have the first frame's shapes,
+    before ``torch.stack`` would fail on them."""
+    from preprocess.token_cache import EXTRACT_HINT, TokenCacheError
+
+    want = [tuple(t.shape) for t in per_frame[0]]
+    for tensors, path in zip(per_frame, paths, strict=True):
+        got = [tuple(t.shape) for t in tensors]
+        if got != want:
+            raise TokenCacheError(f"{path}: token shapes {got} differ from {want} of {paths[0]}; {EXTRACT_HINT}")
 
 
 def _scatter(x: torch.Tensor, idx: torch.Tensor, S: int) -> torch.Tensor:
