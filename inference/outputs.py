@@ -35,7 +35,7 @@ import torch
 
 from model.levels import LEVELS  # noqa: F401  (re-exported: the fields' level names)
 from model.safe_load import open_safetensors
-from utils.io import save_safetensors_atomic
+from utils.io import read_json, save_safetensors_atomic
 
 #: the copy of the autoencoder inside an output folder (meta.json records it relative to the folder)
 AUTOENCODER_DIR = "autoencoder"
@@ -87,7 +87,7 @@ class OutputLayout:
         recorded."""
         if not self.meta.exists():
             return None
-        recorded = json.loads(self.meta.read_text()).get(key)
+        recorded = read_json(self.meta).get(key)
         if not recorded:
             return None
         path = Path(recorded)
@@ -116,7 +116,7 @@ class OutputLayout:
         """Frame keys that have a fields file, in meta.json order when it exists, else sorted."""
         have = {p.stem for p in (self.root / "fields").glob("*.safetensors")}
         if self.meta.exists():
-            order = [k for k in json.loads(self.meta.read_text()).get("frames", []) if k in have]
+            order = [k for k in read_json(self.meta).get("frames", []) if k in have]
             if len(order) == len(have):
                 return order
         return sorted(have)

@@ -33,7 +33,6 @@ would cost a pass over the whole cache.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -58,7 +57,7 @@ from training.targets import (  # noqa: F401  (collate_samples, input_grid_to_or
     read_frame_uint8,
 )
 from utils.cli import UserError
-from utils.io import load_npy
+from utils.io import load_npy, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +110,7 @@ def eval_frame_indices(scene: str | os.PathLike) -> set[int] | None:
     scene = Path(scene)
     coco = scene / "annotations" / "train" / "_annotations.coco.json"
     if coco.is_file():
-        data = json.loads(coco.read_text())
+        data = read_json(coco, "fix or re-export the COCO annotations")
         try:  # the evaluator's reading of COCO file names, so the held-out frames are exactly the scored ones
             return {frame_index_from_file_name(str(img["file_name"])) for img in data.get("images", [])}
         except ValueError as e:
@@ -119,7 +118,7 @@ def eval_frame_indices(scene: str | os.PathLike) -> set[int] | None:
                                "fix the COCO file names (<frame number>_...)") from None
     names = scene / "gt" / "names.json"
     if names.is_file():
-        data = json.loads(names.read_text())
+        data = read_json(names)
         if "eval_frames" in data:
             return {int(i) for i in data["eval_frames"]}
     return None

@@ -40,6 +40,7 @@ from PIL import Image
 from preprocess.crop import CropInfo, FramePreprocessor
 from preprocess.frames import FrameRef, read_frame
 from preprocess.token_cache import TokenSlices
+from utils.cli import reading
 
 TARGETS = ("lang", "video")  # prefixes of the compact target keys: <p>_index, <p>_table, <p>_rows
 # uint8 -> float32 frame values, computed as FramePreprocessor.prepare computes them (on the CPU)
@@ -98,7 +99,8 @@ class GridMap:
         (copy-on-write, so it stays writable). Dtype: the file's (float32 for ``_s.npy``; also int32, int64,
         float64), or int64 for other dtypes (converted as the dense gather converted every map: same values)."""
         # a str, not a Path: numpy's memmap resolves a Path (a syscall per folder) on every read
-        seg = np.load(str(path), mmap_mode="c", allow_pickle=False)[levels]
+        with reading(path, "regenerate the semantic targets (python -m preprocess.extract_semantics)"):
+            seg = np.load(str(path), mmap_mode="c", allow_pickle=False)[levels]
         if self.flat is not None:
             out = np.take(seg.reshape(seg.shape[0], -1), self.flat, axis=1).reshape(seg.shape[0], *self.hw)
         else:

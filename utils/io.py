@@ -142,3 +142,23 @@ def read_json(path: str | os.PathLike, fix: str = "fix or regenerate the JSON fi
 
     with reading(path, fix):
         return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def npy_problem(path: str | os.PathLike) -> str | None:
+    """None when ``path`` is a complete .npy file of plain numbers (header readable, no object dtype, exactly as
+    many data bytes as the header says), else what is wrong with it. Reads only the header."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+            offset = f.tell()
+        size = path.stat().st_size
+    except (OSError, ValueError, EOFError) as e:
+        return f"{path}: unreadable .npy ({e})"
+    if dtype.hasobject:
+        return f"{path}: holds Python objects, not plain numbers"
+    want = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size != want:
+        return f"{path}: {size} bytes but its header describes {want}"
+    return None
