@@ -79,10 +79,7 @@ def feature_files(scene: str | Path, features: str = "clip_features") -> list[Pa
 def read_feature_file(f: Path, dim: int | None = None) -> np.ndarray:
     """One ``_f.npy`` as float32 (N, D), refused (naming the file) when it is not 2-D, has another D than ``dim``
     or holds a row with NaN or infinite values."""
-    try:
-        a = load_npy(f)
-    except ValueError as e:
-        raise UserError(f"not a readable .npy feature file ({e})", f, "re-extract the features") from None
+    a = load_npy(f)  # a file that is not a plain .npy: one error naming it (utils.cli.BadFileError)
     if a.ndim != 2 or not np.issubdtype(a.dtype, np.floating):
         raise UserError(f"feature file of shape {a.shape} and type {a.dtype}, expected float (N, D)", f,
                         "re-extract the features with preprocess.extract_semantics")

@@ -200,7 +200,8 @@ def check_target_values(s_path: Path, f_path: Path, levels: slice) -> list[str]:
         finite_s = bool(np.isfinite(seg).all())
         lo, hi = (float(np.min(seg)), float(np.max(seg))) if finite_s and seg.size else (-1.0, -1.0)
     except (ValueError, OSError) as e:
-        return [f"{s_path.parent}/{s_path.name[:-6]}_*.npy: unreadable ({e}); {TARGET_FIX}"]
+        return [f"{e}; {TARGET_FIX}" if isinstance(e, UserError) else  # load_npy named the file
+                f"{s_path.parent}/{s_path.name[:-6]}_*.npy: unreadable ({e}); {TARGET_FIX}"]
     if not finite_f:
         problems.append(f"{f_path}: NaN or inf in the feature rows; {TARGET_FIX}")
     if not finite_s:
@@ -303,7 +304,8 @@ class SceneDataset(Dataset):
                 try:
                     s_shape, f_shape = _npy_shape(s_path), _npy_shape(f_path)
                 except ValueError as e:
-                    problems.append(f"{s_path.parent}/{key}_*.npy: unreadable ({e}); {TARGET_FIX}")
+                    problems.append(f"{e}; {TARGET_FIX}" if isinstance(e, UserError) else
+                                    f"{s_path.parent}/{key}_*.npy: unreadable ({e}); {TARGET_FIX}")
                     continue
                 bad_shape = False
                 if len(s_shape) != 3 or s_shape[0] < n_levels or s_shape[1:] != (H, W):

@@ -140,11 +140,13 @@ def _library_reason(exc: BaseException) -> str | None:
         return f"OpenCV cannot decode it ({str(exc).strip().splitlines()[-1] if str(exc).strip() else 'cv2.error'})"
     if isinstance(exc, pickle.UnpicklingError):
         return f"refused: holds objects that only unpickling could load ({str(exc).splitlines()[0][:200]})"
+    if isinstance(exc, SyntaxError) or name == "TokenError":  # numpy parses .npy headers as Python literals
+        return f"unreadable header ({getattr(exc, 'msg', None) or exc})"
     if isinstance(exc, (EOFError, zipfile.BadZipFile)):
         return f"truncated or not the expected format ({exc or name})"
     if isinstance(exc, ValueError):  # numpy: bad .npy header, object arrays under allow_pickle=False, ...
         text = str(exc).splitlines()[0] if str(exc) else name
-        if "allow_pickle" in text:
+        if "allow_pickle" in text or "Python objects" in text:
             return "holds Python objects (an object array), not plain numbers; it is never unpickled"
         return f"unreadable ({text[:200]})"
     if isinstance(exc, OSError) and exc.errno is None:  # PIL: truncated image, broken data stream

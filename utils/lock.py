@@ -51,7 +51,11 @@ def output_lock(folder: str | os.PathLike, what: str = "this folder") -> Iterato
     path = lock_path(folder)
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:  # a read-only or full disk, no permission: the folder is what cannot be written
+            e.filename = str(folder)
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
