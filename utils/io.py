@@ -153,11 +153,17 @@ def npy_problem(path: str | os.PathLike) -> str | None:
     try:
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
-            shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(f)
             offset = f.tell()
         size = path.stat().st_size
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, SyntaxError) as e:
         return f"{path}: unreadable .npy ({e})"
+    except Exception as e:  # numpy's header parser raises tokenize.TokenError on some garbage
+        if type(e).__name__ != "TokenError":
+            raise
+        return f"{path}: unreadable .npy header"
     if dtype.hasobject:
         return f"{path}: holds Python objects, not plain numbers"
     want = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize

@@ -103,6 +103,36 @@ def test_readers_refuse_a_short_token_file_before_stacking(work, capsys):
         cache.validate()
 
 
+@pytest.mark.parametrize("damage", [_truncated, lambda p: p.write_bytes(p.read_bytes() + b"\0")],
+                         ids=["truncated", "one-byte-too-many"])
+def test_semantics_resume_rewrites_a_bad_kept_frame(tmp_path, monkeypatch, damage):
+    """extract_semantics keeps the finished frames of its ``.partial`` folder on a resume only when each ``.npy``
+    matches its header; the resumed folder has the bytes of an uninterrupted run."""
+    import preprocess.extract_semantics as es
+    from model.text import HashTextEncoder
+    from tests.reliability.test_semantics import make_scene
+
+    ref = make_scene(tmp_path / "ref" / "scene")
+    shutil.copytree(ref, tmp_path / "w" / "scene")
+    es.extract_oracle(ref, HashTextEncoder(), video=False, progress=False)
+    scene = tmp_path / "w" / "scene"
+    real, calls = es._write_frame, []
+
+    def stop(out, key, s, f):
+        calls.append(key)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        real(out, key, s, f)
+
+    monkeypatch.setattr(es, "_write_frame", stop)
+    with pytest.raises(KeyboardInterrupt, match="3 finished frames kept"):
+        es.extract_oracle(scene, HashTextEncoder(), video=False, progress=False)
+    monkeypatch.setattr(es, "_write_frame", real)
+    damage(scene / ".clip_features.partial" / "000002_s.npy")
+    es.extract_oracle(scene, HashTextEncoder(), video=False, progress=False)
+    assert snapshot(scene) == snapshot(ref)
+
+
 # ----------------------------------------------------------------------------------- Ctrl-C and SIGTERM
 def _stop_and_signal(work: Path, sig: int, nth: int) -> subprocess.CompletedProcess:
     """Run extract_tokens in a fresh interpreter; just before its ``nth`` token-file write, send ``sig``."""
