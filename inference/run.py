@@ -241,15 +241,15 @@ def list_source_frames(source: Path, published: bool):
 def check_one_size(refs, source: Path) -> None:
     """The published loader pads frames of different sizes to the largest and stretches every output to the last
     frame's size, which maps onto no frame's pixels: refuse such a video for the published preset."""
-    from PIL import Image
+    from preprocess.frames import image_size
 
     sizes: dict[tuple[int, int], str] = {}
     for ref in refs:
         if ref.is_video:
             return
         try:
-            with Image.open(ref.path) as im:
-                sizes.setdefault(im.size, ref.path.name)
+            h, w = image_size(ref.path)  # as displayed (EXIF orientation), as the frame reader reads it
+            sizes.setdefault((w, h), ref.path.name)
         except OSError as e:
             raise UserError(f"cannot read the frame ({e})", ref.path, "replace or remove the damaged frame") from None
         if len(sizes) > 1:

@@ -42,12 +42,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from preprocess.annotations import frame_index_from_file_name
 from preprocess.crop import CropInfo, FramePreprocessor
-from preprocess.frames import FrameRef, list_frames
+from preprocess.frames import FrameRef, image_size, list_frames
 from preprocess.token_cache import EXTRACT_HINT, TokenCache, TokenCacheError, TokenSlices, read_token_header
 from training.targets import (  # noqa: F401  (collate_samples, input_grid_to_original: re-exported)
     GridMap,
@@ -379,8 +378,7 @@ class SceneDataset(Dataset):
                 problems.append(str(e))
             if not f.is_video:
                 try:
-                    with Image.open(f.path) as im:
-                        size = (im.height, im.width)
+                    size = image_size(f.path)  # as displayed (EXIF orientation), as the frame reader reads it
                 except OSError as e:
                     problems.append(f"{f.path}: unreadable image ({e}); replace the frame")
                     continue

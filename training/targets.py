@@ -38,7 +38,7 @@ import torch
 from PIL import Image
 
 from preprocess.crop import CropInfo, FramePreprocessor
-from preprocess.frames import FrameRef, read_frame
+from preprocess.frames import FrameRef, exif_orientation, read_frame
 from preprocess.token_cache import TokenSlices
 from utils.cli import reading
 
@@ -145,7 +145,8 @@ def read_frame_uint8(ref: FrameRef, pre: FramePreprocessor) -> torch.Tensor:
     instead of a BGR->RGB copy plus a transpose); everything else goes through :func:`read_frame`."""
     if not ref.is_video:
         img = cv2.imread(str(ref.path), cv2.IMREAD_UNCHANGED)
-        if img is not None and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3:
+        if img is not None and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 and \
+                exif_orientation(ref.path) == 1:  # a turned phone photo goes through read_frame
             info = pre.plan(img.shape[:2])
             if not info.rot90 and tuple(info.resized_hw) == img.shape[:2]:
                 y0, x0, y1, x1 = info.window

@@ -77,6 +77,8 @@ def image_hw(path: str | Path, decode: bool = False) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             w, h = im.size
+            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # shown turned a quarter (as every reader reads it)
+                w, h = h, w
             if decode:
                 im.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
