@@ -251,3 +251,57 @@ def test_full_disk_mid_run_is_one_line_and_the_rerun_gives_the_same_bytes(work, 
     monkeypatch.setattr(utils.io, "save_file", real)
     assert extract(["f", *TINY], capsys).returncode == 0
     assert snapshot(work / "f" / "tokens") == uninterrupted(work, capsys)
+
+
+# ----------------------------------------------------------------------------------- the other long commands
+def test_interrupted_inference_says_how_many_frames_are_kept(work, capsys, monkeypatch, decoder_file):
+    import inference.pipeline as pl
+    from inference.run import main
+
+    real, calls = pl._write_frame, []
+
+    def stop(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pl, "_write_frame", stop)
+    argv = ["--source", "f", "--decoder", str(decoder_file), "--out", "out", "--backbone", "tiny", "--device", "cpu",
+            "--chunk", "1", "--no-geometry", "--no-pca", "--no-rgb"]
+    r = run_main(main, argv, capsys)
+    assert r.returncode == 130, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error")]
+    assert lines == [f"error: interrupted by SIGINT: 2 of {N} frames kept (out); re-run the same command to resume "
+                     "(finished frames are kept)"], r.stderr
+    assert "Traceback" not in r.stderr
+    _no_leftovers(work)
+    monkeypatch.setattr(pl, "_write_frame", real)
+    summary = main(argv)  # resumes: the frames on disk are kept
+    assert (summary["written"], summary["skipped"]) == (3, 2), summary
+    _no_leftovers(work)
+
+
+def test_sigterm_in_extract_semantics_is_exit_143_with_the_kept_frames(tmp_path, monkeypatch, capsys):
+    import preprocess.extract_semantics as es
+    from tests.reliability.test_semantics import make_scene
+    from utils.cli import Terminated
+
+    make_scene(tmp_path / "scene")
+    monkeypatch.chdir(tmp_path)
+    real, calls = es._write_frame, []
+
+    def stop(out, key, s, f):
+        calls.append(key)
+        if len(calls) == 3:
+            raise Terminated()  # what the SIGTERM handler raises in the main thread
+        real(out, key, s, f)
+
+    monkeypatch.setattr(es, "_write_frame", stop)
+    r = run_main(es.main, ["--scene", "scene", "--mode", "oracle", "--text-encoder", "hash", "--device", "cpu",
+                           "--no-progress"], capsys)
+    assert r.returncode == 143, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error")]
+    assert lines == ["error: interrupted by SIGTERM: 2 finished frames kept (scene/.clip_features.partial); re-run "
+                     "the same command to resume"], r.stderr
+    assert not list(tmp_path.rglob("*.lock"))
