@@ -179,8 +179,9 @@ def reading(path: str | os.PathLike, fix: str = "replace the file or write it ag
 def as_user_error(exc: BaseException) -> UserError | None:
     """The :class:`UserError` an exception stands for when it is an *expected* failure, else None.
 
-    Expected: our own :class:`UserError` s; a missing, unreadable or unwritable file, a full disk (``OSError``
-    with a file name or ``ENOSPC``); a file that is not the JSON, text or safetensors it should be.
+    Expected: our own :class:`UserError` s (domain errors and the :class:`BadFileError` of :func:`reading`); a
+    missing, unreadable or unwritable file, a full or read-only disk (an ``OSError`` with a file name, ``ENOSPC``,
+    ``EROFS``); a file that is not the JSON, text, safetensors or image it should be.
     """
     if isinstance(exc, UserError):
         return exc
@@ -194,6 +195,8 @@ def as_user_error(exc: BaseException) -> UserError | None:
         fix = {FileNotFoundError: "check the path", PermissionError: "check the file's permissions",
                FileExistsError: "pass --overwrite or another output path"}.get(type(exc), "check the path")
         return UserError(exc.strerror or str(exc), exc.filename, fix) if exc.filename else UserError(str(exc))
+    if isinstance(exc, OSError) and exc.errno is not None and exc.filename:  # EIO, ELOOP, ENAMETOOLONG, ...
+        return UserError(exc.strerror or str(exc), exc.filename, "check the file and the disk")
     if isinstance(exc, json.JSONDecodeError):
         return UserError(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", None,
                          "fix or regenerate the JSON file")
