@@ -163,8 +163,8 @@ def _usable_cache(cache, refs, decoder, backbone_spec: str | None):
                        keys=[r.key for r in refs], check_files=True)
     except TokenCacheError as e:
         if backbone_spec is None:
-            raise TokenCacheError(f"{e}; the token cache must hold every frame: or pass --backbone to stream the "
-                                  "frames instead") from None
+            raise TokenCacheError(f"{e}; the token cache must hold every frame, else pass --backbone to stream "
+                                  "the frames instead") from None
         log.warning("not using the token cache (%s); streaming every frame through the backbone instead", e)
         return None
     return cache

@@ -170,3 +170,52 @@ def npy_problem(path: str | os.PathLike) -> str | None:
     if size != want:
         return f"{path}: {size} bytes but its header describes {want}"
     return None
+
+
+def safetensors_problem(path: str | os.PathLike) -> str | None:
+    """None when ``path`` is a complete safetensors file (header parses, every tensor's bytes lie inside the file
+    and the file ends where the last tensor ends), else what is wrong. Reads only the header."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n < 2 or 8 + n > size:
+                return f"{path}: truncated or not safetensors ({size} bytes)"
+            header = json.loads(f.read(n))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        return f"{path}: unreadable safetensors header ({e})"
+    if size != 8 + n + end:
+        return f"{path}: {size} bytes but its header describes {8 + n + end}"
+    return None
+
+
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def png_problem(path: str | os.PathLike) -> str | None:
+    """None when ``path`` starts with the PNG signature and ends with the IEND chunk (a cheap completeness check),
+    else what is wrong."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            start = f.read(8)
+            f.seek(max(0, path.stat().st_size - len(_PNG_END)))
+            end = f.read()
+    except OSError as e:
+        return f"{path}: unreadable ({e})"
+    if start != b"\x89PNG\r\n\x1a\n" or end != _PNG_END:
+        return f"{path}: not a complete PNG file"
+    return None
+
+
+def file_problem(path: str | os.PathLike) -> str | None:
+    """What is wrong with an output file a resumed run would keep (by type: ``.npy``, ``.safetensors``, ``.png``
+    are checked against their own structure; other types only for existence), or None."""
+    path = Path(path)
+    if not path.is_file():
+        return f"{path}: missing"
+    check = {".npy": npy_problem, ".safetensors": safetensors_problem, ".png": png_problem}.get(path.suffix.lower())
+    return check(path) if check else None

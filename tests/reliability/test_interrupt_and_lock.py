@@ -305,3 +305,21 @@ def test_sigterm_in_extract_semantics_is_exit_143_with_the_kept_frames(tmp_path,
     assert lines == ["error: interrupted by SIGTERM: 2 finished frames kept (scene/.clip_features.partial); re-run "
                      "the same command to resume"], r.stderr
     assert not list(tmp_path.rglob("*.lock"))
+
+
+def test_inference_resume_rewrites_truncated_outputs_to_the_uninterrupted_bytes(work, capsys, decoder_file):
+    from inference.run import main
+
+    argv = ["--source", "f", "--decoder", str(decoder_file), "--out", "out", "--backbone", "tiny", "--device", "cpu",
+            "--no-geometry"]
+    main(argv)
+    ref = snapshot(work / "out")
+    _truncated(work / "out" / "fields" / "000002.safetensors")
+    rgb = sorted((work / "out").rglob("000004.png"))
+    assert rgb, sorted(ref)
+    for p in rgb:
+        p.write_bytes(p.read_bytes()[:-20])
+    summary = main(argv)
+    assert (summary["written"], summary["skipped"]) == (2, N - 2), summary
+    assert snapshot(work / "out") == ref
+    _no_leftovers(work)
