@@ -323,3 +323,30 @@ def test_inference_resume_rewrites_truncated_outputs_to_the_uninterrupted_bytes(
     assert (summary["written"], summary["skipped"]) == (2, N - 2), summary
     assert snapshot(work / "out") == ref
     _no_leftovers(work)
+
+
+def test_interrupted_training_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    import training.trainer as tr
+    from tests.training.helpers import make_tiny_scene
+    from utils.cli import run_cli
+
+    make_tiny_scene(tmp_path / "scene", n_frames=4, eval_frames=(1,))
+    monkeypatch.chdir(tmp_path)
+    real, calls = tr._train_epoch, []
+
+    def stop(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tr, "_train_epoch", stop)
+    r = run_main(lambda argv: run_cli(tr.main, argv), ["--scenes", "scene", "--out", "run", "--decoder", "tiny",
+                                                        "--no-progress", "--threads", "1", "--epochs", "3",
+                                                        "--batch-size", "2", "--save-every", "1"], capsys)
+    assert r.returncode == 130, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error")]
+    assert lines == ["error: interrupted by SIGINT: the checkpoints saved so far are kept (run); add --resume to the "
+                     "same command to continue from the last one"], r.stderr
+    assert (tmp_path / "run" / "checkpoint_epoch_1").is_dir()
+    assert leftovers(tmp_path) == []
