@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from utils.cli import UserError
+from utils.cli import UserError, reading
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ def exif_orientation(path: str | Path) -> int:
     try:
         with Image.open(path) as im:
             value = im.getexif().get(EXIF_ORIENTATION, 1)
-    except (OSError, SyntaxError, ValueError):
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return 1
     return int(value) if value in range(1, 9) else 1
 
@@ -225,7 +225,8 @@ def read_frame(ref: FrameRef) -> np.ndarray:
     if ref.is_video:
         for _, rgb in iter_frames([ref]):
             return rgb
-    img = cv2.imread(str(ref.path), cv2.IMREAD_UNCHANGED)  # (UNCHANGED: 16-bit and alpha kept, EXIF ignored)
+    with reading(ref.path, "the file is truncated or corrupted: replace or remove it"):  # cv2.error names it
+        img = cv2.imread(str(ref.path), cv2.IMREAD_UNCHANGED)  # (UNCHANGED: 16-bit and alpha kept, EXIF ignored)
     if img is None:
         raise FrameDecodeError("cannot be decoded as an image", ref.path,
                                "the file is empty, truncated or corrupted: replace or remove it")

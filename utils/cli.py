@@ -136,6 +136,8 @@ def _library_reason(exc: BaseException) -> str | None:
         return f"not a readable safetensors file ({exc})"
     if name == "UnidentifiedImageError":
         return "not an image PIL can read"
+    if name == "DecompressionBombError":
+        return f"larger than PIL's safety limit for images ({exc})"
     if module.startswith("cv2") and name == "error":
         return f"OpenCV cannot decode it ({str(exc).strip().splitlines()[-1] if str(exc).strip() else 'cv2.error'})"
     if isinstance(exc, pickle.UnpicklingError):
