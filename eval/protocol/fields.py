@@ -52,6 +52,8 @@ def _read_npy(path: Path) -> np.ndarray:
         return np.asarray(load_npy(path))
     except FileNotFoundError:
         raise FieldsMissingError("file not found", path, "check the folder") from None
+    except UserError:  # load_npy's BadFileError already names the file
+        raise
     except (ValueError, OSError, EOFError) as e:
         raise FieldsError(f"not a readable .npy file ({str(e).splitlines()[0][:120]})", path,
                           "write the file again") from None
