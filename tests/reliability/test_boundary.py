@@ -296,3 +296,48 @@ def test_a_library_error_outside_a_read_keeps_its_traceback():
     with pytest.raises(ZeroDivisionError):
         with reading("x.npy"):
             _ = 1 / 0
+
+
+def _cv2_error(path: Path) -> None:
+    import cv2
+
+    cv2.cvtColor(np.zeros((2, 2, 5), np.uint8), cv2.COLOR_BGR2RGB)  # OpenCV's own assertion: cv2.error
+
+
+def _pil_truncated(path: Path) -> None:
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path, "PNG")
+    _truncate(path)
+    with Image.open(path) as im:
+        im.load()
+
+
+def _npy_truncated(path: Path) -> None:
+    np.save(path, np.zeros((50, 50), np.float32))
+    _truncate(path)
+    np.load(path, allow_pickle=False)
+
+
+def _torch_refused(path: Path) -> None:
+    _refused_pickle(path)
+    torch.load(path, weights_only=True)
+
+
+def _safetensors_garbage(path: Path) -> None:
+    from safetensors.torch import load_file
+
+    path.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    load_file(path)
+
+
+@pytest.mark.parametrize("fail,what", [(_cv2_error, "OpenCV cannot decode it"), (_pil_truncated, "truncated"),
+                                       (_npy_truncated, "unreadable"), (_torch_refused, "refused"),
+                                       (_safetensors_garbage, "not a readable safetensors file")],
+                         ids=["cv2", "pil-truncated", "npy-truncated", "torch-weights-only", "safetensors"])
+def test_reading_names_the_file_for_each_librarys_error(tmp_path, fail, what):
+    from utils.cli import BadFileError, reading
+
+    path = tmp_path / "the-file.npy"  # (np.save adds .npy to a name without it)
+    with pytest.raises(BadFileError) as e:
+        with reading(path, "fix it"):
+            fail(path)
+    assert str(e.value).startswith(what) and str(e.value).endswith(f" ({path}): fix it"), str(e.value)
