@@ -120,7 +120,7 @@ class OutputLayout:
                 return False
             problem = file_problem(p)
             if problem is not None:
-                logger.warning("will rewrite frame %s: %s", key, problem)
+                logger.warning("will rewrite frame %s: %s: %s", key, p, problem)
                 return False
         return True
 

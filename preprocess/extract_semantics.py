@@ -69,7 +69,7 @@ from utils.cli import (
     setup_logging_from,
 )
 from utils.device import resolve_device
-from utils.io import save_json_atomic, save_npy_atomic
+from utils.io import npy_problem, save_json_atomic, save_npy_atomic
 from utils.lock import output_lock
 from utils.ranks import my_share
 
@@ -273,6 +273,11 @@ def extract_clip(scene: str | Path, encoder: ClipEncoder, proposer, overwrite: b
         missing = [str(proposer.path(f.key)) for f in frames if not proposer.path(f.key).is_file()]
         if missing:
             raise SemanticsInputError(f"{len(missing)} precomputed masks are missing, e.g. {missing[0]}")
+        for fr in frames:  # a mask that is not a complete plain .npy is refused before anything is written
+            problem = npy_problem(proposer.path(fr.key))
+            if problem is not None:
+                raise SemanticsInputError(f"precomputed mask: {problem}", proposer.path(fr.key),
+                                          "write it again with np.save(..., allow_pickle=False)")
     for fr in frames:  # a zero-byte or truncated frame is refused before anything is written
         if not (fr.ref is not None and fr.ref.is_video):
             image_hw(fr.path, decode=True)

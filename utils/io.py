@@ -148,7 +148,7 @@ def read_json(path: str | os.PathLike, fix: str = "fix or regenerate the JSON fi
 
 def npy_problem(path: str | os.PathLike) -> str | None:
     """None when ``path`` is a complete .npy file of plain numbers (header readable, no object dtype, exactly as
-    many data bytes as the header says), else what is wrong with it. Reads only the header."""
+    many data bytes as the header says), else what is wrong with it (without the path). Reads only the header."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -159,22 +159,22 @@ def npy_problem(path: str | os.PathLike) -> str | None:
             offset = f.tell()
         size = path.stat().st_size
     except (OSError, ValueError, EOFError, SyntaxError) as e:
-        return f"{path}: unreadable .npy ({e})"
+        return f"unreadable .npy ({e})"
     except Exception as e:  # numpy's header parser raises tokenize.TokenError on some garbage
         if type(e).__name__ != "TokenError":
             raise
-        return f"{path}: unreadable .npy header"
+        return "unreadable .npy header"
     if dtype.hasobject:
-        return f"{path}: holds Python objects, not plain numbers"
+        return "holds Python objects, not plain numbers"
     want = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if size != want:
-        return f"{path}: {size} bytes but its header describes {want}"
+        return f"{size} bytes but its header describes {want}"
     return None
 
 
 def safetensors_problem(path: str | os.PathLike) -> str | None:
     """None when ``path`` is a complete safetensors file (header parses, every tensor's bytes lie inside the file
-    and the file ends where the last tensor ends), else what is wrong. Reads only the header."""
+    and the file ends where the last tensor ends), else what is wrong (without the path). Reads only the header."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -182,13 +182,13 @@ def safetensors_problem(path: str | os.PathLike) -> str | None:
             head = f.read(8)
             n = int.from_bytes(head, "little") if len(head) == 8 else -1
             if n < 2 or 8 + n > size:
-                return f"{path}: truncated or not safetensors ({size} bytes)"
+                return f"truncated or not safetensors ({size} bytes)"
             header = json.loads(f.read(n))
         end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
     except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
-        return f"{path}: unreadable safetensors header ({e})"
+        return f"unreadable safetensors header ({e})"
     if size != 8 + n + end:
-        return f"{path}: {size} bytes but its header describes {8 + n + end}"
+        return f"{size} bytes but its header describes {8 + n + end}"
     return None
 
 
@@ -197,7 +197,7 @@ _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 def png_problem(path: str | os.PathLike) -> str | None:
     """None when ``path`` starts with the PNG signature and ends with the IEND chunk (a cheap completeness check),
-    else what is wrong."""
+    else what is wrong (without the path)."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -205,17 +205,18 @@ def png_problem(path: str | os.PathLike) -> str | None:
             f.seek(max(0, path.stat().st_size - len(_PNG_END)))
             end = f.read()
     except OSError as e:
-        return f"{path}: unreadable ({e})"
+        return f"unreadable ({e})"
     if start != b"\x89PNG\r\n\x1a\n" or end != _PNG_END:
-        return f"{path}: not a complete PNG file"
+        return "not a complete PNG file"
     return None
 
 
 def file_problem(path: str | os.PathLike) -> str | None:
     """What is wrong with an output file a resumed run would keep (by type: ``.npy``, ``.safetensors``, ``.png``
-    are checked against their own structure; other types only for existence), or None."""
+    are checked against their own structure; other types only for existence), or None (the reason, without the
+    path)."""
     path = Path(path)
     if not path.is_file():
-        return f"{path}: missing"
+        return "missing"
     check = {".npy": npy_problem, ".safetensors": safetensors_problem, ".png": png_problem}.get(path.suffix.lower())
     return check(path) if check else None

@@ -226,7 +226,7 @@ class StagedOutput:
                 return False
             problem = npy_problem(path) if n.endswith(".npy") else None
             if problem is not None:
-                logger.warning("will rewrite %s", problem)
+                logger.warning("will rewrite %s: %s", path, problem)
                 return False
         return True
 
