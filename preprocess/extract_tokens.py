@@ -53,7 +53,14 @@ from tqdm import tqdm  # noqa: E402
 from model.backbones import BackboneSpec, checkpoint_sha256, tiny_backbone_id  # noqa: E402,F401  (re-exported)
 from model.backbones import load_backbone as load_backbone_model  # noqa: E402
 from preprocess.crop import MODES, CropInfo, FramePreprocessor  # noqa: E402
-from preprocess.frames import FrameRef, FrameSourceInvalid, iter_frames, list_frames, read_frame  # noqa: E402
+from preprocess.frames import (  # noqa: E402
+    FrameRef,
+    FrameSourceInvalid,
+    image_size,
+    iter_frames,
+    list_frames,
+    read_frame,
+)
 from preprocess.layout import Job, discover_jobs, scene_jobs  # noqa: E402,F401  (re-exported)
 from preprocess.token_cache import (  # noqa: E402
     META_FILE,
@@ -204,6 +211,26 @@ def build_scene_meta(backbone: Backbone, frames: Sequence[FrameRef], crop: CropI
     }
 
 
+def _frame_size_error(ref: FrameRef, hw: tuple[int, int], first_hw: tuple[int, int]) -> FrameSourceInvalid:
+    return FrameSourceInvalid(f"frame {ref.key} is {hw[1]}x{hw[0]} pixels but the first frame is "
+                              f"{first_hw[1]}x{first_hw[0]}", ref.path,
+                              "every frame of a video must have the same size: resize or remove it")
+
+
+def _check_frame_sizes(frames: Sequence[FrameRef], first_hw: tuple[int, int]) -> None:
+    """Refuse a frame folder whose images differ in size before anything is written (image headers only, as
+    displayed; a header that cannot be read is left to the decoder, which names the file)."""
+    for ref in frames:
+        if ref.is_video:
+            continue
+        try:
+            hw = image_size(ref.path)
+        except Exception:  # noqa: BLE001 - reported by the decoder when the frame is read
+            continue
+        if hw != first_hw:
+            raise _frame_size_error(ref, hw, first_hw)
+
+
 def extract_tokens(backbone: Backbone, frames: Sequence[FrameRef], tokens_dir: str | os.PathLike,
                    settings: ExtractionSettings | None = None, device: torch.device | str = "cpu",
                    desc: str = "tokens") -> ExtractionReport:
@@ -237,6 +264,7 @@ def _extract_locked(backbone: Backbone, frames: Sequence[FrameRef], tokens_dir: 
     compute = _effective_compute_dtype(s.compute_dtype, device)
     prep = FramePreprocessor(s.target_width, s.mode, cfg.patch_size)
     crop = prep.plan(read_frame(frames[0]).shape[:2])
+    _check_frame_sizes(frames, tuple(crop.orig_hw))
     scene = build_scene_meta(backbone, frames, crop, layers, s, compute)
 
     # refuse to mix runs with different settings in one folder
@@ -303,10 +331,7 @@ def _extract_locked(backbone: Backbone, frames: Sequence[FrameRef], tokens_dir: 
             for _ in range(c0, c1):
                 ref, rgb = next(reader)
                 if tuple(rgb.shape[:2]) != tuple(crop.orig_hw):
-                    raise FrameSourceInvalid(
-                        f"frame {ref.key} is {rgb.shape[1]}x{rgb.shape[0]} pixels but the first frame is "
-                        f"{crop.orig_hw[1]}x{crop.orig_hw[0]}", ref.path,
-                        "every frame of a video must have the same size: resize or remove it")
+                    raise _frame_size_error(ref, tuple(rgb.shape[:2]), tuple(crop.orig_hw))
                 imgs.append(prep.prepare(rgb)[0])
             images = torch.stack(imgs)[None].to(device)
             with torch.inference_mode(), autocast(device, resolve_dtype(compute)):
