@@ -27,6 +27,7 @@ A frame counts as done when all its per-frame files exist; a rerun skips done fr
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -35,7 +36,9 @@ import torch
 
 from model.levels import LEVELS  # noqa: F401  (re-exported: the fields' level names)
 from model.safe_load import open_safetensors
-from utils.io import save_safetensors_atomic
+from utils.io import file_problem, read_json, save_safetensors_atomic
+
+logger = logging.getLogger(__name__)
 
 #: the copy of the autoencoder inside an output folder (meta.json records it relative to the folder)
 AUTOENCODER_DIR = "autoencoder"
@@ -91,7 +94,7 @@ class OutputLayout:
         recorded."""
         if not self.meta.exists():
             return None
-        recorded = json.loads(self.meta.read_text()).get(key)
+        recorded = read_json(self.meta).get(key)
         if not recorded:
             return None
         path = Path(recorded)
@@ -114,13 +117,22 @@ class OutputLayout:
         return files
 
     def frame_done(self, key: str, **kwargs) -> bool:
-        return all(p.exists() for p in self.frame_files(key, **kwargs))
+        """True when every file of frame ``key`` is there and complete (``utils.io.file_problem``: a truncated or
+        foreign file is not kept by a resumed run; the frame is written again)."""
+        for p in self.frame_files(key, **kwargs):
+            if not p.exists():
+                return False
+            problem = file_problem(p)
+            if problem is not None:
+                logger.warning("will rewrite frame %s: %s: %s", key, p, problem)
+                return False
+        return True
 
     def field_keys(self) -> list[str]:
         """Frame keys that have a fields file, in meta.json order when it exists, else sorted."""
         have = {p.stem for p in (self.root / "fields").glob("*.safetensors")}
         if self.meta.exists():
-            order = [k for k in json.loads(self.meta.read_text()).get("frames", []) if k in have]
+            order = [k for k in read_json(self.meta).get("frames", []) if k in have]
             if len(order) == len(have):
                 return order
         return sorted(have)

@@ -8,6 +8,7 @@ fused point cloud, and never holds more than one chunk of predictions in memory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -38,7 +39,9 @@ from inference.outputs import (
 from inference.ply import PlyStreamWriter, read_ply, write_ply
 from inference.visualize import Mp4Writer, PCAProjector, depth_picture, load_png, save_png, to_uint8_image
 from preprocess.crop import CropInfo
-from utils.io import save_json_atomic
+from utils.cli import interrupted
+from utils.io import read_json, save_json_atomic
+from utils.lock import output_lock
 
 log = logging.getLogger(__name__)
 
@@ -134,19 +137,25 @@ def run_inference(frames: Iterable[Frame], num_frames: int, predictor: Predictor
     """
     layout = OutputLayout(out)
     layout.root.mkdir(parents=True, exist_ok=True)
+    with output_lock(layout.root, "this inference output folder"):
+        return _run_locked(frames, num_frames, predictor, layout, settings, keys)
+
+
+def _run_locked(frames: Iterable[Frame], num_frames: int, predictor: Predictor, layout: OutputLayout,
+                settings: InferenceSettings, keys: list[str] | None) -> dict:
     s = settings
     pca_state_path = layout.root / "pca" / "projectors.json"
     projectors: dict[str, PCAProjector] = {}
     if pca_state_path.exists() and not s.overwrite:
-        import json
-        projectors = {k: PCAProjector.from_dict(v) for k, v in json.loads(pca_state_path.read_text()).items()}
+        projectors = {k: PCAProjector.from_dict(v) for k, v in read_json(pca_state_path).items()}
     done_kwargs = {"levels": s.levels, "geometry": s.geometry, "rgb": s.rgb, "pca": s.pca}
     seen_keys: list[str] = []
     written = skipped = 0
     lang_dim = None
     out_hw = None
     t0 = time.perf_counter()
-    with tqdm(total=num_frames, desc="inference", unit="frame") as bar:  # closed (a newline) even on errors
+    with tqdm(total=num_frames, desc="inference", unit="frame") as bar, \
+            _say_kept_on_interrupt(layout, num_frames, lambda: written + skipped):  # bar closed even on errors
         for chunk in chunked(frames, s.chunk):
             seen_keys += [f.key for f in chunk]
             keep = [s.overwrite or not layout.frame_done(f.key, **done_kwargs) for f in chunk]
@@ -179,12 +188,21 @@ def run_inference(frames: Iterable[Frame], num_frames: int, predictor: Predictor
             "camera_convention": CAMERA_CONVENTION, "validity": "fields/<key>.safetensors 'valid' = 1 inside "
             "the network crop; outside it predictions are the nearest edge values", **s.extra_meta}
     if not meta["lang_dim"] and layout.meta.exists():
-        import json
-        old = json.loads(layout.meta.read_text())
+        old = read_json(layout.meta)
         meta.update({k: old.get(k) for k in ("lang_dim", "height", "width")})
     save_json_atomic(meta, layout.meta)
     summary["out"] = str(layout.root)
     return summary
+
+
+@contextlib.contextmanager
+def _say_kept_on_interrupt(layout: OutputLayout, num_frames: int, done) -> Iterator[None]:
+    """Turn Ctrl-C / SIGTERM into :class:`utils.cli.Interrupted` saying how many frames are on disk."""
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        raise interrupted(e, f"{done()} of {num_frames} frames kept", layout.root,
+                          "re-run the same command to resume (finished frames are kept)") from None
 
 
 def _write_frame(layout: OutputLayout, f: Frame, pred: ChunkOutput, i: int, s: InferenceSettings,

@@ -105,6 +105,7 @@ class LangVGGTPredictor:
             if self._cached(frames):
                 per_frame = [self.tokens.load(f.key) for f in frames]
                 layer_ids = list(self.tokens.layers)
+                _check_stackable(per_frame, [self.tokens.path(f.key) for f in frames])
                 by_layer = {lay: torch.stack([pf[j] for pf in per_frame]).to(self.device)
                             for j, lay in enumerate(layer_ids)}  # layer -> (S, P, 2C)
                 psi = self.tokens.patch_start_idx
@@ -177,6 +178,18 @@ def patch_map_to_pixels(values: torch.Tensor, grid: tuple[int, int], hw: tuple[i
     """Per-patch values (S, gh*gw) (row-major patch grid ``grid``) -> (S, h, w): each patch's value on its
     pixels."""
     return torch.nn.functional.interpolate(values.reshape(-1, 1, *grid), size=hw, mode="nearest")[:, 0]
+
+
+def _check_stackable(per_frame: list[list[torch.Tensor]], paths: list) -> None:
+    """Refuse (TokenCacheError naming the file) frames whose layers do not all have the first frame's shapes,
+    before ``torch.stack`` would fail on them."""
+    from preprocess.token_cache import EXTRACT_HINT, TokenCacheError
+
+    want = [tuple(t.shape) for t in per_frame[0]]
+    for tensors, path in zip(per_frame, paths, strict=True):
+        got = [tuple(t.shape) for t in tensors]
+        if got != want:
+            raise TokenCacheError(f"{path}: token shapes {got} differ from {want} of {paths[0]}; {EXTRACT_HINT}")
 
 
 def _scatter(x: torch.Tensor, idx: torch.Tensor, S: int) -> torch.Tensor:

@@ -166,8 +166,8 @@ def _usable_cache(cache, refs, decoder, backbone_spec: str | None):
                        keys=[r.key for r in refs], check_files=True)
     except TokenCacheError as e:
         if backbone_spec is None:
-            raise SystemExit(f"{e}\n(the token cache must hold every frame: finish the extraction with "
-                             "python -m preprocess.extract_tokens, or pass --backbone to stream the frames)") from None
+            raise TokenCacheError(f"{e}; the token cache must hold every frame, else pass --backbone to stream "
+                                  "the frames instead") from None
         log.warning("not using the token cache (%s); streaming every frame through the backbone instead", e)
         return None
     return cache
@@ -250,15 +250,15 @@ def list_source_frames(source: Path, published: bool):
 def check_one_size(refs, source: Path) -> None:
     """The published loader pads frames of different sizes to the largest and stretches every output to the last
     frame's size, which maps onto no frame's pixels: refuse such a video for the published preset."""
-    from PIL import Image
+    from preprocess.frames import image_size
 
     sizes: dict[tuple[int, int], str] = {}
     for ref in refs:
         if ref.is_video:
             return
         try:
-            with Image.open(ref.path) as im:
-                sizes.setdefault(im.size, ref.path.name)
+            h, w = image_size(ref.path)  # as displayed (EXIF orientation), as the frame reader reads it
+            sizes.setdefault((w, h), ref.path.name)
         except OSError as e:
             raise UserError(f"cannot read the frame ({e})", ref.path, "replace or remove the damaged frame") from None
         if len(sizes) > 1:

@@ -60,9 +60,17 @@ from preprocess.semantics.scene import (
     iter_rgb,
     list_scene_frames,
 )
-from utils.cli import UserError, add_logging_args, add_text_encoder_args, cli_main, setup_logging_from
+from utils.cli import (
+    UserError,
+    add_logging_args,
+    add_text_encoder_args,
+    cli_main,
+    interrupted,
+    setup_logging_from,
+)
 from utils.device import resolve_device
-from utils.io import save_json_atomic, save_npy_atomic
+from utils.io import npy_problem, save_json_atomic, save_npy_atomic
+from utils.lock import output_lock
 from utils.ranks import my_share
 
 logger = logging.getLogger(__name__)
@@ -109,6 +117,9 @@ def _run_staged(out: StagedOutput, body) -> Path:
     except UserError:
         out.abort()
         raise
+    except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: finished frames stay in the partial folder
+        raise interrupted(e, f"{out.count('_s.npy')} finished frames kept", out.partial,
+                          "re-run the same command to resume") from None
     return out.commit()
 
 
@@ -262,6 +273,11 @@ def extract_clip(scene: str | Path, encoder: ClipEncoder, proposer, overwrite: b
         missing = [str(proposer.path(f.key)) for f in frames if not proposer.path(f.key).is_file()]
         if missing:
             raise SemanticsInputError(f"{len(missing)} precomputed masks are missing, e.g. {missing[0]}")
+        for fr in frames:  # a mask that is not a complete plain .npy is refused before anything is written
+            problem = npy_problem(proposer.path(fr.key))
+            if problem is not None:
+                raise SemanticsInputError(f"precomputed mask: {problem}", proposer.path(fr.key),
+                                          "write it again with np.save(..., allow_pickle=False)")
     for fr in frames:  # a zero-byte or truncated frame is refused before anything is written
         if not (fr.ref is not None and fr.ref.is_video):
             image_hw(fr.path, decode=True)
@@ -356,13 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         if len(scenes) > 1 and args.frames_dir:
             raise SemanticsInputError("--frames-dir names one frame folder but there are several scenes")
         for scene in my_share(scenes):
-            if args.mode == "oracle":
-                written = extract_oracle(scene, encoder, args.overwrite, args.output_name, video=not args.no_video,
-                                         frames_dir=args.frames_dir, progress=not args.no_progress)
-            else:
-                written = {"clip": extract_clip(scene, encoder, proposer, args.overwrite, args.output_name,
-                                                args.batch_size, args.masks, args.frames_dir,
-                                                progress=not args.no_progress)}
+            with output_lock(scene / args.output_name, f"{args.output_name} of this scene"):
+                written = _extract_scene(args, scene, encoder, proposer if args.mode == "clip" else None)
             for kind, path in written.items():
                 print(f"wrote {kind} targets to {path}")
     except UserError:
@@ -370,6 +381,15 @@ def main(argv: list[str] | None = None) -> int:
     except (FileExistsError, FileNotFoundError) as exc:  # anything else unexpected keeps its traceback
         raise UserError(str(exc)) from None
     return 0
+
+
+def _extract_scene(args: argparse.Namespace, scene: Path, encoder, proposer) -> dict[str, Path]:
+    """The targets of one scene as the command line asks (the caller holds the scene's output lock)."""
+    if args.mode == "oracle":
+        return extract_oracle(scene, encoder, args.overwrite, args.output_name, video=not args.no_video,
+                              frames_dir=args.frames_dir, progress=not args.no_progress)
+    return {"clip": extract_clip(scene, encoder, proposer, args.overwrite, args.output_name, args.batch_size,
+                                 args.masks, args.frames_dir, progress=not args.no_progress)}
 
 
 def expand_scene_args(paths: list[str], frames_dir: str | None) -> list[Path]:

@@ -11,7 +11,8 @@ Streaming: frames are fed in chunks of ``--chunk-size`` through the aggregator w
 keeps at most ``--window`` past frames (frame ``t`` attends to frames ``max(0, t - window) .. t``, the
 published 4DLangVGGT rule with window 128), so memory is bounded by the window, not the video length.
 
-Resume: a frame whose file exists and validates (header, size, metadata of this run) is not rewritten. A
+Resume: a frame whose file exists and validates (header, tensor names, shapes and dtypes, size, metadata of this
+run and, unless ``--no-verify``, the SHA-256 of its tensor bytes) is not rewritten; any other is rewritten. A
 frame's tokens depend on every earlier frame through the cache, so to continue at frame ``k`` the backbone
 is first re-run over frames ``0 .. k-1`` without writing (``--resume-replay full``, the default: the files
 are then byte-identical to an uninterrupted run). ``--resume-replay window`` re-runs only the last
@@ -23,6 +24,10 @@ Backbone identity: ``tiny-random-seed<N>`` for ``--backbone tiny``; for a checkp
 ``streamvggt-sha256-<first 16 hex digits>`` of the file's SHA-256. Hashing 5 GB takes a while, so the
 digest is cached beside the checkpoint in ``<file>.sha256.json`` keyed by size and mtime (recomputed when
 either changes, or every run when that folder is read-only).
+
+One run per tokens folder: a second run started on the same folder refuses (``<scene>/.tokens.lock``, see
+:mod:`utils.lock`). Ctrl-C or SIGTERM ends with one line saying how many frames are kept (exit code 130 / 143);
+re-running the same command resumes and gives the bytes of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -49,7 +54,14 @@ from tqdm import tqdm  # noqa: E402
 from model.backbones import BackboneSpec, backbone_help, checkpoint_sha256, tiny_backbone_id  # noqa: E402,F401
 from model.backbones import load_backbone as load_backbone_model  # noqa: E402
 from preprocess.crop import MODES, CropInfo, FramePreprocessor  # noqa: E402
-from preprocess.frames import FrameRef, iter_frames, list_frames, read_frame  # noqa: E402
+from preprocess.frames import (  # noqa: E402
+    FrameRef,
+    FrameSourceInvalid,
+    image_size,
+    iter_frames,
+    list_frames,
+    read_frame,
+)
 from preprocess.layout import Job, discover_jobs, scene_jobs  # noqa: E402,F401  (re-exported)
 from preprocess.token_cache import (  # noqa: E402
     META_FILE,
@@ -66,8 +78,9 @@ from preprocess.token_cache import (  # noqa: E402
     write_scene_meta,
     write_token_file,
 )
-from utils.cli import UserError, add_logging_args, cli_main, setup_logging_from  # noqa: E402
+from utils.cli import UserError, add_logging_args, cli_main, interrupted, setup_logging_from  # noqa: E402
 from utils.device import autocast, resolve_device, resolve_dtype  # noqa: E402
+from utils.lock import output_lock  # noqa: E402
 from utils.ranks import local_device_index, my_share, rank_and_world  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -121,6 +134,10 @@ def backbone_spec(kind: str, checkpoint: str | os.PathLike | None, seed: int) ->
 
 
 # --------------------------------------------------------------------------------------------- settings
+class ExtractionSettingsError(UserError, ValueError):
+    """Settings that cannot work (a chunk size of 0, a layer the backbone does not have, ...)."""
+
+
 @dataclass
 class ExtractionSettings:
     """What to extract and how. ``layers=None``: the backbone config's DPT layers (4, 11, 17, 23; tiny: 0..3).
@@ -139,21 +156,21 @@ class ExtractionSettings:
     #: windowed backbones (VGGT, PAGE-4D): frames each window shares with the one before (``window`` = frames
     #: per window; the recorded ``chunk_size`` is then ``window - overlap``, the new frames per window)
     overlap: int = 4
-    verify: bool = False
+    verify: bool = True
     progress: bool = True
 
     def __post_init__(self) -> None:
         if self.dtype not in STORAGE_DTYPES:
-            raise ValueError(f"unknown storage dtype {self.dtype!r}; choose fp16, bf16, fp32 or int8")
+            raise ExtractionSettingsError(f"unknown storage dtype {self.dtype!r}; choose fp16, bf16, fp32 or int8")
         resolve_dtype(self.compute_dtype)
         if self.chunk_size < 1:
-            raise ValueError(f"chunk size must be >= 1, got {self.chunk_size}")
+            raise ExtractionSettingsError(f"chunk size must be >= 1, got {self.chunk_size}")
         if self.window is not None and self.window < 0:
-            raise ValueError(f"window must be >= 0 (or None for unbounded), got {self.window}")
+            raise ExtractionSettingsError(f"window must be >= 0 (or None for unbounded), got {self.window}")
         if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+            raise ExtractionSettingsError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         if self.resume_replay not in ("full", "window"):
-            raise ValueError(f"resume replay must be 'full' or 'window', got {self.resume_replay!r}")
+            raise ExtractionSettingsError(f"resume replay must be 'full' or 'window', got {self.resume_replay!r}")
 
 
 @dataclass
@@ -204,6 +221,26 @@ def build_scene_meta(backbone: Backbone, frames: Sequence[FrameRef], crop: CropI
     }
 
 
+def _frame_size_error(ref: FrameRef, hw: tuple[int, int], first_hw: tuple[int, int]) -> FrameSourceInvalid:
+    return FrameSourceInvalid(f"frame {ref.key} is {hw[1]}x{hw[0]} pixels but the first frame is "
+                              f"{first_hw[1]}x{first_hw[0]}", ref.path,
+                              "every frame of a video must have the same size: resize or remove it")
+
+
+def _check_frame_sizes(frames: Sequence[FrameRef], first_hw: tuple[int, int]) -> None:
+    """Refuse a frame folder whose images differ in size before anything is written (image headers only, as
+    displayed; a header that cannot be read is left to the decoder, which names the file)."""
+    for ref in frames:
+        if ref.is_video:
+            continue
+        try:
+            hw = image_size(ref.path)
+        except Exception:  # noqa: BLE001 - reported by the decoder when the frame is read
+            continue
+        if hw != first_hw:
+            raise _frame_size_error(ref, hw, first_hw)
+
+
 def extract_tokens(backbone: Backbone, frames: Sequence[FrameRef], tokens_dir: str | os.PathLike,
                    settings: ExtractionSettings | None = None, device: torch.device | str = "cpu",
                    desc: str = "tokens") -> ExtractionReport:
@@ -211,8 +248,16 @@ def extract_tokens(backbone: Backbone, frames: Sequence[FrameRef], tokens_dir: s
 
     Each file holds the selected layers, each (P, 2C) in the storage dtype (P = 5 + h*w patches). Frames
     whose files already validate are skipped (see the module docstring for the resume rule).
-    Raises TokenCacheError when ``tokens_dir`` holds a run with other settings (unless ``overwrite``).
+    Raises TokenCacheError when ``tokens_dir`` holds a run with other settings (unless ``overwrite``),
+    :class:`utils.lock.OutputLockedError` when another process is writing ``tokens_dir``, and
+    :class:`utils.cli.Interrupted` (saying how many frames are kept) on Ctrl-C / SIGTERM.
     """
+    with output_lock(tokens_dir, "this tokens folder"):
+        return _extract_locked(backbone, frames, tokens_dir, settings, device, desc)
+
+
+def _extract_locked(backbone: Backbone, frames: Sequence[FrameRef], tokens_dir: str | os.PathLike,
+                    settings: ExtractionSettings | None, device: torch.device | str, desc: str) -> ExtractionReport:
     s = settings or ExtractionSettings()
     device = torch.device(device)
     tokens_dir = Path(tokens_dir)
@@ -223,7 +268,8 @@ def extract_tokens(backbone: Backbone, frames: Sequence[FrameRef], tokens_dir: s
     layers = [int(x) for x in (s.layers if s.layers is not None else cfg.dpt_layers)]
     bad = [x for x in layers if not 0 <= x < cfg.depth]
     if bad or len(set(layers)) != len(layers):
-        raise ValueError(f"layers {layers} must be distinct and within 0..{cfg.depth - 1} for this backbone")
+        raise ExtractionSettingsError(f"layers {layers} must be distinct and within 0..{cfg.depth - 1} for this "
+                                      "backbone")
     if not backbone.streaming:
         if s.window is None or not 0 <= s.overlap < s.window:
             raise UserError(f"a windowed backbone ({backbone.info.get('family')}) needs --window N frames per "
@@ -234,6 +280,7 @@ def extract_tokens(backbone: Backbone, frames: Sequence[FrameRef], tokens_dir: s
     compute = _effective_compute_dtype(s.compute_dtype, device)
     prep = FramePreprocessor(s.target_width, s.mode, cfg.patch_size)
     crop = prep.plan(read_frame(frames[0]).shape[:2])
+    _check_frame_sizes(frames, tuple(crop.orig_hw))
     scene = build_scene_meta(backbone, frames, crop, layers, s, compute)
 
     # refuse to mix runs with different settings in one folder
@@ -307,9 +354,7 @@ def extract_tokens(backbone: Backbone, frames: Sequence[FrameRef], tokens_dir: s
             for _ in range(c0, c1):
                 ref, rgb = next(reader)
                 if tuple(rgb.shape[:2]) != tuple(crop.orig_hw):
-                    raise ValueError(f"{ref.path} (frame {ref.key}): {rgb.shape[1]}x{rgb.shape[0]} pixels but the "
-                                     f"first frame is {crop.orig_hw[1]}x{crop.orig_hw[0]}; every frame of a video "
-                                     "must have the same size")
+                    raise _frame_size_error(ref, tuple(rgb.shape[:2]), tuple(crop.orig_hw))
                 imgs.append(prep.prepare(rgb)[0])
             images = torch.stack(imgs)[None].to(device)
             with torch.inference_mode(), autocast(device, resolve_dtype(compute)):
@@ -346,6 +391,10 @@ def extract_tokens(backbone: Backbone, frames: Sequence[FrameRef], tokens_dir: s
                 written += 1
                 bar.update(1)
             bar.set_postfix_str("replay" if c1 <= first else "write")
+    except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: every file on disk is complete (atomic writes)
+        kept = len(frames) - len(todo) + written
+        raise interrupted(e, f"{kept} of {len(frames)} frames kept", tokens_dir,
+                          "re-run the same command to resume (it gives the bytes of an uninterrupted run)") from None
     finally:
         bar.close()
         reader.close()
@@ -421,8 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume-replay", choices=("full", "window"), default="full",
                    help="when resuming at frame k: replay frames 0..k-1 (exact, byte-identical to an "
                         "uninterrupted run) or only the last --window frames (faster, approximate)")
-    p.add_argument("--verify", action="store_true",
-                   help="also check the SHA-256 of existing files before skipping them (reads them all)")
+    p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                   help="check the SHA-256 of the tensor bytes of existing files before keeping them on a resume "
+                        "(reads them all; header, tensor names, shapes, dtypes and metadata are always checked)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_logging_args(p, log_level=True)
     return p

@@ -8,6 +8,12 @@ Frame sources
 
 The frame key of an image is its file stem; frames are ordered by a natural sort of the stems.
 
+Pixels are read the way the user sees them: an image's EXIF orientation (phones store portrait photos as landscape
+pixels plus a tag) is applied by every reader (:func:`read_frame`, :func:`read_frame_published`, the training
+loader, :func:`image_size`), exactly as ``PIL.ImageOps.exif_transpose`` does. Grayscale and 16-bit images become
+8-bit RGB (16-bit values / 257, rounded); an alpha channel is composited onto white. A frame that cannot be decoded
+is an error naming it (never skipped: a skipped frame would shift every later frame's time).
+
 How a frame becomes the network input (resize, crop, pad, the published quarter turn) and how predictions map
 back onto its pixels is :mod:`preprocess.crop` (``CropInfo``, ``FramePreprocessor``).
 """
@@ -23,9 +29,9 @@ from typing import Any
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
-from utils.cli import UserError
+from utils.cli import UserError, reading
 
 logger = logging.getLogger(__name__)
 
@@ -161,12 +167,45 @@ def read_frame_published(ref: FrameRef) -> np.ndarray:
     try:
         with Image.open(ref.path) as img:
             img.load()
+            img = ImageOps.exif_transpose(img)  # as displayed, as every reader of ours
             if img.mode == "RGBA":
                 img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img)
             return np.array(img.convert("RGB"), dtype=np.uint8)  # a writable copy (asarray is read-only)
     except (OSError, SyntaxError, ValueError) as e:
         raise FrameDecodeError(f"cannot be decoded as an image ({e})", ref.path,
                                "the file is truncated or corrupted: replace or remove it") from None
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+def exif_orientation(path: str | Path) -> int:
+    """The EXIF orientation (1..8; 1 = as stored) of an image file, from its header; 1 when it has none or the
+    header cannot be parsed (the decoder then reports the damaged file)."""
+    try:
+        with Image.open(path) as im:
+            value = im.getexif().get(EXIF_ORIENTATION, 1)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return 1
+    return int(value) if value in range(1, 9) else 1
+
+
+def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
+    """Stored (H, W, ...) pixels -> as displayed under EXIF ``orientation`` (PIL ``ImageOps.exif_transpose``'s
+    mapping: 2 mirror, 3 half turn, 4 flip, 5 transpose, 6 quarter turn clockwise, 7 transverse, 8 counter-
+    clockwise). Returns a contiguous array (a copy unless ``orientation`` is 1)."""
+    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+           8: lambda a: np.rot90(a, 1)}
+    return np.ascontiguousarray(ops[orientation](img)) if orientation in ops else img
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(H, W) of an image file as displayed (EXIF orientation applied), from its header only."""
+    with Image.open(path) as im:
+        w, h = im.size
+        o = im.getexif().get(EXIF_ORIENTATION, 1)
+    return (w, h) if o in (5, 6, 7, 8) else (h, w)
 
 
 def _to_rgb_uint8(img: np.ndarray, path: Path) -> np.ndarray:
@@ -190,11 +229,12 @@ def read_frame(ref: FrameRef) -> np.ndarray:
     if ref.is_video:
         for _, rgb in iter_frames([ref]):
             return rgb
-    img = cv2.imread(str(ref.path), cv2.IMREAD_UNCHANGED)
+    with reading(ref.path, "the file is truncated or corrupted: replace or remove it"):  # cv2.error names it
+        img = cv2.imread(str(ref.path), cv2.IMREAD_UNCHANGED)  # (UNCHANGED: 16-bit and alpha kept, EXIF ignored)
     if img is None:
         raise FrameDecodeError("cannot be decoded as an image", ref.path,
                                "the file is empty, truncated or corrupted: replace or remove it")
-    return _to_rgb_uint8(img, ref.path)
+    return apply_orientation(_to_rgb_uint8(img, ref.path), exif_orientation(ref.path))
 
 
 def iter_frames(refs: Iterable[FrameRef], reader=None) -> Iterator[tuple[FrameRef, np.ndarray]]:

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from utils.cli import UserError
 from utils.io import save_json_atomic, save_safetensors_atomic
 
 logger = logging.getLogger(__name__)
@@ -74,8 +75,9 @@ EXTRACT_HINT = ("re-extract with `python -m preprocess.extract_tokens <frames> -
                 "using the settings the decoder expects")
 
 
-class TokenCacheError(RuntimeError):
-    """A token file or folder is missing, truncated, corrupted or does not match what is expected."""
+class TokenCacheError(UserError, RuntimeError):
+    """A token file or folder is missing, truncated, corrupted or does not match what is expected: an expected
+    failure (one ``error:`` line at the command line); its message starts with the file."""
 
 
 def layer_name(layer: int) -> str:
@@ -272,6 +274,14 @@ def read_token_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str
                                       f"F16 [{p}]; {fix}")
     elif any(header[layer_name(li)]["dtype"] == "I8" for li in layers):
         raise TokenCacheError(f"{path}: int8 tensors in a file whose metadata says {meta.get('dtype')!r}; {fix}")
+    else:  # float storage: every layer (num_tokens, token_dim) in the stated dtype, so readers can stack them
+        p, d = meta.get("num_tokens"), meta.get("token_dim")
+        want = next((k for k, v in _ST_DTYPES.items() if v == STORAGE_DTYPES.get(meta.get("dtype"))), None)
+        for li in layers:
+            t = header[layer_name(li)]
+            if t["dtype"] != want or t["shape"] != [p, d]:
+                raise TokenCacheError(f"{path}: tensor {layer_name(li)} is {t['dtype']} {t['shape']} but its "
+                                      f"metadata says {want} [{p}, {d}]; {fix}")
     tensors = {layer_name(li): dict(header[layer_name(li)]) for li in layers}
     if int8:
         for li in layers:

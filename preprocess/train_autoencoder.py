@@ -31,6 +31,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import hashlib
 import io
@@ -58,6 +59,7 @@ from preprocess.semantics.scene import OutputExistsError, StagedOutput, remove_s
 from utils.cli import UserError, add_logging_args, cli_main, json_safe, setup_logging_from
 from utils.device import resolve_device
 from utils.io import load_npy, save_json_atomic, save_npy_atomic
+from utils.lock import output_lock
 
 logger = logging.getLogger(__name__)
 
@@ -79,10 +81,7 @@ def feature_files(scene: str | Path, features: str = "clip_features") -> list[Pa
 def read_feature_file(f: Path, dim: int | None = None) -> np.ndarray:
     """One ``_f.npy`` as float32 (N, D), refused (naming the file) when it is not 2-D, has another D than ``dim``
     or holds a row with NaN or infinite values."""
-    try:
-        a = load_npy(f)
-    except ValueError as e:
-        raise UserError(f"not a readable .npy feature file ({e})", f, "re-extract the features") from None
+    a = load_npy(f)  # a file that is not a plain .npy: one error naming it (utils.cli.BadFileError)
     if a.ndim != 2 or not np.issubdtype(a.dtype, np.floating):
         raise UserError(f"feature file of shape {a.shape} and type {a.dtype}, expected float (N, D)", f,
                         "re-extract the features with preprocess.extract_semantics")
@@ -321,54 +320,56 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging_from(args)
-    try:
-        device = resolve_device(args.device)
-        text_encoder = features_text_encoder(args.scenes, args.features)
-        if args.load:
-            model = FeatureAutoencoder.load(args.load, device=device)
-            if model.latent_dim != args.dim:
-                raise ValueError(f"autoencoder {args.load} has latent size {model.latent_dim}, not --dim {args.dim}")
-            if text_encoder:
-                check_text_encoder(model.text_encoder, text_encoder, Path(args.load) / CONFIG_FILE,
-                                   what=f"the {args.features} to encode were made with")
-            stats = None
-        else:
-            if not args.out:
-                raise ValueError("--out DIR is required to save the trained autoencoder (or pass --load DIR)")
-            out = Path(args.out)
-            x = load_rows(args.scenes, args.features)
-            if args.in_dim is not None and args.in_dim != x.shape[1]:
-                raise ValueError(f"--in-dim {args.in_dim} but the {args.features} rows have D={x.shape[1]}")
-            request = training_request(args, x)
-            remove_stale_temps(out, [WEIGHTS_FILE, "config.json", "train_stats.json"])  # left by a killed run
-            reused = None
-            if (out / WEIGHTS_FILE).exists() and not args.overwrite:
-                reused = _reuse_saved(out, request, device)
-                if reused is None:
-                    raise UserError("an autoencoder from another run is already saved there", out / WEIGHTS_FILE,
-                                    "pass --overwrite or another --out")
-                logger.info("%s was trained by the same request (an earlier, interrupted run): kept", out)
-                model, stats = reused
-            else:
-                logger.info("training on %d rows of dim %d from %d scene(s)", x.shape[0], x.shape[1],
-                            len(args.scenes))
-                model, stats = train(x, args.dim, args.epochs, args.batch_size, args.lr, args.cos_weight,
-                                     args.encoder_dims, args.decoder_dims, args.seed, device,
-                                     progress=not args.no_progress)
-                stats = json_safe(stats)
-                extra = {"features": args.features, "scenes": [str(s) for s in args.scenes], "train": stats,
-                         "request": request}
+    with contextlib.ExitStack() as held:
+        try:
+            device = resolve_device(args.device)
+            text_encoder = features_text_encoder(args.scenes, args.features)
+            if args.load:
+                model = FeatureAutoencoder.load(args.load, device=device)
+                if model.latent_dim != args.dim:
+                    raise ValueError(f"autoencoder {args.load} has latent size {model.latent_dim}, not --dim {args.dim}")
                 if text_encoder:
-                    extra["text_encoder"] = text_encoder  # checked by the queries (model.text.check_text_encoder)
-                model.save(out, extra=extra)
-                save_json_atomic(stats, out / "train_stats.json")
-        written = [] if args.no_encode else [
-            encode_scene(model, s, args.features, args.output_name, args.overwrite, progress=not args.no_progress)
-            for s in args.scenes]
-    except UserError:
-        raise
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
-        raise UserError(str(exc)) from None
+                    check_text_encoder(model.text_encoder, text_encoder, Path(args.load) / CONFIG_FILE,
+                                       what=f"the {args.features} to encode were made with")
+                stats = None
+            else:
+                if not args.out:
+                    raise ValueError("--out DIR is required to save the trained autoencoder (or pass --load DIR)")
+                out = Path(args.out)
+                held.enter_context(output_lock(out, "this autoencoder folder"))  # one writer at a time
+                x = load_rows(args.scenes, args.features)
+                if args.in_dim is not None and args.in_dim != x.shape[1]:
+                    raise ValueError(f"--in-dim {args.in_dim} but the {args.features} rows have D={x.shape[1]}")
+                request = training_request(args, x)
+                remove_stale_temps(out, [WEIGHTS_FILE, "config.json", "train_stats.json"])  # left by a killed run
+                reused = None
+                if (out / WEIGHTS_FILE).exists() and not args.overwrite:
+                    reused = _reuse_saved(out, request, device)
+                    if reused is None:
+                        raise UserError("an autoencoder from another run is already saved there", out / WEIGHTS_FILE,
+                                        "pass --overwrite or another --out")
+                    logger.info("%s was trained by the same request (an earlier, interrupted run): kept", out)
+                    model, stats = reused
+                else:
+                    logger.info("training on %d rows of dim %d from %d scene(s)", x.shape[0], x.shape[1],
+                                len(args.scenes))
+                    model, stats = train(x, args.dim, args.epochs, args.batch_size, args.lr, args.cos_weight,
+                                         args.encoder_dims, args.decoder_dims, args.seed, device,
+                                         progress=not args.no_progress)
+                    stats = json_safe(stats)
+                    extra = {"features": args.features, "scenes": [str(s) for s in args.scenes], "train": stats,
+                             "request": request}
+                    if text_encoder:
+                        extra["text_encoder"] = text_encoder  # checked by the queries (model.text.check_text_encoder)
+                    model.save(out, extra=extra)
+                    save_json_atomic(stats, out / "train_stats.json")
+            written = [] if args.no_encode else [
+                encode_scene(model, s, args.features, args.output_name, args.overwrite, progress=not args.no_progress)
+                for s in args.scenes]
+        except UserError:
+            raise
+        except (FileNotFoundError, FileExistsError, ValueError) as exc:
+            raise UserError(str(exc)) from None
     if stats:
         print(f"autoencoder saved to {args.out}: {stats['rows']} rows, min cos {stats['min_cos']:.4f}, "
               f"mean cos {stats['mean_cos']:.4f}")

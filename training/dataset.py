@@ -33,7 +33,6 @@ would cost a pass over the whole cache.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -43,12 +42,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from preprocess.annotations import frame_index_from_file_name
 from preprocess.crop import CropInfo, FramePreprocessor
-from preprocess.frames import FrameRef, list_frames
+from preprocess.frames import FrameRef, image_size, list_frames
 from preprocess.token_cache import EXTRACT_HINT, TokenCache, TokenCacheError, TokenSlices, read_token_header
 from training.targets import (  # noqa: F401  (collate_samples, input_grid_to_original: re-exported)
     GridMap,
@@ -58,7 +56,7 @@ from training.targets import (  # noqa: F401  (collate_samples, input_grid_to_or
     read_frame_uint8,
 )
 from utils.cli import UserError
-from utils.io import load_npy
+from utils.io import load_npy, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +109,7 @@ def eval_frame_indices(scene: str | os.PathLike) -> set[int] | None:
     scene = Path(scene)
     coco = scene / "annotations" / "train" / "_annotations.coco.json"
     if coco.is_file():
-        data = json.loads(coco.read_text())
+        data = read_json(coco, "fix or re-export the COCO annotations")
         try:  # the evaluator's reading of COCO file names, so the held-out frames are exactly the scored ones
             return {frame_index_from_file_name(str(img["file_name"])) for img in data.get("images", [])}
         except ValueError as e:
@@ -119,7 +117,7 @@ def eval_frame_indices(scene: str | os.PathLike) -> set[int] | None:
                                "fix the COCO file names (<frame number>_...)") from None
     names = scene / "gt" / "names.json"
     if names.is_file():
-        data = json.loads(names.read_text())
+        data = read_json(names)
         if "eval_frames" in data:
             return {int(i) for i in data["eval_frames"]}
     return None
@@ -201,7 +199,8 @@ def check_target_values(s_path: Path, f_path: Path, levels: slice) -> list[str]:
         finite_s = bool(np.isfinite(seg).all())
         lo, hi = (float(np.min(seg)), float(np.max(seg))) if finite_s and seg.size else (-1.0, -1.0)
     except (ValueError, OSError) as e:
-        return [f"{s_path.parent}/{s_path.name[:-6]}_*.npy: unreadable ({e}); {TARGET_FIX}"]
+        return [f"{e}; {TARGET_FIX}" if isinstance(e, UserError) else  # load_npy named the file
+                f"{s_path.parent}/{s_path.name[:-6]}_*.npy: unreadable ({e}); {TARGET_FIX}"]
     if not finite_f:
         problems.append(f"{f_path}: NaN or inf in the feature rows; {TARGET_FIX}")
     if not finite_s:
@@ -304,7 +303,8 @@ class SceneDataset(Dataset):
                 try:
                     s_shape, f_shape = _npy_shape(s_path), _npy_shape(f_path)
                 except ValueError as e:
-                    problems.append(f"{s_path.parent}/{key}_*.npy: unreadable ({e}); {TARGET_FIX}")
+                    problems.append(f"{e}; {TARGET_FIX}" if isinstance(e, UserError) else
+                                    f"{s_path.parent}/{key}_*.npy: unreadable ({e}); {TARGET_FIX}")
                     continue
                 bad_shape = False
                 if len(s_shape) != 3 or s_shape[0] < n_levels or s_shape[1:] != (H, W):
@@ -378,8 +378,7 @@ class SceneDataset(Dataset):
                 problems.append(str(e))
             if not f.is_video:
                 try:
-                    with Image.open(f.path) as im:
-                        size = (im.height, im.width)
+                    size = image_size(f.path)  # as displayed (EXIF orientation), as the frame reader reads it
                 except OSError as e:
                     problems.append(f"{f.path}: unreadable image ({e}); replace the frame")
                     continue

@@ -38,8 +38,9 @@ import torch
 from PIL import Image
 
 from preprocess.crop import CropInfo, FramePreprocessor
-from preprocess.frames import FrameRef, read_frame
+from preprocess.frames import FrameRef, exif_orientation, read_frame
 from preprocess.token_cache import TokenSlices
+from utils.cli import reading
 
 TARGETS = ("lang", "video")  # prefixes of the compact target keys: <p>_index, <p>_table, <p>_rows
 # uint8 -> float32 frame values, computed as FramePreprocessor.prepare computes them (on the CPU)
@@ -98,7 +99,8 @@ class GridMap:
         (copy-on-write, so it stays writable). Dtype: the file's (float32 for ``_s.npy``; also int32, int64,
         float64), or int64 for other dtypes (converted as the dense gather converted every map: same values)."""
         # a str, not a Path: numpy's memmap resolves a Path (a syscall per folder) on every read
-        seg = np.load(str(path), mmap_mode="c", allow_pickle=False)[levels]
+        with reading(path, "regenerate the semantic targets (python -m preprocess.extract_semantics)"):
+            seg = np.load(str(path), mmap_mode="c", allow_pickle=False)[levels]
         if self.flat is not None:
             out = np.take(seg.reshape(seg.shape[0], -1), self.flat, axis=1).reshape(seg.shape[0], *self.hw)
         else:
@@ -143,7 +145,8 @@ def read_frame_uint8(ref: FrameRef, pre: FramePreprocessor) -> torch.Tensor:
     instead of a BGR->RGB copy plus a transpose); everything else goes through :func:`read_frame`."""
     if not ref.is_video:
         img = cv2.imread(str(ref.path), cv2.IMREAD_UNCHANGED)
-        if img is not None and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3:
+        if img is not None and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 and \
+                exif_orientation(ref.path) == 1:  # a turned phone photo goes through read_frame
             info = pre.plan(img.shape[:2])
             if not info.rot90 and tuple(info.resized_hw) == img.shape[:2]:
                 y0, x0, y1, x1 = info.window

@@ -69,7 +69,7 @@ from training.run_dir import (
 from training.sampler import GlobalBatchSampler
 from training.schedule import lr_at, param_groups, set_lr
 from training.targets import batch_to_device, expand_targets
-from utils.cli import UserError, add_logging_args, setup_logging_from
+from utils.cli import UserError, add_logging_args, interrupted, setup_logging_from
 from utils.device import resolve_device
 from utils.host_memory import keep_freed_memory
 
@@ -727,6 +727,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         summary = run(args)
     except TokenCacheError as e:  # "<file>: <what>; <fix>" from preprocess.token_cache, read during training
         raise UserError(str(e)) from None
+    except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: one line (utils.cli.cli_main), exit code 130 / 143
+        raise interrupted(e, "the checkpoints saved so far are kept", args.out,
+                          "add --resume to the same command to continue from the last one") from None
     if summary["rank"] == 0:
         fin = summary["final"]
         msg = ", ".join(f"{k}={v:.5g}" if isinstance(v, float) and math.isfinite(v) else f"{k}={v}"

@@ -8,14 +8,16 @@ produced it) is raised as :class:`UserError` and ends the program with one line 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
 import logging
 import os
+import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,6 +38,36 @@ class UserError(Exception):
         if fix:
             text += f": {fix}"
         super().__init__(text)
+
+
+class BadFileError(UserError, ValueError):
+    """A file a library could not read as what it should be (not JSON, not a .npy of plain numbers, not an image,
+    a truncated video, not safetensors, a pickle): raised by :func:`reading`, which names the file."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM during a long command, re-raised by the command with what it kept: ``what``
+    (e.g. ``kept 12 of 40 frames``), ``file`` (the output folder) and ``fix`` (how to resume). :func:`cli_main`
+    prints it as the one ``error: interrupted by <signal>: ...`` line and exits with 128 + the signal number."""
+
+    def __init__(self, what: str = "", file: str | os.PathLike | None = None, fix: str | None = None,
+                 signum: int | None = None) -> None:
+        super().__init__(what)
+        self.what, self.file, self.fix, self.signum = what, (str(file) if file is not None else None), fix, signum
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread by the handler :func:`cli_main` installs, so that a terminated command
+    unwinds like Ctrl-C (temporary files removed, locks released, one line said)."""
+
+    signum = signal.SIGTERM
+
+
+def interrupted(exc: KeyboardInterrupt, kept: str, folder: str | os.PathLike | None,
+                fix: str = "re-run the same command to resume") -> Interrupted:
+    """The :class:`Interrupted` a long command re-raises from a KeyboardInterrupt/SIGTERM: ``kept`` says what
+    stays on disk (e.g. ``12 of 40 frames written``)."""
+    return Interrupted(kept, folder, fix, signum=getattr(exc, "signum", None) or signal.SIGINT)
 
 
 def debug_requested(argv: list[str] | None = None) -> bool:
@@ -89,22 +121,84 @@ class UserExit(SystemExit):
         return self.message
 
 
+def _library_reason(exc: BaseException) -> str | None:
+    """What a library exception raised while reading a file says about the file, or None when it is not one of
+    the failures a bad file causes (numpy, PIL, OpenCV, safetensors, json, torch's weights-only unpickler)."""
+    import pickle
+    import zipfile
+
+    name, module = type(exc).__name__, type(exc).__module__ or ""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not a text file ({exc.reason})"
+    if name == "SafetensorError":
+        return f"not a readable safetensors file ({exc})"
+    if name == "UnidentifiedImageError":
+        return "not an image PIL can read"
+    if name == "DecompressionBombError":
+        return f"larger than PIL's safety limit for images ({exc})"
+    if module.startswith("cv2") and name == "error":
+        return f"OpenCV cannot decode it ({str(exc).strip().splitlines()[-1] if str(exc).strip() else 'cv2.error'})"
+    if isinstance(exc, pickle.UnpicklingError):
+        return f"refused: holds objects that only unpickling could load ({str(exc).splitlines()[0][:200]})"
+    if isinstance(exc, SyntaxError) or name == "TokenError":  # numpy parses .npy headers as Python literals
+        return f"unreadable header ({getattr(exc, 'msg', None) or exc})"
+    if isinstance(exc, (EOFError, zipfile.BadZipFile)):
+        return f"truncated or not the expected format ({exc or name})"
+    if isinstance(exc, ValueError):  # numpy: bad .npy header, object arrays under allow_pickle=False, ...
+        text = str(exc).splitlines()[0] if str(exc) else name
+        if "allow_pickle" in text or "Python objects" in text:
+            return "holds Python objects (an object array), not plain numbers; it is never unpickled"
+        return f"unreadable ({text[:200]})"
+    if isinstance(exc, OSError) and exc.errno is None:  # PIL: truncated image, broken data stream
+        return f"truncated or corrupted ({exc})"
+    return None
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike, fix: str = "replace the file or write it again") -> Iterator[None]:
+    """Name ``path`` in any failure a bad file causes while the block reads it: the library errors of
+    :func:`_library_reason` become one :class:`BadFileError` ``<what> (<path>): <fix>``; an ``OSError`` without
+    a file name gets ``path``. Wrap only the library call (a bug in the code around it keeps its traceback)."""
+    try:
+        yield
+    except UserError:
+        raise
+    except OSError as e:
+        if e.errno is not None and e.filename is None:
+            e.filename = str(path)
+        if e.errno is not None:
+            raise
+        raise BadFileError(_library_reason(e) or str(e), path, fix) from e
+    except Exception as e:
+        reason = _library_reason(e)
+        if reason is None:
+            raise
+        raise BadFileError(reason, path, fix) from e
+
+
 def as_user_error(exc: BaseException) -> UserError | None:
     """The :class:`UserError` an exception stands for when it is an *expected* failure, else None.
 
-    Expected: our own :class:`UserError` s; a missing, unreadable or unwritable file, a full disk (``OSError``
-    with a file name or ``ENOSPC``); a file that is not the JSON, text or safetensors it should be.
+    Expected: our own :class:`UserError` s (domain errors and the :class:`BadFileError` of :func:`reading`); a
+    missing, unreadable or unwritable file, a full or read-only disk (an ``OSError`` with a file name, ``ENOSPC``,
+    ``EROFS``); a file that is not the JSON, text, safetensors or image it should be.
     """
     if isinstance(exc, UserError):
         return exc
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return UserError("no space left on the device", exc.filename,
                          "free some space or write to another disk; re-run the same command to resume")
+    if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+        return UserError("read-only file system", exc.filename, "write to another folder (--out)")
     if isinstance(exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
                         FileExistsError)):
         fix = {FileNotFoundError: "check the path", PermissionError: "check the file's permissions",
                FileExistsError: "pass --overwrite or another output path"}.get(type(exc), "check the path")
         return UserError(exc.strerror or str(exc), exc.filename, fix) if exc.filename else UserError(str(exc))
+    if isinstance(exc, OSError) and exc.errno is not None and exc.filename:  # EIO, ELOOP, ENAMETOOLONG, ...
+        return UserError(exc.strerror or str(exc), exc.filename, "check the file and the disk")
     if isinstance(exc, json.JSONDecodeError):
         return UserError(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", None,
                          "fix or regenerate the JSON file")
@@ -112,6 +206,8 @@ def as_user_error(exc: BaseException) -> UserError | None:
         return UserError(f"not a text file ({exc.reason})", None, "pass the right file")
     if type(exc).__name__ == "SafetensorError":
         return UserError(f"not a readable safetensors file ({exc})", None, "write or copy the file again")
+    if type(exc).__name__ == "UnidentifiedImageError":  # PIL's message names the file
+        return UserError(str(exc), None, "replace the file or convert it to PNG/JPEG")
     return None
 
 
@@ -123,16 +219,62 @@ def report(exc: UserError, argv: list[str] | None = None) -> UserExit:
     return UserExit(f"error: {exc}")
 
 
+def report_interrupt(exc: KeyboardInterrupt, argv: list[str] | None = None) -> SystemExit:
+    """Print the one line of an interrupted command (what it kept and how to resume, when it said) and return the
+    exit to raise: 130 after Ctrl-C (SIGINT), 143 after SIGTERM (128 + the signal number, as shells report)."""
+    if debug_requested(argv):
+        traceback.print_exc()
+    signum = int(getattr(exc, "signum", None) or signal.SIGINT)
+    text = f"interrupted by {signal.Signals(signum).name}"
+    if isinstance(exc, Interrupted) and exc.what:
+        text += f": {exc.what}"
+        if exc.file:
+            text += f" ({exc.file})"
+        if exc.fix:
+            text += f"; {exc.fix}"
+    print(f"error: {text}", file=sys.stderr)
+    return SystemExit(128 + signum)
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While the block runs (main thread only), SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) instead of
+    killing the process at once, so ``finally`` blocks remove temporary files and release locks."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    try:
+        old = signal.signal(signal.SIGTERM, _raise_terminated)
+    except (ValueError, OSError):  # pragma: no cover - not the main interpreter
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def cli_main(main: Callable[..., T]) -> Callable[..., T]:
     """Decorate an entry point ``main(argv=None)``: an expected failure (:func:`as_user_error`) prints one
-    ``error:`` line and raises :class:`UserExit` (exit code 2); anything else keeps its traceback."""
+    ``error:`` line and raises :class:`UserExit` (exit code 2); anything else keeps its traceback. Ctrl-C and
+    SIGTERM end with one ``error: interrupted by SIGINT|SIGTERM...`` line and exit code 130 / 143
+    (:func:`report_interrupt`; a long command re-raises :func:`interrupted` to say what it kept)."""
 
     @functools.wraps(main)
     def wrapped(argv: list[str] | None = None, *args: Any, **kwargs: Any) -> T:
         try:
-            return main(argv, *args, **kwargs)
-        except (SystemExit, KeyboardInterrupt):
+            with sigterm_as_interrupt():
+                return main(argv, *args, **kwargs)
+        except SystemExit:
             raise
+        except KeyboardInterrupt as e:
+            raise report_interrupt(e, argv) from None
         except Exception as e:
             user = as_user_error(e)
             if user is None:

@@ -39,8 +39,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     On any exception the temp file is removed and ``path`` is left untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # read-only disk, no permission: name the folder, not a random temporary name
+        e.filename = str(path.parent)
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -48,8 +52,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         # mkstemp creates 0600 files; give the result the permissions a plain open() would have.
         os.chmod(tmp_path, 0o666 & ~_current_umask())
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as e:
         tmp_path.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno is not None and e.filename is None:
+            e.filename = str(path)  # a full disk says which file it could not write
         raise
 
 
@@ -123,5 +129,94 @@ def save_npy_atomic(array: np.ndarray, path: str | os.PathLike) -> None:
 
 
 def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
-    """Read a .npy file without ever unpickling (object arrays are refused)."""
-    return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    """Read a .npy file without ever unpickling: an object array, a bad header or a truncated file is one
+    :class:`utils.cli.BadFileError` naming the file."""
+    from utils.cli import reading
+
+    with reading(path, "write the file again as a plain numeric .npy (np.save(..., allow_pickle=False))"):
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+
+
+def read_json(path: str | os.PathLike, fix: str = "fix or regenerate the JSON file") -> Any:
+    """The parsed content of a JSON file; a file that is not valid JSON (or not UTF-8 text) is one
+    :class:`utils.cli.BadFileError` naming it."""
+    from utils.cli import reading
+
+    with reading(path, fix):
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def npy_problem(path: str | os.PathLike) -> str | None:
+    """None when ``path`` is a complete .npy file of plain numbers (header readable, no object dtype, exactly as
+    many data bytes as the header says), else what is wrong with it (without the path). Reads only the header."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+            offset = f.tell()
+        size = path.stat().st_size
+    except (OSError, ValueError, EOFError, SyntaxError) as e:
+        return f"unreadable .npy ({e})"
+    except Exception as e:  # numpy's header parser raises tokenize.TokenError on some garbage
+        if type(e).__name__ != "TokenError":
+            raise
+        return "unreadable .npy header"
+    if dtype.hasobject:
+        return "holds Python objects, not plain numbers"
+    want = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size != want:
+        return f"{size} bytes but its header describes {want}"
+    return None
+
+
+def safetensors_problem(path: str | os.PathLike) -> str | None:
+    """None when ``path`` is a complete safetensors file (header parses, every tensor's bytes lie inside the file
+    and the file ends where the last tensor ends), else what is wrong (without the path). Reads only the header."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n < 2 or 8 + n > size:
+                return f"truncated or not safetensors ({size} bytes)"
+            header = json.loads(f.read(n))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        return f"unreadable safetensors header ({e})"
+    if size != 8 + n + end:
+        return f"{size} bytes but its header describes {8 + n + end}"
+    return None
+
+
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def png_problem(path: str | os.PathLike) -> str | None:
+    """None when ``path`` starts with the PNG signature and ends with the IEND chunk (a cheap completeness check),
+    else what is wrong (without the path)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            start = f.read(8)
+            f.seek(max(0, path.stat().st_size - len(_PNG_END)))
+            end = f.read()
+    except OSError as e:
+        return f"unreadable ({e})"
+    if start != b"\x89PNG\r\n\x1a\n" or end != _PNG_END:
+        return "not a complete PNG file"
+    return None
+
+
+def file_problem(path: str | os.PathLike) -> str | None:
+    """What is wrong with an output file a resumed run would keep (by type: ``.npy``, ``.safetensors``, ``.png``
+    are checked against their own structure; other types only for existence), or None (the reason, without the
+    path)."""
+    path = Path(path)
+    if not path.is_file():
+        return "missing"
+    check = {".npy": npy_problem, ".safetensors": safetensors_problem, ".png": png_problem}.get(path.suffix.lower())
+    return check(path) if check else None

@@ -553,9 +553,9 @@ def build_engine(args, scene):
     decode = autoencoder_decoder(ae, device=device) if ae and str(ae) != "none" else None
     vae = args.video_autoencoder
     if vae is None and layout.meta.exists():
-        import json
+        from utils.io import read_json
 
-        rec = json.loads(layout.meta.read_text()).get("video_autoencoder")
+        rec = read_json(layout.meta).get("video_autoencoder")
         vae = (layout.root / rec if rec and not Path(rec).is_absolute() else rec) if rec else None
     video_decode = autoencoder_decoder(vae, device=device) if vae else None
     encode = text_encoder_from_args(args, device=str(device), decoders=[decode, video_decode])
@@ -575,9 +575,9 @@ def start(args, viser_module=None, port: int | None = None):
     check_port(args.host, port)
     meta_levels = None
     if layout.meta.exists():
-        import json
+        from utils.io import read_json
 
-        meta_levels = json.loads(layout.meta.read_text()).get("levels")
+        meta_levels = read_json(layout.meta).get("levels")
     from inference.outputs import LEVELS
 
     pictures = FramePictures(layout, tuple(meta_levels or LEVELS))

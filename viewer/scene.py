@@ -21,6 +21,7 @@ import numpy as np
 
 from inference.outputs import LEVELS, OutputLayout, read_depth
 from utils.cli import UserError
+from utils.io import read_json
 
 log = logging.getLogger("viewer")
 
@@ -283,7 +284,7 @@ def load_scene(layout: OutputLayout, max_points: int = DEFAULT_MAX_POINTS, seed:
     from inference.ply import read_ply
 
     keys = check_output(layout)
-    meta = json.loads(layout.meta.read_text()) if layout.meta.exists() else {}
+    meta = read_json(layout.meta) if layout.meta.exists() else {}
     levels = tuple(meta.get("levels") or LEVELS)
     pictures = pictures or FramePictures(layout, levels)
     cameras = load_cameras(layout, keys)

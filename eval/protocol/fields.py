@@ -32,7 +32,7 @@ from inference.outputs import read_fields, read_fields_header
 from model.levels import LEVELS
 from preprocess.annotations import key_to_index
 from utils.cli import UserError
-from utils.io import load_npy
+from utils.io import load_npy, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ def _read_npy(path: Path) -> np.ndarray:
         return np.asarray(load_npy(path))
     except FileNotFoundError:
         raise FieldsMissingError("file not found", path, "check the folder") from None
+    except UserError:  # load_npy's BadFileError already names the file
+        raise
     except (ValueError, OSError, EOFError) as e:
         raise FieldsError(f"not a readable .npy file ({str(e).splitlines()[0][:120]})", path,
                           "write the file again") from None
@@ -379,7 +381,6 @@ class GroundTruthFields(FieldSource):
 
     def __init__(self, scene_dir: str | Path, encode_text: Callable[[list[str]], torch.Tensor],
                  video_encode_text: Callable[[list[str]], torch.Tensor] | None = None) -> None:
-        import json
 
         scene_dir = Path(scene_dir)
         names_path = scene_dir / "gt" / "names.json"
@@ -387,7 +388,7 @@ class GroundTruthFields(FieldSource):
         if not names_path.is_file():
             raise FieldsMissingError("ground truth not found (--gt-oracle needs a synthetic scene)", names_path,
                                      "make one with python -m preprocess.make_synthetic")
-        self.names = json.loads(names_path.read_text())
+        self.names = read_json(names_path)
         self.labels_dir = scene_dir / "gt" / "labels"
         self._keys = {key_to_index(p.stem): p.stem for p in self.labels_dir.glob("*.npy")}
         regions = sorted(self.names["regions"], key=lambda r: int(r["id"]))

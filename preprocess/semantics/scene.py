@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from utils.cli import UserError
-from utils.io import load_npy, save_json_atomic
+from utils.io import load_npy, npy_problem, save_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,8 @@ def image_hw(path: str | Path, decode: bool = False) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             w, h = im.size
+            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # shown turned a quarter (as every reader reads it)
+                w, h = h, w
             if decode:
                 im.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -216,7 +218,21 @@ class StagedOutput:
         return self.partial / name
 
     def has(self, *names: str) -> bool:
-        return all((self.partial / n).is_file() for n in names)
+        """True when every file ``names`` of the partial folder is there and complete (a ``.npy`` is checked
+        against its header: a truncated or foreign file is not kept; it is written again)."""
+        for n in names:
+            path = self.partial / n
+            if not path.is_file():
+                return False
+            problem = npy_problem(path) if n.endswith(".npy") else None
+            if problem is not None:
+                logger.warning("will rewrite %s: %s", path, problem)
+                return False
+        return True
+
+    def count(self, suffix: str) -> int:
+        """How many files of the partial folder end with ``suffix`` (e.g. finished frames: ``_s.npy``)."""
+        return sum(1 for _ in self.partial.glob(f"*{suffix}")) if self.partial.is_dir() else 0
 
     def commit(self) -> Path:
         (self.partial / ".config.json").unlink(missing_ok=True)

@@ -41,5 +41,5 @@ def test_partial_token_cache_is_all_or_nothing():
     assert _usable_cache(full, refs, decoder, None) is full
     partial = FakeCache({"000001"})
     assert _usable_cache(partial, refs, decoder, "tiny") is None
-    with pytest.raises(SystemExit, match="must hold every frame"):
+    with pytest.raises(TokenCacheError, match="must hold every frame"):  # a UserError: one line, exit code 2
         _usable_cache(partial, refs, decoder, None)

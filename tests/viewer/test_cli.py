@@ -33,6 +33,15 @@ def test_folder_without_fields_or_geometry(tmp_path, viewer_output):
     assert "no geometry" in line and "--backbone" in line
 
 
+def test_truncated_meta_json_is_named(tmp_path, viewer_output):
+    out = tmp_path / "out"
+    shutil.copytree(viewer_output["out"], out)
+    (out / "meta.json").write_text('{"frames": ["000001", ')
+    line = assert_clean_error(run("-m", "viewer", "--fields", out, "--hash-text", "--port", "0"),
+                              mentions=out / "meta.json")
+    assert line.startswith("error: not valid JSON (")
+
+
 def test_port_in_use(viewer_output):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
