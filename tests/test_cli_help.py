@@ -8,7 +8,7 @@ import pytest
 
 ENTRY_POINTS = ["preprocess.make_synthetic", "preprocess.extract_tokens", "preprocess.extract_semantics",
                 "preprocess.train_autoencoder", "training.trainer", "inference.run", "eval.query.run",
-                "eval.protocol.runner", "viewer.app"]
+                "eval.protocol.runner", "viewer.app", "inference.ground_truth"]
 
 
 @pytest.mark.parametrize("module", ENTRY_POINTS)
