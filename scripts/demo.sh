@@ -143,6 +143,10 @@ step inference "$BACKBONE_SPEC" \
   env PYTHON="$PYTHON" DECODER="$OUT/run" BACKBONE="$BACKBONE_SPEC" AUTOENCODER="$OUT/autoencoder" \
   VIDEO_AUTOENCODER="$OUT/autoencoder_video" DEVICE="$DEVICE" VIDEO=0 \
   bash "$REPO/scripts/infer.sh" "$SCENE" "$OUT/inference" -- --overwrite -q
+# the scene's TRUE depth and cameras in a labelled copy of the output (the random tiny backbone's geometry means
+# nothing; the language fields are the model's either way)
+step ground_truth "" \
+  "$PYTHON" -m inference.ground_truth --fields "$OUT/inference" --scene "$SCENE" --out "$OUT/inference_gt" --overwrite
 step evaluate "" \
   "$PYTHON" -m eval.evaluate --scene "$SCENE" --fields "$OUT/inference" --autoencoder "$OUT/autoencoder" \
   --video-autoencoder "$OUT/autoencoder_video" "${TEXT_EVAL[@]}" --device "$DEVICE" --overlays --out "$OUT/eval"
@@ -154,4 +158,10 @@ say "pipeline time: $((SECONDS - T0)) s"
 
 # ---------------------------------------------------------------- summary
 "$PYTHON" -m scripts.demo_checks summary --out "$OUT" --backbone "$BACKBONE_DESC" --text "$TEXT_DESC"
-say "see it in 4D (a viser viewer with live text queries): bash scripts/view.sh $OUT/inference"
+if [[ -f "$STREAMVGGT" ]]; then
+  say "see it in 4D (a viser viewer with live text queries): bash scripts/view.sh $OUT/inference"
+  say "  the same fields on the scene's GROUND-TRUTH geometry: bash scripts/view.sh $OUT/inference_gt"
+else
+  say "see it in 4D (a viser viewer with live text queries), on the scene's GROUND-TRUTH depth and cameras (the"
+  say "  random backbone's predicted geometry is meaningless): bash scripts/view.sh $OUT/inference_gt"
+fi
