@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 def _run(out, *extra):
     env = dict(os.environ, PYTHON=sys.executable, DEVICE="cpu", THREADS="1")
     return subprocess.run(["bash", str(REPO_ROOT / "scripts" / "demo.sh"), "--quick", "--out", str(out), *extra],
-                          env=env, capture_output=True, text=True, timeout=900)  # a hang guard only
+                          env=env, capture_output=True, text=True, timeout=240)
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
