@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from preprocess.crop import CropInfo
+from preprocess.geometry_files import camera_record  # noqa: F401  (re-exported; its home is lower down)
 
 
 def uncrop_map(x: torch.Tensor, crop: CropInfo, mode: str = "bilinear") -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,10 +189,3 @@ def fov_intrinsics(fov_h: float, fov_w: float, hw: tuple[int, int]) -> np.ndarra
     K[1, 1] = (H / 2) / math.tan(fov_h / 2)
     K[0, 2], K[1, 2] = W / 2, H / 2
     return K
-
-
-def camera_record(key: str, index: int, extr: np.ndarray, K: np.ndarray, hw: tuple[int, int]) -> dict:
-    """One cameras.json entry: OpenCV camera-from-world 3x4 extrinsics and 3x3 intrinsics for (H, W)."""
-    return {"key": key, "index": int(index), "height": int(hw[0]), "width": int(hw[1]),
-            "extrinsics": np.asarray(extr, dtype=np.float64)[:3, :4].tolist(),
-            "intrinsics": np.asarray(K, dtype=np.float64).tolist()}

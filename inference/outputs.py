@@ -31,11 +31,17 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from model.levels import LEVELS  # noqa: F401  (re-exported: the fields' level names)
 from model.safe_load import open_safetensors
+from preprocess.geometry_files import (  # noqa: F401  (re-exported: the geometry format's home is lower down)
+    CAMERA_CONVENTION,
+    read_depth,
+    write_depth,
+)
+from preprocess.geometry_files import decode_meta as _decode_meta
+from preprocess.geometry_files import encode_meta as _encode_meta
 from utils.io import file_problem, read_json, save_safetensors_atomic
 
 logger = logging.getLogger(__name__)
@@ -43,10 +49,6 @@ logger = logging.getLogger(__name__)
 #: the copy of the autoencoder inside an output folder (meta.json records it relative to the folder)
 AUTOENCODER_DIR = "autoencoder"
 VIDEO_AUTOENCODER_DIR = "video_autoencoder"
-CAMERA_CONVENTION = ("OpenCV: x right, y down, z forward; extrinsics are 3x4 [R|t] camera-from-world "
-                     "(X_cam = R X_world + t), world = first frame's camera; intrinsics are for the "
-                     "original frame resolution, continuous pixel coordinates (pixel centres at i+0.5)")
-
 
 class OutputLayout:
     """Paths of one inference run rooted at ``root``."""
@@ -144,20 +146,6 @@ def _open(path: Path):
                                   "the file")
 
 
-def _encode_meta(meta: dict) -> dict[str, str]:
-    return {k: json.dumps(v) for k, v in meta.items()}
-
-
-def _decode_meta(meta: dict[str, str] | None) -> dict:
-    out = {}
-    for k, v in (meta or {}).items():
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
-
-
 def write_fields(path: str | os.PathLike, fields: dict[str, torch.Tensor], meta: dict,
                  valid: torch.Tensor | None = None) -> None:
     """Write one frame's fields: {level: (lang_dim, H, W)} float32 (+ ``valid`` (H, W) uint8).
@@ -194,24 +182,8 @@ def read_fields_header(path: str | os.PathLike) -> tuple[set[str], dict]:
         return set(f.keys()), _decode_meta(f.metadata())
 
 
-def write_depth(path: str | os.PathLike, depth: torch.Tensor, conf: torch.Tensor, valid: torch.Tensor,
-                extrinsics: np.ndarray, intrinsics: np.ndarray, meta: dict) -> None:
-    """Write depth (H, W), conf (H, W), valid (H, W) and this frame's camera (3x4, 3x3) atomically."""
-    save_safetensors_atomic({
-        "depth": depth.detach().float().cpu(), "conf": conf.detach().float().cpu(),
-        "valid": valid.to(torch.uint8).cpu(),
-        "extrinsics": torch.as_tensor(np.asarray(extrinsics, dtype=np.float64)),
-        "intrinsics": torch.as_tensor(np.asarray(intrinsics, dtype=np.float64)),
-    }, path, metadata=_encode_meta(meta))
-
-
 def write_dynamic(path: str | os.PathLike, dynamic: torch.Tensor, valid: torch.Tensor, meta: dict) -> None:
     """Write PAGE-4D's dynamic mask on the original frame atomically: ``dynamic`` (H, W) float32 in
     (-0.5, 0.5) (the mask head's per-patch ``attn_value``: higher = more likely moving) and ``valid`` (H, W)."""
     save_safetensors_atomic({"dynamic": dynamic.detach().float().cpu(), "valid": valid.to(torch.uint8).cpu()},
                             path, metadata=_encode_meta(meta))
-
-
-def read_depth(path: str | os.PathLike, names: tuple[str, ...] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read a depth file written by :func:`write_depth`."""
-    return read_fields(path, names)

@@ -1,18 +1,24 @@
-"""Generate a small synthetic dynamic scene in the HyperNeRF layout, with exact ground truth.
+"""Generate a small synthetic dynamic scene in real 3D, in the HyperNeRF layout, with exact ground truth.
 
 Example (the default scene: 64 frames of 200x150, five objects, a few seconds on CPU)::
 
     python -m preprocess.make_synthetic --out data/synthetic/demo
 
-Output (``<out>``):
+A pinhole camera (vertical field of view ``--fov``) orbits a tabletop; the objects are ray-cast solids that move,
+turn, roll, open and fill. Output (``<out>``; formats in ``docs/architecture.md`` §9):
 - ``rgb/2x/000001.png ...``: the frames (1-based, 6 digits);
 - ``annotations/train/_annotations.coco.json``: COCO polygons of every object (large level) on the held-out
   frames 2, 6, 10, ... (0-based; file_name "000003_png.rf.synthetic.jpg" -> frame int("000003") - 1);
 - ``annotations/video_annotations.json``: ``{object: {state caption: [[l, r], ...]}}`` inclusive, 0-based;
 - ``gt/names.json``: levels, regions (global ids), objects, state timeline, eval frames;
 - ``gt/labels/000001.npy ...``: int32 (3, H, W) region id per pixel for small / middle / large (-1 none);
-- ``gt/tracks.json``: per frame the world->image camera (2x3), back-to-front object order and each
-  object's visible / unoccluded pixel counts (for debugging and tests).
+- ``gt/geometry/``: true depth and cameras in the layout of an inference output's ``geometry/`` (``depth/<key>
+  .safetensors``, ``cameras.json``) plus ``normals/<key>.safetensors``;
+- ``gt/camera/<key>.json``: the cameras in HyperNeRF's format;
+- ``gt/motion/<key>.safetensors`` (frames 1..T-1): forward optical flow, scene flow, their occlusion mask and
+  the moving mask from frame t to t + 1;
+- ``gt/tracks.npz``: point tracks (TAP-Vid / TAPVid-3D keys);
+- ``gt/frames.json``: per frame the camera centre, the states and each object's visible pixel count.
 
 The same flags always give byte-identical files. Everything is written into a temporary folder beside
 ``<out>`` that is renamed at the end, so a failure never leaves a half-written scene.
@@ -31,20 +37,36 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from tqdm import tqdm
 
+from preprocess.geometry_files import camera_record, encode_meta, write_depth
 from preprocess.synthetic.annotations import (
     coco_annotations_for_frame,
     coco_document,
     coco_image_entry,
     names_document,
 )
-from preprocess.synthetic.render import make_tablecloth, render_frame
-from preprocess.synthetic.scene import SyntheticConfig, SyntheticConfigError, build_scene
+from preprocess.synthetic.groundtruth import (
+    hypernerf_camera,
+    make_queries,
+    motion,
+    query_frames,
+    save_npz_atomic,
+    track_frame,
+)
+from preprocess.synthetic.render import RenderedFrame, render_frame
+from preprocess.synthetic.scene import MOVING_EPS, Scene, SyntheticConfig, SyntheticConfigError, build_scene
 from utils.cli import add_logging_args, cli_main, setup_logging_from
-from utils.io import atomic_path, save_json_atomic, save_npy_atomic
+from utils.io import atomic_path, save_json_atomic, save_npy_atomic, save_safetensors_atomic
 
 log = logging.getLogger(__name__)
+
+#: the ``convention`` of ``gt/geometry/cameras.json`` (the predicted geometry's world is its first camera instead)
+GT_CAMERA_CONVENTION = ("OpenCV: x right, y down, z forward; extrinsics are 3x4 [R|t] camera-from-world "
+                        "(X_cam = R X_world + t); world = the table (metres, z up, table top at z = 0), GROUND "
+                        "TRUTH of a synthetic scene; intrinsics for the stored frames, continuous pixel "
+                        "coordinates (pixel centres at i+0.5)")
 
 __all__ = ["generate_synthetic_scene", "check_output_dir", "main", "SyntheticConfig", "SyntheticConfigError"]
 
@@ -73,39 +95,73 @@ def _write_png(rgb: np.ndarray, path: Path) -> None:
         tmp.write_bytes(buf.tobytes())
 
 
+def _write_geometry(scene: Scene, t: int, frame: RenderedFrame, root: Path) -> None:
+    key = scene.frame_keys[t]
+    meta = {"frame_key": key, "frame_index": t, "ground_truth": True, "units": "metres"}
+    valid = torch.from_numpy(frame.valid)
+    write_depth(root / "gt" / "geometry" / "depth" / f"{key}.safetensors", torch.from_numpy(frame.depth),
+                valid.float(), valid, scene.extrinsics(t), scene.intrinsics, meta)
+    save_safetensors_atomic({"normals": torch.from_numpy(frame.normals)},
+                            root / "gt" / "geometry" / "normals" / f"{key}.safetensors",
+                            metadata=encode_meta({**meta, "frame": "camera (OpenCV)"}))
+    save_json_atomic(hypernerf_camera(scene, t), root / "gt" / "camera" / f"{key}.json")
+
+
 def _write_scene(config: SyntheticConfig, root: Path, progress: bool) -> dict[str, int]:
     """Render and write every file of the scene under ``root`` (an empty folder). Returns counts."""
     scene = build_scene(config)
-    cloth = make_tablecloth(scene)
+    T = config.frames
     eval_frames = set(scene.eval_frames)
-    images, annotations, tracks = [], [], []
-    for t in tqdm(range(config.frames), desc="synthetic frames", unit="frame", disable=not progress):
+    queries = make_queries(scene, {q: render_frame(scene, q) for q in query_frames(T)})
+    n = len(queries.query_points)
+    tracks, tracks_world, tracks_camera = (np.zeros((n, T, 2), np.float32), np.zeros((n, T, 3), np.float32),
+                                           np.zeros((n, T, 3), np.float32))
+    occluded = np.zeros((n, T), bool)
+    images, annotations, per_frame, cameras = [], [], [], []
+    prev: RenderedFrame | None = None
+    for t in tqdm(range(T), desc="synthetic frames", unit="frame", disable=not progress):
         key = scene.frame_keys[t]
-        frame = render_frame(scene, t, cloth)
+        frame = render_frame(scene, t)
         _write_png(frame.rgb, root / "rgb" / "2x" / f"{key}.png")
         save_npy_atomic(frame.labels, root / "gt" / "labels" / f"{key}.npy")
+        _write_geometry(scene, t, frame, root)
+        cameras.append(camera_record(key, t, scene.extrinsics(t), scene.intrinsics, (config.height, config.width)))
+        if prev is not None:
+            m = motion(scene, t - 1, prev, frame)
+            save_safetensors_atomic({k: torch.from_numpy(v) for k, v in m.items()},
+                                    root / "gt" / "motion" / f"{scene.frame_keys[t - 1]}.safetensors",
+                                    metadata=encode_meta({"frame_key": scene.frame_keys[t - 1], "next_key": key,
+                                                          "frame_index": t - 1, "moving_eps_m": MOVING_EPS}))
+        xy, occ, xyz, cam = track_frame(scene, t, queries, frame)
+        tracks[:, t], occluded[:, t], tracks_world[:, t], tracks_camera[:, t] = xy, occ, xyz, cam
         large = frame.labels[2]
-        tracks.append({
+        per_frame.append({
             "frame": t,
             "key": key,
-            "camera": [[round(float(v), 6) for v in row] for row in scene.camera(t)],
-            "depth_order": frame.depth_order,
+            "camera_centre": [round(float(v), 9) for v in scene.camera_centre(t)],
             "visible_pixels": {o.name: int((large == scene.region_id("large", o.name, o.name)).sum())
                                for o in scene.objects},
-            "full_pixels": {name: int(m.sum()) for name, m in frame.full_masks.items()},
+            "moving_pixels": None if prev is None else int(m["moving"].sum()),
             "states": {o.name: o.kind.states[scene.state_index(o, t)] for o in scene.objects if o.kind.states},
         })
         if t in eval_frames:
             image_id = len(images) + 1
             images.append(coco_image_entry(scene, image_id, t))
             annotations += coco_annotations_for_frame(scene, frame.labels, image_id, len(annotations) + 1)
+        prev = frame
+    save_json_atomic({"convention": GT_CAMERA_CONVENTION, "ground_truth": True, "frames": cameras},
+                     root / "gt" / "geometry" / "cameras.json")
+    save_npz_atomic({"query_points": queries.query_points, "tracks": tracks, "occluded": occluded,
+                     "tracks_world": tracks_world, "tracks_camera": tracks_camera,
+                     "image_size": np.array([config.height, config.width], dtype=np.int64)},
+                    root / "gt" / "tracks.npz")
     save_json_atomic(coco_document(scene, images, annotations),
                      root / "annotations" / "train" / "_annotations.coco.json")
     save_json_atomic(scene.state_intervals(), root / "annotations" / "video_annotations.json")
     save_json_atomic(names_document(scene), root / "gt" / "names.json")
-    save_json_atomic({"config": config.to_dict(), "frames": tracks}, root / "gt" / "tracks.json")
+    save_json_atomic({"config": config.to_dict(), "frames": per_frame}, root / "gt" / "frames.json")
     return {"frames": config.frames, "eval_frames": len(images), "polygons": len(annotations),
-            "regions": len(scene.regions)}
+            "regions": len(scene.regions), "tracks": n}
 
 
 def generate_synthetic_scene(out: str | os.PathLike, config: SyntheticConfig | None = None,
@@ -152,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objects", type=int, default=d.objects,
                    help=f"number of objects besides the tablecloth (1..6, default {d.objects}); the first two "
                         "(a box that opens, a glass that fills) change state")
+    p.add_argument("--fov", type=float, default=d.fov,
+                   help=f"vertical field of view of the pinhole camera in degrees (20..90, default {d.fov:g}); "
+                        "fx = fy = (height/2) / tan(fov/2), principal point at the image centre")
     p.add_argument("--seed", type=int, default=d.seed, help=f"random seed; same seed = same bytes (default {d.seed})")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it already exists and is not empty")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -166,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging_from(args)
     config = SyntheticConfig(frames=args.frames, width=args.width, height=args.height,
-                             objects=args.objects, seed=args.seed)
+                             objects=args.objects, seed=args.seed, fov=args.fov)
     try:
         out = generate_synthetic_scene(args.out, config, overwrite=args.overwrite, progress=not args.no_progress)
     except (SyntheticConfigError, FileExistsError, NotADirectoryError) as e:

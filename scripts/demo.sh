@@ -15,7 +15,8 @@
 #   --epochs N     EPOCHS=30                 decoder training epochs
 #   --device D     DEVICE=auto               cpu | cuda | auto
 #   --fresh        FRESH=1                   delete OUT first (otherwise finished steps are reused)
-#   --quick        QUICK=1                   a tiny, fast configuration (tests): 12 frames, small frames/decoder
+#   --quick        QUICK=1                   a tiny, fast configuration (tests): 12 frames, small frames/decoder,
+#                                            100 short epochs
 #   WIDTH=200 HEIGHT=150 TARGET_WIDTH=196    synthetic frame size; network input width (multiple of 14)
 #   TOKENS_DTYPE=fp16                        token cache storage: fp16 | bf16 | fp32 | int8
 #   BATCH=4 LR=2e-3 WARMUP=1                 training recipe of the demo (train.py's defaults are the published
@@ -42,8 +43,8 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 if [[ "${QUICK:-0}" == "1" ]]; then
-  : "${FRAMES:=12}" "${WIDTH:=84}" "${HEIGHT:=56}" "${TARGET_WIDTH:=84}" "${EPOCHS:=60}" "${AE_EPOCHS:=300}"
-  : "${BATCH:=2}" "${LR:=3e-3}" "${W_RGB:=0}"
+  : "${FRAMES:=12}" "${WIDTH:=84}" "${HEIGHT:=56}" "${TARGET_WIDTH:=84}" "${EPOCHS:=100}" "${AE_EPOCHS:=300}"
+  : "${BATCH:=2}" "${LR:=4e-3}" "${W_RGB:=0}"
   : "${VIDEO_AE_EPOCHS:=300}"
   [[ -n "${DECODER_CONFIG:-}" ]] || DECODER_CONFIG='{"dpt_features": 16, "dpt_out_channels": [8, 16, 32, 32], "lang_widths": [16, 16, 32, 32], "rgb_widths": [8, 8, 8, 8]}'
 fi
@@ -113,7 +114,7 @@ step() {  # step NAME "settings" command...
   say "$name: $((SECONDS - t0)) s"
 }
 T0=$SECONDS
-step scene "$FRAMES $WIDTH $HEIGHT $SEED" \
+step scene "3d-world $FRAMES $WIDTH $HEIGHT $SEED" \
   "$PYTHON" -m preprocess.make_synthetic --out "$SCENE" --frames "$FRAMES" --width "$WIDTH" --height "$HEIGHT" \
   --seed "$SEED" --overwrite
 step tokens "${BACKBONE_ARGS[*]} $TARGET_WIDTH $DEVICE $TOKENS_DTYPE" \
@@ -143,6 +144,10 @@ step inference "$BACKBONE_SPEC" \
   env PYTHON="$PYTHON" DECODER="$OUT/run" BACKBONE="$BACKBONE_SPEC" AUTOENCODER="$OUT/autoencoder" \
   VIDEO_AUTOENCODER="$OUT/autoencoder_video" DEVICE="$DEVICE" VIDEO=0 \
   bash "$REPO/scripts/infer.sh" "$SCENE" "$OUT/inference" -- --overwrite -q
+# the scene's TRUE depth and cameras in a labelled copy of the output (the random tiny backbone's geometry means
+# nothing; the language fields are the model's either way)
+step ground_truth "" \
+  "$PYTHON" -m inference.ground_truth --fields "$OUT/inference" --scene "$SCENE" --out "$OUT/inference_gt" --overwrite
 step evaluate "" \
   "$PYTHON" -m eval.evaluate --scene "$SCENE" --fields "$OUT/inference" --autoencoder "$OUT/autoencoder" \
   --video-autoencoder "$OUT/autoencoder_video" "${TEXT_EVAL[@]}" --device "$DEVICE" --overlays --out "$OUT/eval"
@@ -154,4 +159,10 @@ say "pipeline time: $((SECONDS - T0)) s"
 
 # ---------------------------------------------------------------- summary
 "$PYTHON" -m scripts.demo_checks summary --out "$OUT" --backbone "$BACKBONE_DESC" --text "$TEXT_DESC"
-say "see it in 4D (a viser viewer with live text queries): bash scripts/view.sh $OUT/inference"
+if [[ -f "$STREAMVGGT" ]]; then
+  say "see it in 4D (a viser viewer with live text queries): bash scripts/view.sh $OUT/inference"
+  say "  the same fields on the scene's GROUND-TRUTH geometry: bash scripts/view.sh $OUT/inference_gt"
+else
+  say "see it in 4D (a viser viewer with live text queries), on the scene's GROUND-TRUTH depth and cameras (the"
+  say "  random backbone's predicted geometry is meaningless): bash scripts/view.sh $OUT/inference_gt"
+fi

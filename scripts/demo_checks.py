@@ -159,6 +159,9 @@ def summary(out: str | Path, backbone: str = "", text: str = "") -> dict[str, An
         "query overlays": str(out / "eval" / "overlays"),
         "results tables": str(out / "eval" / "results.md"),
     }
+    if (out / "inference_gt" / "geometry" / "cameras.json").is_file():
+        result["pictures"]["GROUND-TRUTH geometry (true depth/cameras/points, model's fields)"] = str(
+            out / "inference_gt" / "geometry")
     save_json_atomic(result, out / "demo_summary.json")
 
     def fmt(row: dict[str, float] | None, key: str) -> str:

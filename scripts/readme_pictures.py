@@ -6,10 +6,12 @@ Writes, from what the demo really predicted (a miss shows as a miss):
 
 - ``demo_queries.png``: held-out annotated frames, predicted mask tinted red, ground truth outlined in green, each
   labelled with its query, chosen level and IoU (the evaluator's own overlays of ``<demo>/eval/overlays``);
-- ``inference_example.png``: one frame's RGB, its decoder reconstruction, PCA of the small / large fields and the
-  depth picture;
+- ``inference_example.png``: one frame's RGB, its decoder reconstruction, PCA of the small / large fields, the
+  predicted depth picture and (when the demo wrote ``inference_gt``) the scene's TRUE depth;
 - ``query_example.png``: ``eval.query`` overlays of two queries on three frames, labelled, with a colour bar;
-- ``viewer.png``: the viser viewer on the demo's inference output (``python -m viewer.screenshot``).
+- ``viewer.png``: the viser viewer (``python -m viewer.screenshot``) on the demo's output with the scene's
+  ground-truth geometry (``<demo>/inference_gt``, labelled GROUND TRUTH in the viewer) when it exists, else on the
+  predicted geometry.
 
 Every picture carries a PNG text chunk ``Source`` naming this script and the demo folder, so a test can tell the
 README's pictures from hand-made ones.
@@ -86,6 +88,9 @@ def inference_example(demo: Path) -> np.ndarray:
     parts = [frame, _load(layout.rgb(key)), _load(layout.pca("small", key)), _load(layout.pca("large", key))]
     if layout.depth_png(key).exists():
         parts.append(_load(layout.depth_png(key)))
+    truth = OutputLayout(demo / "inference_gt").depth_png(key)
+    if truth.exists():
+        parts.append(_load(truth))
     return grid(parts, cols=len(parts))
 
 
@@ -136,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         from viewer.screenshot import main as screenshot
 
         shot = out / "viewer.png"
-        screenshot(["--fields", str(demo / "inference"), "--out", str(shot), *text_flags(),
+        fields = demo / "inference_gt" if (demo / "inference_gt" / "meta.json").exists() else demo / "inference"
+        screenshot(["--fields", str(fields), "--out", str(shot), *text_flags(),
                     *[x for q in QUERIES for x in ("--text", q)]])
         save_picture(shot, _load(shot), demo)
     print(f"README pictures written to {out}")

@@ -117,6 +117,8 @@ def test_each_concept_that_crosses_stages_has_one_home():
         r"^def discover_jobs\b": ["preprocess/layout.py"],
         r"^def write_token_file\b": ["preprocess/token_cache.py"],
         r"^def (write|read)_fields\b": ["inference/outputs.py"],
+        r"^def (write|read)_depth\b": ["preprocess/geometry_files.py"],
+        r"^def camera_record\b": ["preprocess/geometry_files.py"],
         r"^def load_backbone\b": ["model/backbones.py"],
         r"^def load_decoder\b": ["model/decoder_io.py"],
         r"^def resolve_checkpoint\b": ["model/streamvggt/loading.py"],

@@ -9,7 +9,7 @@ import pytest
 ENTRY_POINTS = ["preprocess.make_synthetic", "preprocess.extract_tokens", "preprocess.extract_semantics",
                 "preprocess.train_autoencoder", "training.trainer", "inference.run", "eval.query.run",
                 "eval.protocol.runner", "eval.geometry.runner", "viewer.app", "eval.tracks.run", "inference.track",
-                "inference.motion", "eval.tracks.scene"]
+                "inference.motion", "eval.tracks.scene", "inference.ground_truth"]
 
 
 @pytest.mark.parametrize("module", ENTRY_POINTS)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from inference.ground_truth import GROUND_TRUTH_LABEL, is_ground_truth
 from utils.cli import UserError, add_logging_args, cli_main, setup_logging_from
 from viewer.record import check_port
 
@@ -130,6 +131,9 @@ class Viewer:
     def _build_gui(self, budget, conf_percentile, fps, level, threshold, max_points) -> None:
         gui = self.server.gui
         n = self.scene.n
+        if is_ground_truth(self.scene.layout):
+            # the geometry is the synthetic scene's truth (python -m inference.ground_truth), not a prediction
+            self.gui_geometry_label = gui.add_markdown(f"**{GROUND_TRUTH_LABEL}**")
         with gui.add_folder("Time"):
             self.gui_frame = gui.add_slider("frame", min=0, max=max(n - 1, 1), step=1, initial_value=0,
                                             disabled=n < 2)

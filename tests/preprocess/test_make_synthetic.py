@@ -73,7 +73,7 @@ def test_coco_polygons_rasterise_onto_their_objects(scene):
 def test_video_annotations_match_state_timeline(scene):
     video = json.loads((scene / "annotations" / "video_annotations.json").read_text())
     names = json.loads((scene / "gt" / "names.json").read_text())
-    tracks = json.loads((scene / "gt" / "tracks.json").read_text())["frames"]
+    tracks = json.loads((scene / "gt" / "frames.json").read_text())["frames"]
     assert len(video) >= 2  # at least two objects change state
     for obj, states in video.items():
         assert {s["caption"]: s["intervals"] for s in names["states"][obj]} == states
