@@ -26,7 +26,6 @@ A frame counts as done when all its per-frame files exist; a rerun skips done fr
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
