@@ -55,10 +55,10 @@ def moving_masks(gray: np.ndarray, params: MotionParams, depth_files: Sequence[P
     dis = DenseFlow(preset)
     prob = np.zeros(gray.shape, np.float16)  # half the memory of float32 on long videos
     for f in tqdm(range(t_count), desc="moving masks", unit="frame", disable=not progress, leave=False):
-        other = f + 1 if f + 1 < t_count else f - 1
+        other = params.partner(f, t_count)
         flow = dis(gray[f], gray[other])
-        if flows_out is not None and other == f + 1:
-            flows_out.append(flow)
+        if flows_out is not None and f + 1 < t_count:  # the saved flow is always from f to f + 1
+            flows_out.append(flow if other == f + 1 else dis(gray[f], gray[f + 1]))
         if depth_files is not None:
             depth, K0, e0 = _camera(depth_files[f], gray.shape[1:])
             _, K1, e1 = _camera(depth_files[other], gray.shape[1:])
@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = MotionParams()
     p.add_argument("--sigma", type=float, default=d.sigma,
                    help=f"flow residual (px) scale of the moving probability (default {d.sigma})")
+    p.add_argument("--baseline", type=int, default=d.baseline,
+                   help=f"compare frame f with frame f+N (f-N near the end): slow objects move N times as far "
+                        f"for the same flow noise (default {d.baseline})")
     p.add_argument("--threshold", type=float, default=d.threshold,
                    help=f"moving when the probability exceeds this (default {d.threshold})")
     p.add_argument("--ransac", type=float, default=d.ransac,
@@ -113,7 +116,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if depth_files is not None and len(depth_files) != len(gray):
         raise UserError(f"the geometry has {len(depth_files)} frames, the video {len(gray)}", args.geometry,
                         "give the geometry of this video")
-    params = MotionParams(sigma=args.sigma, threshold=args.threshold, ransac=args.ransac)
+    if args.baseline < 1:
+        raise UserError(f"--baseline must be at least 1 frame, got {args.baseline}", None, "pass e.g. --baseline 3")
+    params = MotionParams(sigma=args.sigma, threshold=args.threshold, ransac=args.ransac, baseline=args.baseline)
     flows: list | None = [] if args.save_flow else None
     prob = moving_masks(gray, params, depth_files, args.flow_preset, progress, flows)
     masks = prob > params.threshold
@@ -125,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if flows is not None:
         _save_npz(out / "flow.npz", flow=np.stack(flows).astype(np.float32))
     timeline = {"method": "geometry" if depth_files else "homography", "sigma": params.sigma,
+                "baseline": params.baseline,
                 "threshold": params.threshold, "min_fraction": args.min_fraction,
                 "frames": [{"key": k, "moving_fraction": float(v), "moving": bool(v > args.min_fraction)}
                            for k, v in zip(keys, frac, strict=True)]}

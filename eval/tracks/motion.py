@@ -9,6 +9,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 
@@ -43,3 +46,21 @@ def mean_iou(per_frame: list[float | None]) -> float:
     """The mean of the defined per-frame IoUs (NaN when none is)."""
     vals = [v for v in per_frame if v is not None]
     return float(np.mean(vals)) if vals else float("nan")
+
+
+def read_world_motion(folder: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The synthetic world's ``gt/motion/<key>.safetensors`` files (frames 0 .. T-2, from t to t + 1) as arrays:
+    ``flow`` (T-1, H, W, 2) float32, ``occluded`` (T-1, H, W) bool (``flow_occluded``) and ``masks``
+    (T-1, H, W) bool (``moving``), in the layouts ``python -m eval.tracks`` reads (docs/architecture.md §9)."""
+    from model.safe_load import open_safetensors
+
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no motion files in {folder}")
+    flow, occluded, masks = [], [], []
+    for f in files:
+        with open_safetensors(f) as z:
+            flow.append(z.get_tensor("flow").numpy())
+            occluded.append(z.get_tensor("flow_occluded").numpy() != 0)
+            masks.append(z.get_tensor("moving").numpy() != 0)
+    return {"flow": np.stack(flow), "occluded": np.stack(occluded), "masks": np.stack(masks)}

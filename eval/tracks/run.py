@@ -127,6 +127,10 @@ def score_flow(gt_path: str, pred_path: str) -> dict[str, dict[str, float]]:
 
 def score_masks(gt_path: str, pred_path: str) -> dict[str, Any]:
     gt, pred = _load_npz(gt_path, "masks")["masks"] != 0, _load_npz(pred_path, "masks")["masks"] != 0
+    if gt.ndim == 3 and pred.ndim == 3 and len(pred) == len(gt) + 1 and gt.shape[1:] == pred.shape[1:]:
+        # ground truth defined from frame t to t + 1 (the synthetic world's gt/motion: none for the last frame):
+        # the prediction's first T - 1 frames are the ones with an answer
+        pred = pred[:-1]
     if gt.shape != pred.shape or gt.ndim != 3:
         raise UserError(f"mask shapes differ or are not (T,H,W): {pred.shape} vs {gt.shape}", pred_path,
                         "compute the masks on the ground truth's frames")

@@ -7,7 +7,8 @@ moving-mask IoU, in one command (what the demo prints under the language table).
 Reads ``<scene>/gt/tracks.npz`` (TAP-Vid keys), the scene's frames (``rgb/2x`` or ``images``), and when present
 ``<scene>/gt/geometry`` (3D lifting, APD with ``tracks_camera``), the ground-truth flow (``--gt-flow``, default
 ``<scene>/gt/flow.npz``: flow (T-1,H,W,2) [+ occluded]) and moving masks (``--gt-masks``, default
-``<scene>/gt/moving.npz``: masks (T,H,W)). Writes into --out: ``tracks.npz`` (the tracker's prediction),
+``<scene>/gt/moving.npz``: masks (T,H,W) or (T-1,H,W) from t to t+1). The synthetic world's ``gt/motion/`` files are
+read when neither is given (converted to ``gt_flow.npz`` and ``gt_moving.npz`` in --out). Writes into --out: ``tracks.npz`` (the tracker's prediction),
 ``moving.npz``, ``flow.npz``, ``timeline.json`` (python -m inference.motion), ``metrics_first.json``,
 ``metrics_strided.json`` (python -m eval.tracks), ``table.md``; prints the table. With ``--trackhead BACKBONE``
 also ``tracks_head.npz`` and ``metrics_head_{first,strided}.json``: the track head as one more row.
@@ -67,6 +68,14 @@ def table(first: dict, strided: dict, head: tuple[dict, dict] | None = None) -> 
     return "\n".join(lines)
 
 
+def _save_npz(path: Path, **arrays: Any) -> None:
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m eval.tracks.scene", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -109,6 +118,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
         k = read_depth(geometry_files(geometry)[0], names=("intrinsics",))[0]["intrinsics"].numpy()
         extra += ["--focal", repr(float(k[0, 0])), repr(float(k[1, 1]))]  # for APD, when gt has no intrinsics
+    world_motion = scene / "gt" / "motion"
+    if not (args.gt_flow or args.gt_masks) and world_motion.is_dir():  # the synthetic world's per-frame files
+        from eval.tracks.motion import read_world_motion
+
+        motion_gt = read_world_motion(world_motion)
+        _save_npz(out / "gt_flow.npz", flow=motion_gt["flow"], occluded=motion_gt["occluded"])
+        _save_npz(out / "gt_moving.npz", masks=motion_gt["masks"])
+        args.gt_flow, args.gt_masks = str(out / "gt_flow.npz"), str(out / "gt_moving.npz")
     gt_flow = Path(args.gt_flow) if args.gt_flow else scene / "gt" / "flow.npz"
     if args.gt_flow or gt_flow.is_file():
         extra += ["--gt-flow", str(gt_flow), "--pred-flow", str(out / "flow.npz")]

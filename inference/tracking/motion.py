@@ -1,7 +1,11 @@
 """Moving-object masks: the observed motion (dense optical flow) against the motion the camera alone would cause.
 
-For frame f, the observed flow goes to frame f+1 (the last frame uses the backward flow to f-1). The motion the
-camera alone causes is
+For frame f, the observed flow goes to frame f+k (``baseline`` k, default 3; frames near the end look back to f-k
+instead). A longer baseline than one frame is what makes slow objects visible: on the synthetic world an object
+moves 0.74 px per frame beyond what the camera explains (median), about what OpenCV's DIS flow gets wrong (0.24 px
+median, 1.3 px at the 90th percentile), while k frames move it k times as far for the same flow error (moving-mask
+IoU on the default world with its true geometry: 17.7 at k = 1, σ = 1; 39.7 at k = 3, σ = 0.75; all-moving 25.2).
+The motion the camera alone causes is
 
 * with geometry (depth and cameras of every frame, ``inference/tracking/lift.py``'s format): each pixel of frame f
   unprojected with its depth and projected into the other frame's camera (the scene held still);
@@ -9,7 +13,7 @@ camera alone causes is
   correspondences of a pixel grid: exact for a rotating camera or a distant / planar scene, the common case.
 
 The residual r = |flow - camera flow| (pixels) becomes a moving probability p = 1 - exp(-r² / (2 σ²)) (σ
-``sigma``, default 1 px: the flow's noise), median-filtered over 5 x 5 pixels; the mask is p > ``threshold``.
+``sigma``, default 0.75 px: the flow's noise), median-filtered over 5 x 5 pixels; the mask is p > ``threshold``.
 """
 
 from __future__ import annotations
@@ -23,12 +27,21 @@ import numpy as np
 @dataclass(frozen=True)
 class MotionParams:
     """sigma: residual (px) scale of the probability; threshold: on the probability; ransac: homography inlier
-    threshold (px); grid: pixel step of the correspondences fed to RANSAC."""
+    threshold (px); grid: pixel step of the correspondences fed to RANSAC; baseline: frames between the two frames
+    whose flow is compared with the camera's motion."""
 
-    sigma: float = 1.0
+    sigma: float = 0.75
     threshold: float = 0.5
     ransac: float = 1.0
     grid: int = 4
+    baseline: int = 3
+
+    def partner(self, f: int, t_count: int) -> int:
+        """The frame compared with frame ``f`` of ``t_count``: f + baseline, else f - baseline, else the nearest."""
+        k = max(1, min(self.baseline, t_count - 1))
+        if f + k < t_count:
+            return f + k
+        return f - k if f - k >= 0 else t_count - 1  # (t_count - 1 > f here: never the frame itself)
 
 
 def homography_flow(flow: np.ndarray, params: MotionParams = MotionParams()) -> np.ndarray:

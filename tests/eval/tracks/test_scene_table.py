@@ -56,3 +56,24 @@ def test_scene_table_with_the_track_head_row(tmp_path, capsys):
     head = json.loads((tmp_path / "out" / "metrics_head_first.json").read_text())
     assert head["tracks"]["ground_truth"]["average_jaccard"] == 1.0
     assert (tmp_path / "out" / "tracks_head.tokens" / "meta.json").is_file()  # computed: the scene had no tokens
+
+
+def test_scene_table_on_the_synthetic_world(tmp_path):
+    """On the 3D synthetic world itself (gt/tracks.npz, gt/geometry, gt/motion): the weight-free tracker beats zero
+    motion, DIS beats zero flow, and the moving masks beat both an all-static and an all-moving mask."""
+    from preprocess.make_synthetic import main as make_synthetic
+
+    scene = tmp_path / "scene"
+    make_synthetic(["--out", str(scene), "--frames", "32", "--width", "160", "--height", "120", "--no-progress"])
+    main([str(scene), "--out", str(tmp_path / "out"), "-q"])
+    first = json.loads((tmp_path / "out" / "metrics_first.json").read_text())
+    t = first["tracks"]
+    # measured (seed 0, 32 frames of 160x120; OpenCV only, no torch kernel involved): AJ 25.8 vs 6.2, delta_avg
+    # 40.1 vs 11.5, mask IoU 32.2 vs all-moving 25.5 and all-static 0 (the default world, 64 frames of 200x150:
+    # AJ 27.6 vs 6.2, delta_avg 43.4 vs 12.6, IoU 39.7 vs 25.2)
+    assert t["prediction"]["average_jaccard"] > 2 * t["zero_motion"]["average_jaccard"]
+    assert t["prediction"]["average_pts_within_thresh"] > 2 * t["zero_motion"]["average_pts_within_thresh"]
+    assert first["flow"]["prediction"]["epe_all"] < first["flow"]["zero_motion"]["epe_all"]
+    m = first["moving_masks"]
+    assert m["prediction"]["mask_iou"] > max(m["all_static"]["mask_iou"], m["all_moving"]["mask_iou"])
+    assert m["ground_truth"]["mask_iou"] == 1.0
