@@ -155,6 +155,12 @@ if [[ "$ORACLE" == "1" ]]; then
   step oracle "" \
     "$PYTHON" -m eval.evaluate --scene "$SCENE" --targets "${TEXT_EVAL[@]}" --device "$DEVICE" --out "$OUT/eval_oracle"
 fi
+# 4D: where things go (weight-free tracker, DIS flow, moving masks) and the backbone's geometry, both against the
+# world's exact ground truth (gt/)
+step motion "" \
+  "$PYTHON" -m eval.tracks.scene "$SCENE" --out "$OUT/motion" -q
+step geometry "" \
+  "$PYTHON" -m eval.geometry --pred "$OUT/inference" --gt "$SCENE" --gt-format synthetic --out "$OUT/geometry_eval" -q
 say "pipeline time: $((SECONDS - T0)) s"
 
 # ---------------------------------------------------------------- summary

@@ -159,6 +159,10 @@ def summary(out: str | Path, backbone: str = "", text: str = "") -> dict[str, An
         "query overlays": str(out / "eval" / "overlays"),
         "results tables": str(out / "eval" / "results.md"),
     }
+    if (out / "geometry_eval" / "error_maps").is_dir():
+        result["pictures"]["depth error maps (aligned prediction vs ground truth)"] = str(out / "geometry_eval" / "error_maps")
+    if (out / "motion" / "table.md").is_file():
+        result["pictures"]["motion table and predicted tracks / masks"] = str(out / "motion")
     if (out / "inference_gt" / "geometry" / "cameras.json").is_file():
         result["pictures"]["GROUND-TRUTH geometry (true depth/cameras/points, model's fields)"] = str(
             out / "inference_gt" / "geometry")
@@ -184,6 +188,16 @@ def summary(out: str | Path, backbone: str = "", text: str = "") -> dict[str, An
     for k, v in result.get("autoencoders", {}).items():
         lines.append(f"{k} autoencoder: {v['rows']} distinct targets, min decoded cos {v['min_own_cos']:.3f}, "
                      f"classes {'separated' if v['separated'] else 'NOT all separated'} (min margin {v['min_margin']:.3f})")
+    motion = out / "motion" / "table.md"
+    if motion.is_file():
+        lines += ["", "Motion against the world's exact ground truth (gt/): TAP-Vid tracks, optical flow, moving masks",
+                  motion.read_text().strip()]
+    geometry = out / "geometry_eval" / "results.json"
+    if geometry.is_file():
+        from eval.geometry.report import to_text
+
+        lines += ["", "Geometry of the backbone against the world's exact depth and cameras (eval.geometry)",
+                  to_text(json.loads(geometry.read_text()))]
     lines.append("")
     lines.append("pictures:")
     lines.extend(f"  {k}: {v}" for k, v in result["pictures"].items())
