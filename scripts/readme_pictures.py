@@ -9,6 +9,8 @@ Writes, from what the demo really predicted (a miss shows as a miss):
 - ``inference_example.png``: one frame's RGB, its decoder reconstruction, PCA of the small / large fields, the
   predicted depth picture and (when the demo wrote ``inference_gt``) the scene's TRUE depth;
 - ``query_example.png``: ``eval.query`` overlays of two queries on three frames, labelled, with a colour bar;
+- ``tracks_example.png``: ``eval.query --track`` of "red ball" on the output with the scene's true geometry: the
+  tracked points and their trails on the query frame and eight frames on;
 - ``viewer.png``: the viser viewer (``python -m viewer.screenshot``) on the demo's output with the scene's
   ground-truth geometry (``<demo>/inference_gt``, labelled GROUND TRUTH in the viewer) when it exists, else on the
   predicted geometry.
@@ -121,6 +123,23 @@ def query_example(demo: Path, texts: tuple[str, ...] = QUERIES) -> np.ndarray:
     return grid(pictures, cols=3)
 
 
+def tracks_example(demo: Path, text: str = "red ball", later: int = 8) -> np.ndarray:
+    """``eval.query --track`` on the demo's output with the scene's true geometry: the query's tracked points and
+    their trails on the query frame and ``later`` frames on (or as far as the video goes)."""
+    from eval.query.run import main as query_main
+
+    fields = demo / "inference_gt" if (demo / "inference_gt" / "meta.json").exists() else demo / "inference"
+    out = demo / "readme_tracks"
+    query_main(["--fields", str(fields), "--out", str(out), "--no-video", "--no-ply", "-q", "--device", "cpu",
+                "--text", text, "--track", *text_flags()])
+    folder = out / re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+    timeline = json.loads((folder / "timeline.json").read_text())
+    keys = [r["key"] for r in timeline["frames"]]
+    q = keys.index(timeline["query_frame"])
+    shown = [q, min(q + later, len(keys) - 1)] if q + later < len(keys) else [max(q - later, 0), q]
+    return grid([_load(folder / "trails" / f"{keys[i]}.png") for i in shown], cols=2)
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m scripts.readme_pictures", description=__doc__,
@@ -137,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     save_picture(out / "demo_queries.png", demo_queries(demo), demo)
     save_picture(out / "inference_example.png", inference_example(demo), demo)
     save_picture(out / "query_example.png", query_example(demo), demo)
+    save_picture(out / "tracks_example.png", tracks_example(demo), demo)
     if not args.no_viewer:
         from viewer.screenshot import main as screenshot
 
