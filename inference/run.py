@@ -289,12 +289,39 @@ def expand_sources(sources: list[str]) -> list[tuple[Path, str | None]]:
     return [(p, p.stem) for p in paths]
 
 
+def parse_options(argv: list[str]) -> argparse.Namespace:
+    """The command's settings from its flags, the preset applied (the Python API builds them the same way)."""
+    args = build_parser().parse_args(argv)
+    apply_preset(args)
+    return args
+
+
+def load_networks(decoder_path: str, backbone_spec: str | None, device: torch.device,
+                  preset: str = "default") -> tuple[torch.nn.Module, torch.nn.Module | None, str | None]:
+    """(decoder, backbone or None, backbone identity or None), loaded once for every source: the decoder by
+    ``model.decoder_io.from_pretrained`` (any ``--decoder`` path or a Hub repo id), the backbone by
+    ``model.backbones.load_backbone``; the published preset refuses a decoder of ours."""
+    from model.decoder_io import decoder_kind, from_pretrained
+
+    backbone, backbone_id = None, None
+    if backbone_spec:
+        from model.backbones import load_backbone
+
+        backbone, backbone_id, _ = load_backbone(backbone_spec, device=device)
+    layers = tuple(backbone.config.dpt_layers) if backbone is not None else None
+    decoder = from_pretrained(decoder_path, device=device, layers=layers)
+    if preset == "published" and decoder_kind(decoder) != "published":
+        raise UserError("--preset published runs the published head, but this decoder is one of ours", decoder_path,
+                        "pass the published checkpoint_epoch_100.pth (or a decoder trained with --decoder "
+                        "published), or drop --preset")
+    return decoder, backbone, backbone_id
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> dict | list[dict]:
     args = build_parser().parse_args(argv)
     setup_logging_from(args)
     apply_preset(args)
-    from model.decoder_io import decoder_kind, load_decoder
     from utils.ranks import local_device_index, my_share, rank_and_world
 
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
@@ -304,17 +331,7 @@ def main(argv: list[str] | None = None) -> dict | list[dict]:
     if len(jobs) > 1 and args.tokens:
         raise UserError("--tokens names one token cache but there are several sources", args.tokens,
                         "drop --tokens: each scene's own <scene>/tokens is used")
-    backbone, backbone_id = None, None
-    if args.backbone:
-        from model.backbones import load_backbone
-
-        backbone, backbone_id, _ = load_backbone(args.backbone, device=device)
-    layers = tuple(backbone.config.dpt_layers) if backbone is not None else None
-    decoder = load_decoder(args.decoder, device=device, layers=layers)
-    if args.preset == "published" and decoder_kind(decoder) != "published":
-        raise UserError("--preset published runs the published head, but this decoder is one of ours", args.decoder,
-                        "pass the published checkpoint_epoch_100.pth (or a decoder trained with --decoder "
-                        "published), or drop --preset")
+    decoder, backbone, backbone_id = load_networks(args.decoder, args.backbone, device, args.preset)
     mine = my_share(jobs)
     if len(mine) < len(jobs):
         log.info("rank %d of %d: %d of %d sources", *rank_and_world(), len(mine), len(jobs))
