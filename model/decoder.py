@@ -25,7 +25,6 @@ All outputs are bilinearly resized to the frame size when it differs from the DP
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.config_dict import DictConfig
 from model.levels import LEVELS
 from model.unet import UNetDecoder, UNetEncoder
 
@@ -43,7 +43,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
-class DecoderConfig:
+class DecoderConfig(DictConfig):
     """Widths and sizes of the Semantic Bridging Decoder (defaults = the published model).
 
     ``layers`` are the backbone block indices the decoder reads (the token cache must hold exactly
@@ -72,16 +72,11 @@ class DecoderConfig:
         base.update(kw)
         return cls(**base)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+    CONFIG_NAME = "decoder config"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DecoderConfig:
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = set(d) - set(names)
-        if unknown:
-            raise ValueError(f"unknown decoder config keys {sorted(unknown)}; known: {sorted(names)}")
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        kw = cls.kwargs_from_dict(d)
         kw.setdefault("frame_input", False)  # configs written before the option had no frame input
         return cls(**kw)
 

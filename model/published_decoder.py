@@ -23,7 +23,6 @@ run (and optionally train) the published architecture.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,13 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.config_dict import DictConfig
 from model.levels import LEVELS
 
 KIND = "published"
 
 
 @dataclass
-class PublishedDecoderConfig:
+class PublishedDecoderConfig(DictConfig):
     """Constructor arguments of the published head (defaults = the released ``LanguageHead_Multi(2048, 14, 3)``).
 
     ``layers`` are the backbone blocks whose tokens the DPT reads (the published head indexes the full 24-layer
@@ -75,16 +75,11 @@ class PublishedDecoderConfig:
         base.update(kw)
         return cls(**base)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+    CONFIG_NAME = "published-decoder config"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PublishedDecoderConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown published-decoder config keys {sorted(unknown)}; known: {sorted(names)}")
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        kw = cls.kwargs_from_dict(d)
         if kw.get("kind", KIND) != KIND or kw.get("video_dim", 0) or not kw.get("rgb", True):
             raise ValueError(f"not a published-decoder config: {d}")
         return cls(**kw)
