@@ -205,11 +205,12 @@ class LangVGGT4D:
         """The ``inference.run`` settings for one call: the flags of ``python -m inference.run --help`` as keywords
         (``chunk=4``, ``no_geometry=True``, ``target_width=518``); True for a switch, None or False to leave it."""
         known = {a.dest for a in build_parser()._actions}
-        argv = ["--source", str(source), "--decoder", self.specs["decoder"], "--out", str(out),
-                "--preset", self.specs["preset"], "--device", self.specs["device"], "--dtype", self.specs["dtype"]]
+        argv = ["--source", str(source), "--decoder", str(self.specs["decoder"]), "--out", str(out),
+                "--preset", str(self.specs["preset"]), "--device", str(self.specs["device"]),
+                "--dtype", str(self.specs["dtype"])]
         for name in ("backbone", "autoencoder", "video_autoencoder"):
             if self.specs[name]:
-                argv += [f"--{name.replace('_', '-')}", self.specs[name]]
+                argv += [f"--{name.replace('_', '-')}", str(self.specs[name])]
         for name, value in options.items():
             if name not in known or name in ("source", "decoder", "out", "backbone", "autoencoder",
                                              "video_autoencoder", "device", "dtype", "preset"):

@@ -5,7 +5,7 @@ refused by name instead of being dropped or failing deep inside the constructor.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, cast
 
 
 class DictConfig:
@@ -20,13 +20,13 @@ class DictConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict of the fields (top-level tuples become lists)."""
-        fields = dataclasses.asdict(self)  # type: ignore[call-overload]  (every subclass is a dataclass)
+        fields = dataclasses.asdict(cast(Any, self))  # every subclass is a dataclass
         return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
 
     @classmethod
     def kwargs_from_dict(cls, d: dict[str, Any]) -> dict[str, Any]:
         """Constructor keywords from a :meth:`to_dict` dict: unknown keys raise ValueError, lists become tuples."""
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        names = {f.name for f in dataclasses.fields(cast(Any, cls))}
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown {cls.CONFIG_NAME} keys {sorted(unknown)}; known: {sorted(names)}")

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -67,7 +67,7 @@ class DecoderConfig(DictConfig):
     @classmethod
     def tiny(cls, dim_in: int = 128, layers: Sequence[int] = (0, 1, 2, 3), **kw: Any) -> DecoderConfig:
         """A few-thousand-parameter decoder for CPU tests (matches ``StreamVGGTConfig.tiny()`` tokens)."""
-        base = dict(dim_in=dim_in, layers=tuple(layers), dpt_features=16, dpt_out_channels=(8, 16, 32, 32),
+        base: dict[str, Any] = dict(dim_in=dim_in, layers=tuple(layers), dpt_features=16, dpt_out_channels=(8, 16, 32, 32),
                     lang_widths=(8, 16, 16, 32), rgb_widths=(8, 8, 16, 16))
         base.update(kw)
         return cls(**base)
@@ -116,6 +116,8 @@ class SemanticBridgingDecoder(nn.Module):
         self.video_decoder = (
             UNetDecoder(cfg.video_dim, cfg.lang_widths, norm=cfg.norm) if cfg.video_dim > 0 else None
         )
+        self.rgb_encoder: UNetEncoder | None
+        self.rgb_decoder: UNetDecoder | None
         if cfg.rgb:
             self.rgb_encoder = UNetEncoder(cfg.dpt_features, cfg.rgb_widths, norm=cfg.norm)
             self.rgb_decoder = UNetDecoder(3, cfg.rgb_widths, norm=cfg.norm)
@@ -159,13 +161,14 @@ class SemanticBridgingDecoder(nn.Module):
             img = frame.to(feats.dtype)
             if tuple(img.shape[-2:]) != tuple(feats.shape[-2:]):
                 img = F.interpolate(img, size=feats.shape[-2:], mode="bilinear", align_corners=False)
-            img = (img - self.rgb_mean.to(img.dtype)) / self.rgb_std.to(img.dtype)
+            mean, std = cast(torch.Tensor, self.rgb_mean), cast(torch.Tensor, self.rgb_std)  # buffers
+            img = (img - mean.to(img.dtype)) / std.to(img.dtype)
             lang_in = torch.cat([feats, img], dim=1)
         enc = self.lang_encoder(lang_in)
         out: dict[str, Any] = {"lang": {lvl: fit(dec(enc)) for lvl, dec in self.lang_decoders.items()}}
         if self.video_decoder is not None:
             out["video"] = fit(self.video_decoder(enc))
-        if self.rgb_encoder is not None:
+        if self.rgb_encoder is not None and self.rgb_decoder is not None:  # made together (config.rgb)
             out["rgb"] = torch.sigmoid(fit(self.rgb_decoder(self.rgb_encoder(feats))))
         return out
 

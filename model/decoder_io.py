@@ -24,7 +24,7 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -152,7 +152,7 @@ def save_decoder_file(model: nn.Module, path: str | os.PathLike, extra: dict[str
     (sorted JSON) metadata key, so the bytes are the same on every run."""
     from utils.io import save_safetensors_atomic
 
-    meta = {"config": model.config.to_dict(), **(extra or {})}
+    meta = {"config": cast(Any, model).config.to_dict(), **(extra or {})}
     save_safetensors_atomic(dict(model.state_dict()), path,
                             metadata={META_KEY: json.dumps(meta, sort_keys=True, separators=(",", ":"))})
 
@@ -232,7 +232,7 @@ def load_decoder(path: str | os.PathLike, device: str | torch.device = "cpu",
         cfg.layers = tuple(int(i) for i in layers)
     model = build_decoder(cfg)
     load_state_strict(model, sd, info["path"])
-    model.source_info = {k: v for k, v in info.items() if k in ("path", "format", "epoch", "token_info")}
+    cast(Any, model).source_info = {k: v for k, v in info.items() if k in ("path", "format", "epoch", "token_info")}
     return model.to(device).eval()
 
 
@@ -245,7 +245,7 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike) -> Path:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    config: dict[str, Any] = {"decoder_config": {**model.config.to_dict(), "kind": decoder_kind(model)}}
+    config: dict[str, Any] = {"decoder_config": {**cast(Any, model).config.to_dict(), "kind": decoder_kind(model)}}
     token_info = getattr(model, "source_info", {}).get("token_info")
     if token_info:
         config["token_info"] = token_info
@@ -284,7 +284,7 @@ def from_pretrained(name: str | os.PathLike, device: str | torch.device = "cpu",
         from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
         try:
-            path = Path(snapshot_download(name, revision=revision, allow_patterns=[HUB_CONFIG_FILE, MODEL_FILE]))
+            path = Path(snapshot_download(str(name), revision=revision, allow_patterns=[HUB_CONFIG_FILE, MODEL_FILE]))
         except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as e:
             raise DecoderLoadError(f"cannot fetch the decoder from the Hugging Face Hub ({type(e).__name__})", name,
                                    "check the repo id and the network (offline: fetch it once online), or pass a "

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -212,7 +212,7 @@ class PublishedLanguageHead(nn.Module):
         """Our decoders' interface: tokens (len(layers) x (N, P, dim_in)), frame (N, 3, h, w) (shape only) ->
         ``{"lang": {level: (N, lang_dim, H, W)}, "rgb": (N, 3, H, W)}`` with (H, W) = ``out_hw`` or (h, w)."""
         toks = [t.unsqueeze(1) if t.dim() == 3 else t for t in tokens]  # frames as the batch, S = 1
-        dtype = self.lang_encoder.down1[0].weight.dtype
+        dtype = cast(Any, self.lang_encoder).down1[0].weight.dtype
         toks = [t.to(dtype) for t in toks]
         H, W = out_hw if out_hw is not None else tuple(frame.shape[-2:])
         lang, rgb = self(toks, (frame.shape[0], 1, *frame.shape[1:]), patch_start_idx, img_height=H, img_width=W)
