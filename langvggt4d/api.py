@@ -185,7 +185,8 @@ class LangVGGT4D:
             autoencoder, video_autoencoder: folders of ``preprocess.train_autoencoder``, copied into every output.
             text_encoder: a ``model.text`` encoder for queries, or its kind (``"hash"``, ``"tiny"``,
                 ``"open_clip"``; ``model.text.build_text_encoder``).
-            device: cpu, cuda, cuda:1 or auto; dtype: fp32 (default), fp16 or bf16.
+            device: cpu, cuda, cuda:1 or auto; dtype: the compute precision (``--compute-dtype``), fp32 (default),
+                fp16 or bf16.
         """
         dev = resolve_device(device)
         if dtype is None:
@@ -203,21 +204,23 @@ class LangVGGT4D:
 
     def options(self, source: str | os.PathLike, out: str | os.PathLike, **options: Any) -> argparse.Namespace:
         """The ``inference.run`` settings for one call: the flags of ``python -m inference.run --help`` as keywords
-        (``chunk=4``, ``no_geometry=True``, ``target_width=518``); True for a switch, None or False to leave it."""
-        known = {a.dest for a in build_parser()._actions}
+        (``chunk_size=4``, ``no_geometry=True``, ``target_width=518``); True for a switch, None or False to leave
+        it."""
+        known = {o for a in build_parser()._actions for o in a.option_strings if o not in getattr(a, "old", ())}
         argv = ["--source", str(source), "--decoder", str(self.specs["decoder"]), "--out", str(out),
                 "--preset", str(self.specs["preset"]), "--device", str(self.specs["device"]),
-                "--dtype", str(self.specs["dtype"])]
+                "--compute-dtype", str(self.specs["dtype"])]
         for name in ("backbone", "autoencoder", "video_autoencoder"):
             if self.specs[name]:
                 argv += [f"--{name.replace('_', '-')}", str(self.specs[name])]
         for name, value in options.items():
-            if name not in known or name in ("source", "decoder", "out", "backbone", "autoencoder",
-                                             "video_autoencoder", "device", "dtype", "preset"):
+            flag = f"--{name.replace('_', '-')}"
+            if flag not in known or name in ("source", "decoder", "out", "backbone", "autoencoder",
+                                             "video_autoencoder", "device", "compute_dtype", "preset"):
                 raise TypeError(f"predict() got an unexpected option {name!r} (see python -m inference.run --help)")
             if value is None or value is False:
                 continue
-            argv += [f"--{name.replace('_', '-')}"] + ([] if value is True else [str(value)])
+            argv += [flag] + ([] if value is True else [str(value)])
         return parse_options(argv)
 
     def predict(self, frames: FrameInput, out: str | os.PathLike | None = None, **options: Any) -> Prediction:
@@ -229,7 +232,7 @@ class LangVGGT4D:
                 float in [0, 1]); these are written as PNG frames ``000001.png`` ... (lossless) first.
             out: the output folder (kept; resumes like the command), or None for a temporary one that lives as long
                 as the returned :class:`Prediction` (``save`` copies it).
-            options: further ``inference.run`` flags as keywords (:meth:`options`).
+            options: further ``inference.run`` flags as keywords (:meth:`options`), e.g. ``chunk_size=4``.
         Returns:
             a :class:`Prediction`: fields [S, k, H, W] per level, valid, RGB, depth, cameras.
         """

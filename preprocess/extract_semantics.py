@@ -62,6 +62,7 @@ from preprocess.semantics.scene import (
 from preprocess.target_format import PLANES, SEG_SUFFIX, feat_name, seg_name
 from utils.cli import (
     UserError,
+    add_device_arg,
     add_logging_args,
     add_text_encoder_args,
     cli_main,
@@ -333,15 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-video", action="store_true", help="oracle mode: skip the time-sensitive video_features/")
     p.add_argument("--output-name", default="clip_features", help="output folder name inside the scene")
     p.add_argument("--batch-size", type=int, default=64, help="crops per CLIP image-encoder batch")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
+    add_device_arg(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing output folders")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    p.add_argument("--text-encoder", choices=["clip", "hash"], default="clip",
-                   help="oracle mode text encoder: 'clip' (the --clip flags below) or 'hash', the weight-free "
-                        "bag-of-words model.text.HashTextEncoder (no weights needed; query with the same encoder, "
-                        "e.g. `python -m eval.evaluate --hash-text`)")
-    p.add_argument("--hash-dim", type=int, default=512, help="embedding size of --text-encoder hash")
-    add_text_encoder_args(p, hash_flag=False)
+    p.add_argument("--hash-dim", type=int, default=512, help="embedding size of --hash-text")
+    add_text_encoder_args(p, old_text_encoder_flag=True)
     add_logging_args(p)
     return p
 
@@ -361,9 +358,9 @@ def main(argv: list[str] | None = None) -> int:
                 proposer = PrecomputedProposer(args.masks_dir)
             else:
                 proposer = SkimageProposer()
-        if args.text_encoder == "hash":
+        if args.hash_text:
             if args.mode != "oracle":
-                raise SemanticsInputError("--text-encoder hash only works with --mode oracle (clip mode embeds "
+                raise SemanticsInputError("--hash-text only works with --mode oracle (clip mode embeds "
                                           "image crops, which needs open_clip)")
             encoder = build_text_encoder("hash", dim=args.hash_dim, seed=args.clip_seed)
         else:

@@ -57,7 +57,7 @@ from model.autoencoder import (
 from model.text import check_text_encoder
 from preprocess.semantics.scene import OutputExistsError, StagedOutput, remove_stale_temps
 from preprocess.target_format import feat_files, feat_name, feat_path, key_of, partner, seg_name, seg_path
-from utils.cli import UserError, add_logging_args, cli_main, json_safe, setup_logging_from
+from utils.cli import UserError, add_device_arg, add_logging_args, cli_main, json_safe, setup_logging_from
 from utils.device import resolve_device
 from utils.io import load_npy, save_json_atomic, save_npy_atomic
 from utils.lock import output_lock
@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-name", default="language_features",
                    help="encoded folder is <scene>/<features>-<output-name>_dim<k>")
     p.add_argument("--no-encode", action="store_true", help="only train and save; do not write encoded targets")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
+    add_device_arg(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing encoded folders / autoencoder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     add_logging_args(p)

@@ -123,8 +123,10 @@ def test_frames_in_memory_give_the_same_fields(both, parts):
     ref = namespace["out"]
     assert all(torch.equal(mem.fields[lvl], ref.fields[lvl]) for lvl in LEVELS)
     assert torch.equal(mem.depth, ref.depth) and torch.equal(mem.extrinsics, ref.extrinsics)
-    with pytest.raises(TypeError, match="chunk_size"):
-        system.predict(parts["scene"], chunk_size=4)
+    with pytest.raises(TypeError, match="chunks"):  # not a flag of inference.run
+        system.predict(parts["scene"], chunks=4)
+    with pytest.raises(TypeError, match="chunk"):  # an old spelling is not a keyword: one name per flag
+        system.predict(parts["scene"], chunk=4)
 
 
 def test_decoder_hub_round_trip(parts, tmp_path):
