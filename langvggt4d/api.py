@@ -31,6 +31,7 @@ import torch
 
 from inference.outputs import OutputLayout, read_depth, read_fields
 from inference.run import build_parser, load_networks, parse_options, run_source
+from utils.cli import UserError
 from utils.device import resolve_device, resolve_dtype
 from utils.io import read_json
 
@@ -91,10 +92,17 @@ class Prediction:
     def load(cls, folder: str | os.PathLike, text_encoder: Any = None) -> Prediction:
         """Read an inference output folder (``python -m inference.run --out``) into tensors.
 
-        ``text_encoder``: a ``model.text`` encoder (``build_text_encoder(...)``) for :meth:`query`."""
+        ``text_encoder``: a ``model.text`` encoder (``build_text_encoder(...)``), or any ``encode_text(list[str])
+        -> (N, D)`` callable, for :meth:`query`."""
         layout = OutputLayout(folder)
+        if not layout.meta.is_file():
+            raise UserError("not an inference output (no meta.json)", layout.root,
+                            "pass the --out folder of python -m inference.run (or LangVGGT4D.predict)")
         meta = read_json(layout.meta)
         keys = [k for k in meta["frames"] if layout.fields(k).exists()]
+        if not keys:
+            raise UserError("no fields here (expected fields/<key>.safetensors)", layout.root,
+                            "run inference into this folder first")
         levels = tuple(meta["levels"])
         per_frame = [read_fields(layout.fields(k))[0] for k in keys]
         names = [n for n in per_frame[0] if n != "valid"]
@@ -134,10 +142,10 @@ class Prediction:
         if self.text_encoder is None:
             raise ValueError("no text encoder: pass text_encoder= to LangVGGT4D.from_pretrained or Prediction.load")
         decode = self._decoder()
-        if decode is not None:
-            check_text_encoder(getattr(decode, "text_encoder", None), self.text_encoder.identity,
-                               getattr(decode, "source", None))
-        model = RelevancyModel(self.text_encoder.encode_text)
+        identity = getattr(self.text_encoder, "identity", None)
+        if decode is not None and identity is not None:  # refuse another embedding space than the targets'
+            check_text_encoder(getattr(decode, "text_encoder", None), identity, getattr(decode, "source", None))
+        model = RelevancyModel(getattr(self.text_encoder, "encode_text", self.text_encoder))
         stack = torch.stack([self.fields[lvl] for lvl in self.levels], dim=1)  # [S, L, k, H, W]
         rel, masks, chosen, scores = [], [], [], []
         for frame in stack:

@@ -148,3 +148,12 @@ def test_decoder_hub_round_trip(parts, tmp_path):
     back = from_pretrained(tmp_path / "published")
     assert isinstance(back, PublishedLanguageHead) and back.config == head.config
     assert all(torch.equal(v, back.state_dict()[k]) for k, v in head.state_dict().items())
+
+
+def test_load_refuses_a_folder_that_is_no_output(tmp_path):
+    from langvggt4d import Prediction
+    from utils.cli import UserError
+
+    with pytest.raises(UserError, match="no meta.json") as e:
+        Prediction.load(tmp_path)
+    assert str(tmp_path) in str(e.value)
