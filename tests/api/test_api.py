@@ -157,3 +157,29 @@ def test_load_refuses_a_folder_that_is_no_output(tmp_path):
     with pytest.raises(UserError, match="no meta.json") as e:
         Prediction.load(tmp_path)
     assert str(tmp_path) in str(e.value)
+
+
+def test_a_hub_repo_id_is_fetched_with_huggingface_hub(parts, tmp_path, monkeypatch):
+    """``from_pretrained("<user>/<repo>")`` asks ``huggingface_hub.snapshot_download`` for exactly the two files of
+    the contract and loads what it returns; without network (HF_HUB_OFFLINE, empty cache) it is one clear error."""
+    import huggingface_hub
+
+    from model.decoder_io import HUB_CONFIG_FILE, MODEL_FILE, DecoderLoadError, from_pretrained
+
+    calls = []
+
+    def fake_download(repo_id, revision=None, allow_patterns=None):
+        calls.append((repo_id, revision, sorted(allow_patterns)))
+        return str(parts["decoder"])
+
+    monkeypatch.chdir(tmp_path)  # "someone/decoder" is no local path here
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    dec = from_pretrained("someone/decoder", revision="v1")
+    assert calls == [("someone/decoder", "v1", sorted([HUB_CONFIG_FILE, MODEL_FILE]))]
+    assert dec.source_info["path"] == str(parts["decoder"])
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(DecoderLoadError, match="cannot fetch the decoder from the Hugging Face Hub"):
+        from_pretrained("someone/not-cached")
