@@ -141,8 +141,8 @@ class ClipEncoder:
         repo = _hf_repo(model_name, pretrained)
         where = f"Hugging Face '{repo}' (file open_clip_pytorch_model.bin)" if repo else "the open_clip release"
         missing = (f"download it from {where} and put it at {_local_candidates(model_name, pretrained)[1]} (or pass "
-                   "--clip-weights PATH); without weights, --hash-text (queries) or --text-encoder hash (oracle "
-                   "targets) use a weight-free text encoder")
+                   "--clip-weights PATH); without weights, --hash-text (queries and oracle targets) uses a "
+                   "weight-free text encoder")
         if is_file:  # read by our safe reader (never unpickled), into the architecture open_clip builds
             try:
                 model = open_clip.create_model(model_name, pretrained=None, precision=precision, device="cpu")
