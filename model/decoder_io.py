@@ -286,7 +286,8 @@ def from_pretrained(name: str | os.PathLike, device: str | torch.device = "cpu",
         try:
             path = Path(snapshot_download(str(name), revision=revision, allow_patterns=[HUB_CONFIG_FILE, MODEL_FILE]))
         except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as e:
-            raise DecoderLoadError(f"cannot fetch the decoder from the Hugging Face Hub ({type(e).__name__})", name,
-                                   "check the repo id and the network (offline: fetch it once online), or pass a "
-                                   "local decoder path") from None
+            raise DecoderLoadError(f"no such decoder path, and no Hugging Face Hub repo of that name could be "
+                                   f"fetched ({type(e).__name__})", name,
+                                   "check the path, or the repo id and the network (offline: fetch it once "
+                                   "online)") from None
     return load_decoder(path, device=device, layers=layers)

@@ -181,5 +181,5 @@ def test_a_hub_repo_id_is_fetched_with_huggingface_hub(parts, tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    with pytest.raises(DecoderLoadError, match="cannot fetch the decoder from the Hugging Face Hub"):
+    with pytest.raises(DecoderLoadError, match="no such decoder path, and no Hugging Face Hub repo"):
         from_pretrained("someone/not-cached")
