@@ -1,6 +1,6 @@
 """Inference entry point: ``python -m inference.run --source <frames|scene|video.mp4> --decoder <ckpt> --out <dir>``.
 
-The backbone streams the frames once (windowed cache, chunks of ``--chunk`` frames), or the cached tokens of
+The backbone streams the frames once (windowed cache, chunks of ``--chunk-size`` frames), or the cached tokens of
 ``<scene>/tokens`` are read when they exist; the trained decoder predicts every frame's small/middle/large
 feature fields, mapped back to the ORIGINAL frame resolution and saved losslessly (safetensors) with PCA
 pictures and the RGB reconstruction; the backbone's heads give depth + confidence and cameras, exported as
@@ -29,11 +29,19 @@ from inference.outputs import AUTOENCODER_DIR, LEVELS, VIDEO_AUTOENCODER_DIR
 from inference.pipeline import Frame, InferenceSettings, run_inference
 from model.backbones import backbone_help
 from preprocess.crop import MODES, PUBLISHED_MODE
-from utils.cli import UserError, add_logging_args, cli_main, setup_logging_from
+from utils.cli import (
+    UserError,
+    add_chunk_size_arg,
+    add_compute_dtype_arg,
+    add_device_arg,
+    add_logging_args,
+    cli_main,
+    setup_logging_from,
+)
 from utils.device import resolve_device, resolve_dtype
 
 #: what ``--preset published`` sets (the published ``inference.py --do_render`` path)
-PUBLISHED_PRESET = {"mode": PUBLISHED_MODE, "window": 120, "chunk": 1, "dtype": "fp32"}
+PUBLISHED_PRESET = {"mode": PUBLISHED_MODE, "window": 120, "chunk_size": 1, "compute_dtype": "fp32"}
 
 log = logging.getLogger("inference.run")
 
@@ -69,15 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-autoencoder", default=None,
                    help="autoencoder of the time-sensitive field (when the decoder has a video head): copied into "
                         "<out>/video_autoencoder/")
-    p.add_argument("--chunk", type=int, default=None,
-                   help="frames per backbone/decoder pass (memory vs speed); default 8 (published preset: 1)")
+    add_chunk_size_arg(p, None, "frames per backbone/decoder pass (memory vs speed); default 8 (published preset: 1)",
+                       old_spelling=True)
     p.add_argument("--window", type=int, default=None,
                    help="StreamVGGT: past frames kept in the streaming caches (bounds memory on long videos); "
                         "default 128 (published preset: 120, the published cache rule). Windowed backbones (vggt, "
                         "page4d): frames per global-attention window, default 32 (memory: README, Backbones)")
     p.add_argument("--overlap", type=int, default=4,
                    help="windowed backbones: frames each window shares with the one before; their cameras and "
-                        "depth give the Sim(3) that joins the windows (--chunk is then window - overlap)")
+                        "depth give the Sim(3) that joins the windows (--chunk-size is then window - overlap)")
     p.add_argument("--target-width", type=int, default=None,
                    help="network input width (multiple of 14); default: the token cache's, else the width the "
                         "decoder was trained at (recorded in its checkpoint), else 518; another one is warned about")
@@ -85,9 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="preprocessing mode (see preprocess.extract_tokens --help); default: the token cache's, "
                         "else the decoder's training mode, else resize (the published preset uses its own "
                         "'original' mode); another one is warned about")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto (CUDA when available)")
-    p.add_argument("--dtype", default=None,
-                   help="fp32 (default), fp16 or bf16 (reduced precision only on CUDA; the published preset is fp32)")
+    add_device_arg(p)
+    add_compute_dtype_arg(p, None, "fp32 (default), fp16 or bf16 (reduced precision only on CUDA; the published "
+                                   "preset is fp32)", old_spelling=True)
     p.add_argument("--max-frames", type=int, default=None, help="only the first N frames (debugging)")
     p.add_argument("--no-geometry", action="store_true", help="skip depth, cameras and point clouds")
     p.add_argument("--no-pca", action="store_true", help="skip the PCA pictures of the fields")
@@ -211,7 +219,7 @@ def iter_prepared(refs, preprocessor, reader=None) -> Iterator[Frame]:
 
 def apply_preset(args: argparse.Namespace) -> None:
     """Fill the unset settings from the preset; warn where the command line departs from the published path."""
-    defaults = {"window": 128, "chunk": 8, "dtype": "fp32"}
+    defaults = {"window": 128, "chunk_size": 8, "compute_dtype": "fp32"}
     args.window_given = args.window is not None
     if args.preset != "published":
         for k, v in defaults.items():
@@ -224,13 +232,13 @@ def apply_preset(args: argparse.Namespace) -> None:
     if args.target_width is not None:
         raise UserError("--target-width cannot be combined with --preset published", None,
                         "the published path does not resize; drop --target-width")
-    for k in ("window", "chunk", "dtype"):
+    for k in ("window", "chunk_size", "compute_dtype"):
         value = getattr(args, k)
         if value is None:
             setattr(args, k, PUBLISHED_PRESET[k])
         elif str(value) != str(PUBLISHED_PRESET[k]):
             log.warning("--%s %s departs from the published path (%s): the fields will differ from the published "
-                        "ones", k, value, PUBLISHED_PRESET[k])
+                        "ones", k.replace("_", "-"), value, PUBLISHED_PRESET[k])
     args.mode = PUBLISHED_MODE
     args.no_tokens = True
 
@@ -289,32 +297,49 @@ def expand_sources(sources: list[str]) -> list[tuple[Path, str | None]]:
     return [(p, p.stem) for p in paths]
 
 
+def parse_options(argv: list[str]) -> argparse.Namespace:
+    """The command's settings from its flags, the preset applied (the Python API builds them the same way)."""
+    args = build_parser().parse_args(argv)
+    apply_preset(args)
+    return args
+
+
+def load_networks(decoder_path: str, backbone_spec: str | None, device: torch.device,
+                  preset: str = "default") -> tuple[torch.nn.Module, torch.nn.Module | None, str | None]:
+    """(decoder, backbone or None, backbone identity or None), loaded once for every source: the decoder by
+    ``model.decoder_io.from_pretrained`` (any ``--decoder`` path or a Hub repo id), the backbone by
+    ``model.backbones.load_backbone``; the published preset refuses a decoder of ours."""
+    from model.decoder_io import decoder_kind, from_pretrained
+
+    backbone, backbone_id = None, None
+    if backbone_spec:
+        from model.backbones import load_backbone
+
+        backbone, backbone_id, _ = load_backbone(backbone_spec, device=device)
+    layers = tuple(backbone.config.dpt_layers) if backbone is not None else None
+    decoder = from_pretrained(decoder_path, device=device, layers=layers)
+    if preset == "published" and decoder_kind(decoder) != "published":
+        raise UserError("--preset published runs the published head, but this decoder is one of ours", decoder_path,
+                        "pass the published checkpoint_epoch_100.pth (or a decoder trained with --decoder "
+                        "published), or drop --preset")
+    return decoder, backbone, backbone_id
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> dict | list[dict]:
     args = build_parser().parse_args(argv)
     setup_logging_from(args)
     apply_preset(args)
-    from model.decoder_io import decoder_kind, load_decoder
     from utils.ranks import local_device_index, my_share, rank_and_world
 
-    device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
+    device, dtype = resolve_device(args.device), resolve_dtype(args.compute_dtype)
     if device.type == "cuda" and rank_and_world()[1] > 1 and device.index is None:
         device = torch.device("cuda", local_device_index())  # torchrun: one GPU per local rank
     jobs = expand_sources(args.source)
     if len(jobs) > 1 and args.tokens:
         raise UserError("--tokens names one token cache but there are several sources", args.tokens,
                         "drop --tokens: each scene's own <scene>/tokens is used")
-    backbone, backbone_id = None, None
-    if args.backbone:
-        from model.backbones import load_backbone
-
-        backbone, backbone_id, _ = load_backbone(args.backbone, device=device)
-    layers = tuple(backbone.config.dpt_layers) if backbone is not None else None
-    decoder = load_decoder(args.decoder, device=device, layers=layers)
-    if args.preset == "published" and decoder_kind(decoder) != "published":
-        raise UserError("--preset published runs the published head, but this decoder is one of ours", args.decoder,
-                        "pass the published checkpoint_epoch_100.pth (or a decoder trained with --decoder "
-                        "published), or drop --preset")
+    decoder, backbone, backbone_id = load_networks(args.decoder, args.backbone, device, args.preset)
     mine = my_share(jobs)
     if len(mine) < len(jobs):
         log.info("rank %d of %d: %d of %d sources", *rank_and_world(), len(mine), len(jobs))
@@ -372,7 +397,7 @@ def run_source(args: argparse.Namespace, source: Path, out: Path, decoder, backb
 
     from inference.predictor import LangVGGTPredictor
 
-    chunk = args.chunk
+    chunk = args.chunk_size
     if backbone is not None and not getattr(backbone, "streaming", True):
         window = args.window if getattr(args, "window_given", True) else 32
         args.window = window

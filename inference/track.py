@@ -35,7 +35,7 @@ from inference.tracking.lift import geometry_files, lift_tracks
 from inference.tracking.lk import LKParams, to_gray, track_lk
 from inference.tracking.store import DEFAULT_MAX_BYTES, frame_store
 from preprocess.frames import iter_frames, list_frames
-from utils.cli import UserError, add_logging_args, cli_main, setup_logging_from
+from utils.cli import UserError, add_device_arg, add_logging_args, cli_main, setup_logging_from
 
 logger = logging.getLogger(__name__)
 METHODS = ("lk", "trackhead")
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--window", type=int, default=16,
                    help="frames per track-head pass, the query frame included (bounds memory; default 16)")
     h.add_argument("--iters", type=int, default=4, help="track-head refinement iterations (default 4)")
-    h.add_argument("--device", default="cpu", help="torch device of the track head (cpu, cuda, cuda:1)")
+    add_device_arg(h, "cpu", " of the track head")
     add_logging_args(p)
     return p
 

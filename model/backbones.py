@@ -23,7 +23,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -153,7 +153,7 @@ def load_backbone(spec: str | BackboneSpec | None, config: dict[str, Any] | None
         logger.info("backbone: %s (%s)", path, bid)
     info["family"] = label
     info["streaming"] = family.streaming
-    info["config"] = model.config.to_dict()
+    info["config"] = cast(Any, model).config.to_dict()  # every family's network has a config
     return model.to(device).eval().requires_grad_(False), bid, info
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ DEFAULT_MODEL, DEFAULT_PRETRAINED = CLIP_MODEL, CLIP_PRETRAINED
 LOCAL_CKPT_DIR = Path(__file__).resolve().parents[1] / "ckpt" / "open_clip"
 
 #: The tiny random config: the real 49408-token vocabulary and 77-token context, everything else minimal.
-TINY_CONFIG = {
+TINY_CONFIG: dict[str, Any] = {
     "embed_dim": 512,
     "vision_cfg": {"image_size": 224, "layers": 1, "width": 32, "head_width": 16, "patch_size": 32},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
@@ -71,10 +72,10 @@ class ClipEncoder:
                  dtype: torch.dtype = torch.float32) -> None:
         self.device = resolve_device(device)
         self.dtype = dtype
-        self.model = model.to(self.device, dtype=dtype).eval()
+        self.model: Any = cast(Any, model.to(self.device, dtype=dtype).eval())  # an open_clip CLIP
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.tokenizer = tokenizer
+        self.tokenizer: Any = tokenizer
         self.identity = identity
         size = getattr(self.model.visual, "image_size", 224)
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
@@ -140,8 +141,8 @@ class ClipEncoder:
         repo = _hf_repo(model_name, pretrained)
         where = f"Hugging Face '{repo}' (file open_clip_pytorch_model.bin)" if repo else "the open_clip release"
         missing = (f"download it from {where} and put it at {_local_candidates(model_name, pretrained)[1]} (or pass "
-                   "--clip-weights PATH); without weights, --hash-text (queries) or --text-encoder hash (oracle "
-                   "targets) use a weight-free text encoder")
+                   "--clip-weights PATH); without weights, --hash-text (queries and oracle targets) uses a "
+                   "weight-free text encoder")
         if is_file:  # read by our safe reader (never unpickled), into the architecture open_clip builds
             try:
                 model = open_clip.create_model(model_name, pretrained=None, precision=precision, device="cpu")

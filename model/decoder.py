@@ -25,16 +25,16 @@ All outputs are bilinearly resized to the frame size when it differs from the DP
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.config_dict import DictConfig
 from model.levels import LEVELS
 from model.unet import UNetDecoder, UNetEncoder
 
@@ -43,7 +43,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
-class DecoderConfig:
+class DecoderConfig(DictConfig):
     """Widths and sizes of the Semantic Bridging Decoder (defaults = the published model).
 
     ``layers`` are the backbone block indices the decoder reads (the token cache must hold exactly
@@ -67,21 +67,16 @@ class DecoderConfig:
     @classmethod
     def tiny(cls, dim_in: int = 128, layers: Sequence[int] = (0, 1, 2, 3), **kw: Any) -> DecoderConfig:
         """A few-thousand-parameter decoder for CPU tests (matches ``StreamVGGTConfig.tiny()`` tokens)."""
-        base = dict(dim_in=dim_in, layers=tuple(layers), dpt_features=16, dpt_out_channels=(8, 16, 32, 32),
+        base: dict[str, Any] = dict(dim_in=dim_in, layers=tuple(layers), dpt_features=16, dpt_out_channels=(8, 16, 32, 32),
                     lang_widths=(8, 16, 16, 32), rgb_widths=(8, 8, 16, 16))
         base.update(kw)
         return cls(**base)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+    CONFIG_NAME = "decoder config"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DecoderConfig:
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = set(d) - set(names)
-        if unknown:
-            raise ValueError(f"unknown decoder config keys {sorted(unknown)}; known: {sorted(names)}")
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        kw = cls.kwargs_from_dict(d)
         kw.setdefault("frame_input", False)  # configs written before the option had no frame input
         return cls(**kw)
 
@@ -121,6 +116,8 @@ class SemanticBridgingDecoder(nn.Module):
         self.video_decoder = (
             UNetDecoder(cfg.video_dim, cfg.lang_widths, norm=cfg.norm) if cfg.video_dim > 0 else None
         )
+        self.rgb_encoder: UNetEncoder | None
+        self.rgb_decoder: UNetDecoder | None
         if cfg.rgb:
             self.rgb_encoder = UNetEncoder(cfg.dpt_features, cfg.rgb_widths, norm=cfg.norm)
             self.rgb_decoder = UNetDecoder(3, cfg.rgb_widths, norm=cfg.norm)
@@ -164,13 +161,14 @@ class SemanticBridgingDecoder(nn.Module):
             img = frame.to(feats.dtype)
             if tuple(img.shape[-2:]) != tuple(feats.shape[-2:]):
                 img = F.interpolate(img, size=feats.shape[-2:], mode="bilinear", align_corners=False)
-            img = (img - self.rgb_mean.to(img.dtype)) / self.rgb_std.to(img.dtype)
+            mean, std = cast(torch.Tensor, self.rgb_mean), cast(torch.Tensor, self.rgb_std)  # buffers
+            img = (img - mean.to(img.dtype)) / std.to(img.dtype)
             lang_in = torch.cat([feats, img], dim=1)
         enc = self.lang_encoder(lang_in)
         out: dict[str, Any] = {"lang": {lvl: fit(dec(enc)) for lvl, dec in self.lang_decoders.items()}}
         if self.video_decoder is not None:
             out["video"] = fit(self.video_decoder(enc))
-        if self.rgb_encoder is not None:
+        if self.rgb_encoder is not None and self.rgb_decoder is not None:  # made together (config.rgb)
             out["rgb"] = torch.sigmoid(fit(self.rgb_decoder(self.rgb_encoder(feats))))
         return out
 

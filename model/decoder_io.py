@@ -7,6 +7,9 @@ Accepted, by path:
   decoder config, whose ``kind`` says which class (ours by default, ``published`` for the published head);
 - a single ``.safetensors`` file with the config in its ``langvggt4d`` metadata key (:func:`save_decoder_file`),
   or with the published head's key names (its widths are read from the tensor shapes);
+- a Hugging Face Hub style folder (``config.json`` + ``model.safetensors``, :func:`save_pretrained`), or a Hub
+  repo id holding one (:func:`from_pretrained`, fetched with ``huggingface_hub``), the contract of
+  ``huggingface_hub.PyTorchModelHubMixin``, so a trained decoder is shared on the Hub as VGGT's weights are;
 - a published 4DLangVGGT ``.pth`` (``{'epoch', 'model_state_dict', 'optimizer_state_dict', 'scaler', 'loss',
   'args'}``): read with ``weights_only`` and exactly one extra class allowed (``argparse.Namespace``, the
   ``args``); ``model_state_dict`` is loaded strictly. Any other pickled object is refused, never executed.
@@ -21,7 +24,7 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -35,6 +38,8 @@ from utils.cli import UserError
 LAST = "last"
 STATE_FILE = "state.json"
 MODEL_FILE = "model.safetensors"
+#: the Hub folder's config (``PyTorchModelHubMixin``'s name): ``{"decoder_config": ..., "token_info": ...}``
+HUB_CONFIG_FILE = "config.json"
 OPTIM_FILE = "optim.safetensors"
 META_KEY = "langvggt4d"
 PTH_SUFFIXES = (".pth", ".pt", ".bin")
@@ -147,7 +152,7 @@ def save_decoder_file(model: nn.Module, path: str | os.PathLike, extra: dict[str
     (sorted JSON) metadata key, so the bytes are the same on every run."""
     from utils.io import save_safetensors_atomic
 
-    meta = {"config": model.config.to_dict(), **(extra or {})}
+    meta = {"config": cast(Any, model).config.to_dict(), **(extra or {})}
     save_safetensors_atomic(dict(model.state_dict()), path,
                             metadata={META_KEY: json.dumps(meta, sort_keys=True, separators=(",", ":"))})
 
@@ -174,6 +179,8 @@ def read_decoder(path: str | os.PathLike) -> tuple[AnyDecoderConfig, dict[str, t
                                "or the published checkpoint_epoch_100.pth")
     if path.is_file() and path.name == MODEL_FILE and (path.parent / STATE_FILE).is_file():
         path = path.parent
+    if path.is_dir() and (path / HUB_CONFIG_FILE).is_file() and not (path / STATE_FILE).is_file():
+        return _read_hub_folder(path)
     if path.is_dir():
         sd, _, info = load_checkpoint(path)
         if "decoder_config" not in info:
@@ -225,5 +232,62 @@ def load_decoder(path: str | os.PathLike, device: str | torch.device = "cpu",
         cfg.layers = tuple(int(i) for i in layers)
     model = build_decoder(cfg)
     load_state_strict(model, sd, info["path"])
-    model.source_info = {k: v for k, v in info.items() if k in ("path", "format", "epoch", "token_info")}
+    cast(Any, model).source_info = {k: v for k, v in info.items() if k in ("path", "format", "epoch", "token_info")}
     return model.to(device).eval()
+
+
+def save_pretrained(model: nn.Module, folder: str | os.PathLike) -> Path:
+    """Write ``model`` (ours or the published head) as a Hub folder: ``model.safetensors`` (the state dict) and
+    ``config.json`` (``decoder_config`` with its ``kind``, and the ``token_info`` the decoder was trained on when
+    known, so inference still refuses tokens of another backbone). Upload the folder with
+    ``huggingface_hub.upload_folder``; :func:`from_pretrained` (or ``--decoder``) reads it back. Byte-deterministic."""
+    from utils.io import save_json_atomic, save_safetensors_atomic
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config: dict[str, Any] = {"decoder_config": {**cast(Any, model).config.to_dict(), "kind": decoder_kind(model)}}
+    token_info = getattr(model, "source_info", {}).get("token_info")
+    if token_info:
+        config["token_info"] = token_info
+    save_safetensors_atomic(dict(model.state_dict()), folder / MODEL_FILE)
+    save_json_atomic(config, folder / HUB_CONFIG_FILE)
+    return folder
+
+
+def _read_hub_folder(folder: Path) -> tuple[AnyDecoderConfig, dict[str, torch.Tensor], dict[str, Any]]:
+    from utils.io import read_json
+
+    config = read_json(folder / HUB_CONFIG_FILE)
+    if not isinstance(config, dict) or not isinstance(config.get("decoder_config"), dict):
+        raise DecoderLoadError(f"{HUB_CONFIG_FILE} holds no decoder_config", folder / HUB_CONFIG_FILE,
+                               "write the folder with model.decoder_io.save_pretrained")
+    try:
+        cfg = decoder_config_from_dict(config["decoder_config"])
+    except (TypeError, ValueError) as e:
+        raise DecoderLoadError(f"unreadable decoder config ({e})", folder / HUB_CONFIG_FILE,
+                               "write the folder with model.decoder_io.save_pretrained") from None
+    sd, _ = read_safetensors(folder / MODEL_FILE)
+    info: dict[str, Any] = {"path": str(folder), "format": "hub"}
+    if config.get("token_info"):
+        info["token_info"] = config["token_info"]
+    return cfg, sd, info
+
+
+def from_pretrained(name: str | os.PathLike, device: str | torch.device = "cpu",
+                    layers: tuple[int, ...] | None = None, revision: str | None = None) -> nn.Module:
+    """A decoder from any path :func:`load_decoder` reads, or a Hugging Face Hub repo id (``user/name``) holding a
+    :func:`save_pretrained` folder (downloaded once into the Hub cache; ``HF_HUB_OFFLINE=1`` reads the cache)."""
+    path = Path(name)
+    repo_like = isinstance(name, str) and name.count("/") == 1 and not name.startswith((".", "/", "~"))
+    if repo_like and not path.exists() and not path.parent.exists():  # not a local path: a Hub repo id
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+        try:
+            path = Path(snapshot_download(str(name), revision=revision, allow_patterns=[HUB_CONFIG_FILE, MODEL_FILE]))
+        except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as e:
+            raise DecoderLoadError(f"no such decoder path, and no Hugging Face Hub repo of that name could be "
+                                   f"fetched ({type(e).__name__})", name,
+                                   "check the path, or the repo id and the network (offline: fetch it once "
+                                   "online)") from None
+    return load_decoder(path, device=device, layers=layers)

@@ -23,22 +23,22 @@ run (and optionally train) the published architecture.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.config_dict import DictConfig
 from model.levels import LEVELS
 
 KIND = "published"
 
 
 @dataclass
-class PublishedDecoderConfig:
+class PublishedDecoderConfig(DictConfig):
     """Constructor arguments of the published head (defaults = the released ``LanguageHead_Multi(2048, 14, 3)``).
 
     ``layers`` are the backbone blocks whose tokens the DPT reads (the published head indexes the full 24-layer
@@ -75,16 +75,11 @@ class PublishedDecoderConfig:
         base.update(kw)
         return cls(**base)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+    CONFIG_NAME = "published-decoder config"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PublishedDecoderConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown published-decoder config keys {sorted(unknown)}; known: {sorted(names)}")
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        kw = cls.kwargs_from_dict(d)
         if kw.get("kind", KIND) != KIND or kw.get("video_dim", 0) or not kw.get("rgb", True):
             raise ValueError(f"not a published-decoder config: {d}")
         return cls(**kw)
@@ -217,7 +212,7 @@ class PublishedLanguageHead(nn.Module):
         """Our decoders' interface: tokens (len(layers) x (N, P, dim_in)), frame (N, 3, h, w) (shape only) ->
         ``{"lang": {level: (N, lang_dim, H, W)}, "rgb": (N, 3, H, W)}`` with (H, W) = ``out_hw`` or (h, w)."""
         toks = [t.unsqueeze(1) if t.dim() == 3 else t for t in tokens]  # frames as the batch, S = 1
-        dtype = self.lang_encoder.down1[0].weight.dtype
+        dtype = cast(Any, self.lang_encoder).down1[0].weight.dtype
         toks = [t.to(dtype) for t in toks]
         H, W = out_hw if out_hw is not None else tuple(frame.shape[-2:])
         lang, rgb = self(toks, (frame.shape[0], 1, *frame.shape[1:]), patch_start_idx, img_height=H, img_width=W)

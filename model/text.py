@@ -2,7 +2,7 @@
 weight-free encoder, a deterministic bag-of-words hash embedding.
 
 Used wherever the pipeline must run without CLIP weights (the one-command demo, oracle checks): semantic
-targets (``python -m preprocess.extract_semantics --mode oracle --text-encoder hash``) and queries
+targets (``python -m preprocess.extract_semantics --mode oracle --hash-text``) and queries
 (``python -m eval.evaluate --hash-text``) then share one embedding space. It is consistent, not semantic:
 only texts that share words are similar.
 """

@@ -46,7 +46,6 @@ from tqdm import tqdm
 
 from model.clip import ClipEncoder
 from model.text import build_text_encoder, text_encoder_from_options
-from preprocess.semantics import LEVELS
 from preprocess.semantics.crops import region_crops
 from preprocess.semantics.levels import assemble, compact, pool_levels
 from preprocess.semantics.proposals import PrecomputedProposer, SamProposer, SkimageProposer
@@ -60,8 +59,10 @@ from preprocess.semantics.scene import (
     iter_rgb,
     list_scene_frames,
 )
+from preprocess.target_format import PLANES, SEG_SUFFIX, feat_name, seg_name
 from utils.cli import (
     UserError,
+    add_device_arg,
     add_logging_args,
     add_text_encoder_args,
     cli_main,
@@ -105,8 +106,8 @@ class TextCache:
 
 
 def _write_frame(out: StagedOutput, key: str, s: np.ndarray, f: np.ndarray) -> None:
-    save_npy_atomic(f, out.path(f"{key}_f.npy"))
-    save_npy_atomic(s, out.path(f"{key}_s.npy"))  # written last: its presence marks the frame as done
+    save_npy_atomic(f, out.path(feat_name(key)))
+    save_npy_atomic(s, out.path(seg_name(key)))  # written last: its presence marks the frame as done
 
 
 def _run_staged(out: StagedOutput, body) -> Path:
@@ -118,7 +119,7 @@ def _run_staged(out: StagedOutput, body) -> Path:
         out.abort()
         raise
     except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: finished frames stay in the partial folder
-        raise interrupted(e, f"{out.count('_s.npy')} finished frames kept", out.partial,
+        raise interrupted(e, f"{out.count(SEG_SUFFIX)} finished frames kept", out.partial,
                           "re-run the same command to resume") from None
     return out.commit()
 
@@ -170,11 +171,11 @@ def extract_oracle(scene: str | Path, encoder: ClipEncoder, overwrite: bool = Fa
                 ids_per_level.append([int(i) for i in ids])
                 feats.append(texts.rows([gt.regions[int(i)]["name"] for i in ids]))
             rows_meta[fr.key] = ids_per_level
-            if out.has(f"{fr.key}_s.npy", f"{fr.key}_f.npy"):
+            if out.has(seg_name(fr.key), feat_name(fr.key)):
                 continue
             s, f = assemble(local, feats)
             _write_frame(out, fr.key, s, f)
-        save_json_atomic(dict(base_cfg, format="4dlangsplat-clip_features", levels=list(LEVELS),
+        save_json_atomic(dict(base_cfg, format="4dlangsplat-clip_features", levels=list(PLANES),
                               default_level=DEFAULT_LEVEL_DOC, embed_dim=encoder.embed_dim,
                               region_names={str(k): v["name"] for k, v in sorted(gt.regions.items())},
                               rows=rows_meta), out.path("meta.json"))
@@ -206,7 +207,7 @@ def extract_oracle_video(scene: Path, encoder: ClipEncoder, gt: GroundTruth, fra
         for fr in tqdm(frames, desc="oracle video_features", unit="frame", disable=not progress):
             caps = [gt.caption(o, fr.index) for o in gt.objects]
             captions[fr.key] = caps
-            if out.has(f"{fr.key}_s.npy", f"{fr.key}_f.npy"):
+            if out.has(seg_name(fr.key), feat_name(fr.key)):
                 continue
             large = gt.labels(fr.key, image_hw(fr.path))[2]
             s = np.full(large.shape, -1.0, np.float32)
@@ -285,7 +286,7 @@ def extract_clip(scene: str | Path, encoder: ClipEncoder, proposer, overwrite: b
     out = StagedOutput(scene / output_name, cfg, overwrite)
 
     def body() -> None:
-        todo = [fr for fr in frames if not out.has(f"{fr.key}_s.npy", f"{fr.key}_f.npy")]
+        todo = [fr for fr in frames if not out.has(seg_name(fr.key), feat_name(fr.key))]
         if len(todo) < len(frames):
             logger.info("resuming: %d of %d frames already done", len(frames) - len(todo), len(frames))
         def prepare(image: np.ndarray, key: str):
@@ -306,7 +307,7 @@ def extract_clip(scene: str | Path, encoder: ClipEncoder, proposer, overwrite: b
                 pending = (fr.key, job)
             if pending is not None:
                 finish(*pending)
-        save_json_atomic(dict(cfg, format="4dlangsplat-clip_features", levels=list(LEVELS),
+        save_json_atomic(dict(cfg, format="4dlangsplat-clip_features", levels=list(PLANES),
                               default_level=DEFAULT_LEVEL_DOC if masks != "precomputed" else "as precomputed",
                               embed_dim=encoder.embed_dim, image_size=encoder.image_size), out.path("meta.json"))
 
@@ -333,15 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-video", action="store_true", help="oracle mode: skip the time-sensitive video_features/")
     p.add_argument("--output-name", default="clip_features", help="output folder name inside the scene")
     p.add_argument("--batch-size", type=int, default=64, help="crops per CLIP image-encoder batch")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
+    add_device_arg(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing output folders")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    p.add_argument("--text-encoder", choices=["clip", "hash"], default="clip",
-                   help="oracle mode text encoder: 'clip' (the --clip flags below) or 'hash', the weight-free "
-                        "bag-of-words model.text.HashTextEncoder (no weights needed; query with the same encoder, "
-                        "e.g. `python -m eval.evaluate --hash-text`)")
-    p.add_argument("--hash-dim", type=int, default=512, help="embedding size of --text-encoder hash")
-    add_text_encoder_args(p, hash_flag=False)
+    p.add_argument("--hash-dim", type=int, default=512, help="embedding size of --hash-text")
+    add_text_encoder_args(p, old_text_encoder_flag=True)
     add_logging_args(p)
     return p
 
@@ -361,9 +358,9 @@ def main(argv: list[str] | None = None) -> int:
                 proposer = PrecomputedProposer(args.masks_dir)
             else:
                 proposer = SkimageProposer()
-        if args.text_encoder == "hash":
+        if args.hash_text:
             if args.mode != "oracle":
-                raise SemanticsInputError("--text-encoder hash only works with --mode oracle (clip mode embeds "
+                raise SemanticsInputError("--hash-text only works with --mode oracle (clip mode embeds "
                                           "image crops, which needs open_clip)")
             encoder = build_text_encoder("hash", dim=args.hash_dim, seed=args.clip_seed)
         else:

@@ -78,7 +78,16 @@ from preprocess.token_cache import (  # noqa: E402
     write_scene_meta,
     write_token_file,
 )
-from utils.cli import UserError, add_logging_args, cli_main, interrupted, setup_logging_from  # noqa: E402
+from utils.cli import (  # noqa: E402
+    UserError,
+    add_chunk_size_arg,
+    add_compute_dtype_arg,
+    add_device_arg,
+    add_logging_args,
+    cli_main,
+    interrupted,
+    setup_logging_from,
+)
 from utils.device import autocast, resolve_device, resolve_dtype  # noqa: E402
 from utils.lock import output_lock  # noqa: E402
 from utils.ranks import local_device_index, my_share, rank_and_world  # noqa: E402
@@ -436,18 +445,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weights file/folder or Hugging Face repo id; default ckpt/streamvggt/checkpoints.pth, "
                         "else the Hub repo lch01/StreamVGGT")
     p.add_argument("--seed", type=int, default=0, help="seed of the random --backbone tiny")
-    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
+    add_device_arg(p)
     p.add_argument("--dtype", choices=sorted(STORAGE_DTYPES), default="fp16",
                    help="storage precision of the tokens (fp16 halves the size; bf16 if fp16 overflows; int8: one "
                         "byte per value with a fp16 scale per token row, max|x|/127, error <= scale/2, about "
                         "half the size of fp16, read back as float32)")
-    p.add_argument("--compute-dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
-                   help="backbone precision (autocast, CUDA only; fp32 on CPU)")
-    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK,
-                   help="frames per backbone call (block-causal within a chunk: the same tokens as 1 up to "
-                        "rounding; each frame attends to its own slice of the cache, so chunks do no masked "
-                        "work). Larger chunks batch the per-frame layers (faster, more activation memory). "
-                        "Recorded in the metadata: resume with the same")
+    add_compute_dtype_arg(p, "fp32", "backbone precision (autocast, CUDA only; fp32 on CPU)")
+    add_chunk_size_arg(p, DEFAULT_CHUNK,
+                       "frames per backbone call (block-causal within a chunk: the same tokens as 1 up to "
+                       "rounding; each frame attends to its own slice of the cache, so chunks do no masked "
+                       "work). Larger chunks batch the per-frame layers (faster, more activation memory). "
+                       "Recorded in the metadata: resume with the same")
     p.add_argument("--window", type=_window_arg, default=DEFAULT_WINDOW,
                    help="StreamVGGT: max past frames each frame attends to (KV cache size; the published "
                         "extraction uses 128); 'none' = unbounded (memory grows with the video). Windowed backbones "

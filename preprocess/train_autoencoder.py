@@ -56,7 +56,8 @@ from model.autoencoder import (
 )
 from model.text import check_text_encoder
 from preprocess.semantics.scene import OutputExistsError, StagedOutput, remove_stale_temps
-from utils.cli import UserError, add_logging_args, cli_main, json_safe, setup_logging_from
+from preprocess.target_format import feat_files, feat_name, feat_path, key_of, partner, seg_name, seg_path
+from utils.cli import UserError, add_device_arg, add_logging_args, cli_main, json_safe, setup_logging_from
 from utils.device import resolve_device
 from utils.io import load_npy, save_json_atomic, save_npy_atomic
 from utils.lock import output_lock
@@ -71,7 +72,7 @@ class FeaturesMissingError(UserError, FileNotFoundError):
 def feature_files(scene: str | Path, features: str = "clip_features") -> list[Path]:
     """Sorted ``<scene>/<features>/*_f.npy``; a clear error if there are none."""
     d = Path(scene) / features
-    files = sorted(d.glob("*_f.npy")) if d.is_dir() else []
+    files = feat_files(d) if d.is_dir() else []
     if not files:
         raise FeaturesMissingError(f"no {features}/*_f.npy feature files", d,
                                    f"run `python -m preprocess.extract_semantics --scene {scene} ...` first")
@@ -208,7 +209,7 @@ def _check_sources(model: FeatureAutoencoder, files: list[Path]) -> None:
     """Every feature file readable, finite, of the autoencoder's D, with its ``_s.npy``: checked before anything is
     written (one error naming the file)."""
     for f in files:
-        s_src = f.with_name(f.name[: -len("_f.npy")] + "_s.npy")
+        s_src = partner(f)
         if not s_src.is_file():
             raise UserError("segment file missing (every _f.npy needs its _s.npy)", s_src,
                             "re-extract the features with preprocess.extract_semantics")
@@ -218,20 +219,19 @@ def _check_sources(model: FeatureAutoencoder, files: list[Path]) -> None:
 def _encoded(model: FeatureAutoencoder, files: list[Path]):
     """Yield ``(key, encoded float32 (N, k), source _s.npy path)`` per feature file."""
     for f in files:
-        key = f.name[: -len("_f.npy")]
         z = encode(model, torch.from_numpy(read_feature_file(f, model.in_dim)))
-        yield key, z.cpu().numpy().astype(np.float32), f.with_name(f"{key}_s.npy")
+        yield key_of(f), z.cpu().numpy().astype(np.float32), partner(f)
 
 
 def _same_encoding(model: FeatureAutoencoder, files: list[Path], final: Path) -> bool:
     """True when ``final`` holds exactly the files :func:`encode_scene` would write (same names, same bytes)."""
-    expected = {n for f in files for n in (f.name, f.name[: -len("_f.npy")] + "_s.npy")}
+    expected = {n for f in files for n in (f.name, partner(f).name)}
     if not final.is_dir() or {p.name for p in final.iterdir()} != expected:
         return False
     for key, z, s_src in _encoded(model, files):
-        if (final / f"{key}_f.npy").read_bytes() != _npy_bytes(z):
+        if feat_path(final, key).read_bytes() != _npy_bytes(z):
             return False
-        if (final / f"{key}_s.npy").read_bytes() != s_src.read_bytes():
+        if seg_path(final, key).read_bytes() != s_src.read_bytes():
             return False
     return True
 
@@ -257,9 +257,10 @@ def encode_scene(model: FeatureAutoencoder, scene: str | Path, features: str = "
     try:
         for key, z, s_src in tqdm(_encoded(model, files), total=len(files), desc=f"encode {scene.name}",
                                   unit="frame", disable=not progress):
-            save_npy_atomic(z, out.path(f"{key}_f.npy"))
-            shutil.copyfile(s_src, out.path(f".{key}_s.npy.tmp"))
-            out.path(f".{key}_s.npy.tmp").replace(out.path(f"{key}_s.npy"))
+            save_npy_atomic(z, out.path(feat_name(key)))
+            tmp = out.path(f".{seg_name(key)}.tmp")
+            shutil.copyfile(s_src, tmp)
+            tmp.replace(out.path(seg_name(key)))
     except (UserError, FileNotFoundError, ValueError):
         out.abort()
         raise
@@ -309,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-name", default="language_features",
                    help="encoded folder is <scene>/<features>-<output-name>_dim<k>")
     p.add_argument("--no-encode", action="store_true", help="only train and save; do not write encoded targets")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
+    add_device_arg(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing encoded folders / autoencoder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     add_logging_args(p)

@@ -39,8 +39,8 @@ BACKBONE="${BACKBONE-ckpt/streamvggt/checkpoints.pth}"
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 args=(--source "$SOURCE" --out "$OUT" --decoder "$DECODER" --device "${DEVICE:-auto}" --preset "${PRESET:-default}")
-[[ -n "${DTYPE:-}" ]] && args+=(--dtype "$DTYPE")
-[[ -n "${CHUNK:-}" ]] && args+=(--chunk "$CHUNK")
+[[ -n "${DTYPE:-}" ]] && args+=(--compute-dtype "$DTYPE")
+[[ -n "${CHUNK:-}" ]] && args+=(--chunk-size "$CHUNK")
 [[ -n "${WINDOW:-}" ]] && args+=(--window "$WINDOW")
 [[ "${PUBLISHED_PNG:-0}" == "1" ]] && args+=(--published-png)
 [[ -n "$BACKBONE" ]] && args+=(--backbone "$BACKBONE")

@@ -12,11 +12,12 @@ from tests.conftest import REPO_ROOT
 
 #: packages from the bottom of the data flow to the top; a package may import only those of a lower rank
 RANKS = {"utils": 0, "model": 1, "preprocess": 2, "training": 3, "inference": 3, "eval.query": 4,
-         "eval.protocol": 5, "viewer": 6, "scripts": 7, "benchmarks": 7, "train": 7}
+         "eval.protocol": 5, "langvggt4d": 5, "viewer": 6, "scripts": 7, "benchmarks": 7, "train": 7}
 #: the one allowed upward import: ``python -m inference.view`` (the entry point issue 13 names) is a launcher of
 #: a few lines for the viewer, which sits above the query code it reuses
 ALLOWED_UP = {("inference/view.py", "viewer")}
-SOURCE_DIRS = ("utils", "model", "preprocess", "training", "inference", "eval", "viewer", "scripts", "benchmarks")
+SOURCE_DIRS = ("utils", "model", "preprocess", "training", "inference", "eval", "langvggt4d", "viewer", "scripts",
+               "benchmarks")
 
 
 def _sources() -> list[Path]:
@@ -116,6 +117,9 @@ def test_each_concept_that_crosses_stages_has_one_home():
         r"^def load_video_annotations\b": ["preprocess/annotations.py"],
         r"^def discover_jobs\b": ["preprocess/layout.py"],
         r"^def write_token_file\b": ["preprocess/token_cache.py"],
+        r"^LEVELS\b[^=\n]*=": ["model/levels.py"],  # one LEVELS: the target file's planes are PLANES
+        r"^def target_problems\b": ["preprocess/target_format.py"],
+        r"^def (seg|feat)_name\b": ["preprocess/target_format.py"],
         r"^def (write|read)_fields\b": ["inference/outputs.py"],
         r"^def (write|read)_depth\b": ["preprocess/geometry_files.py"],
         r"^def camera_record\b": ["preprocess/geometry_files.py"],
@@ -132,3 +136,35 @@ def test_each_concept_that_crosses_stages_has_one_home():
 def test_no_command_line_parsing_in_model():
     offenders = _definitions(r"ArgumentParser\(|add_argument\(")
     assert not [f for f in offenders if f.startswith("model/")], offenders
+
+
+#: the library packages (commands' helpers in scripts/ and benchmarks/ may write fixtures their own way)
+LIBRARY_DIRS = ("utils", "model", "preprocess", "training", "inference", "eval", "langvggt4d", "viewer")
+TARGET_SUFFIXES = ("_s.npy", "_f.npy")
+
+
+def _builds_target_name(node: ast.AST) -> bool:
+    """An f-string whose formatted value is followed by ``_s.npy`` / ``_f.npy`` (``f"{key}_s.npy"``), or a string
+    that is the suffix or its glob (``"_f.npy"``, ``"*_s.npy"``): the ways a module names target files itself."""
+    if isinstance(node, ast.JoinedStr):
+        parts = node.values
+        return any(isinstance(a, ast.FormattedValue) and isinstance(b, ast.Constant) and isinstance(b.value, str)
+                   and b.value.startswith(TARGET_SUFFIXES) for a, b in zip(parts, parts[1:], strict=False))
+    return isinstance(node, ast.Constant) and node.value in (*TARGET_SUFFIXES, *(f"*{s}" for s in TARGET_SUFFIXES))
+
+
+def test_target_file_names_are_built_in_one_module():
+    """The 4D LangSplat target format has one home (``preprocess/target_format.py``): no other module builds a
+    ``<key>_s.npy`` / ``<key>_f.npy`` name or globs for one, and no other module slices the levels' planes."""
+    home = "preprocess/target_format.py"
+    builders, slicers = set(), set()
+    for d in LIBRARY_DIRS:
+        for f in sorted((REPO_ROOT / d).rglob("*.py")):
+            rel = str(f.relative_to(REPO_ROOT))
+            tree = ast.parse(f.read_text(), filename=rel)
+            if any(_builds_target_name(n) for n in ast.walk(tree)):
+                builders.add(rel)
+            if re.search(r"slice\(1, 4\)|\[1:4\]", f.read_text()):
+                slicers.add(rel)
+    assert builders == {home}, sorted(builders)
+    assert not slicers - {home}, sorted(slicers)

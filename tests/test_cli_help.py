@@ -22,3 +22,55 @@ def test_help_describes_every_flag(module, capsys):
     with pytest.raises(SystemExit) as e:
         parser.parse_args(["--help"])
     assert e.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+#: flags whose meaning is shared across commands: declared once, in utils/cli.py (one name per flag, issue 23)
+SHARED_FLAGS = ("--device", "--chunk-size", "--chunk", "--compute-dtype", "--hash-text", "--text-encoder")
+
+
+def test_each_shared_flag_is_declared_once():
+    """No command declares a shared flag itself: each comes from its ``utils.cli.add_*_arg(s)`` helper, so its
+    spelling and meaning are the same everywhere (benchmarks/ keep their own measurement knobs)."""
+    import ast
+
+    from tests.conftest import REPO_ROOT
+
+    declared: dict[str, set[str]] = {f: set() for f in SHARED_FLAGS}
+    files = [REPO_ROOT / "train.py"]
+    for d in ("utils", "model", "preprocess", "training", "inference", "eval", "viewer", "langvggt4d", "scripts"):
+        files += sorted((REPO_ROOT / d).rglob("*.py"))
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument":
+                for arg in node.args:
+                    if isinstance(arg, ast.Constant) and arg.value in declared:
+                        declared[arg.value].add(str(f.relative_to(REPO_ROOT)))
+    elsewhere = {flag: sorted(where - {"utils/cli.py"}) for flag, where in declared.items() if where - {"utils/cli.py"}}
+    assert not elsewhere, elsewhere
+    assert declared["--device"] == {"utils/cli.py"}  # ... and the helper itself is where it is declared
+    users = [m for m in ENTRY_POINTS if "--device" in {s for a in importlib.import_module(m).build_parser()._actions
+                                                       for s in a.option_strings}]
+    assert len(users) >= 10  # the flag is still there in every command that had it
+
+
+def test_old_spellings_still_work_with_one_line_each(capsys):
+    from inference.run import build_parser as run_parser
+    from preprocess.extract_semantics import build_parser as semantics_parser
+
+    base = ["--source", "s", "--decoder", "d", "--out", "o"]
+    new = run_parser().parse_args([*base, "--chunk-size", "3", "--compute-dtype", "bf16"])
+    assert capsys.readouterr().err == ""
+    old = run_parser().parse_args([*base, "--chunk", "3", "--dtype", "bf16"])
+    assert (old.chunk_size, old.compute_dtype) == (new.chunk_size, new.compute_dtype) == (3, "bf16")
+    assert capsys.readouterr().err.splitlines() == [
+        "WARNING --chunk is an old spelling: use --chunk-size (same meaning)",
+        "WARNING --dtype is an old spelling: use --compute-dtype (same meaning)"]
+    sem = ["--scene", "s", "--mode", "oracle"]
+    assert semantics_parser().parse_args([*sem, "--hash-text"]).hash_text is True
+    assert semantics_parser().parse_args(sem).hash_text is False
+    assert capsys.readouterr().err == ""
+    assert semantics_parser().parse_args([*sem, "--text-encoder", "hash"]).hash_text is True
+    assert semantics_parser().parse_args([*sem, "--text-encoder", "clip"]).hash_text is False
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and all(ln.startswith("WARNING --text-encoder is an old spelling: use --hash-text")
+                                   for ln in lines)

@@ -47,6 +47,18 @@ from torch.utils.data import Dataset
 from preprocess.annotations import frame_index_from_file_name
 from preprocess.crop import CropInfo, FramePreprocessor
 from preprocess.frames import FrameRef, image_size, list_frames
+from preprocess.target_format import (
+    LEVEL_PLANES,
+    SEMANTIC_PLANE_COUNT,
+    VIDEO_PLANE_COUNT,
+    VIDEO_PLANES,
+    feat_name,
+    feat_path,
+    key_of,
+    seg_name,
+    seg_path,
+    target_problems,
+)
 from preprocess.token_cache import EXTRACT_HINT, TokenCache, TokenCacheError, TokenSlices, read_token_header
 from training.targets import (  # noqa: F401  (collate_samples, input_grid_to_original: re-exported)
     GridMap,
@@ -189,28 +201,17 @@ def token_info_mismatches(recorded: dict[str, Any], current: dict[str, Any]) -> 
 
 
 def check_target_values(s_path: Path, f_path: Path, levels: slice) -> list[str]:
-    """Problems of one ``_s``/``_f`` pair's values: NaN/inf, indices below -1 or beyond the ``_f`` rows (in the
-    ``levels`` training reads)."""
-    problems = []
+    """Problems of one ``_s``/``_f`` pair's values in the ``levels`` planes training reads: the one validation of
+    the target format (:func:`preprocess.target_format.target_problems`: finite float rows; every index finite, an
+    integer, -1 or a row of ``_f``)."""
     try:
         feats = load_npy(f_path, mmap=True)
-        seg = load_npy(s_path, mmap=True)[levels]
-        finite_f = bool(np.isfinite(feats).all())
-        finite_s = bool(np.isfinite(seg).all())
-        lo, hi = (float(np.min(seg)), float(np.max(seg))) if finite_s and seg.size else (-1.0, -1.0)
+        seg = load_npy(s_path, mmap=True)
+        found = target_problems(seg, feats, levels, s_path, f_path)
     except (ValueError, OSError) as e:
         return [f"{e}; {TARGET_FIX}" if isinstance(e, UserError) else  # load_npy named the file
-                f"{s_path.parent}/{s_path.name[:-6]}_*.npy: unreadable ({e}); {TARGET_FIX}"]
-    if not finite_f:
-        problems.append(f"{f_path}: NaN or inf in the feature rows; {TARGET_FIX}")
-    if not finite_s:
-        problems.append(f"{s_path}: NaN or inf in the region indices; {TARGET_FIX}")
-    elif lo < -1:
-        problems.append(f"{s_path}: region index {lo:g} (only -1 = no region, and 0.. are valid); {TARGET_FIX}")
-    elif hi >= feats.shape[0]:
-        problems.append(f"{s_path}: region index {hi:g} but {f_path.name} has only {feats.shape[0]} rows (the _s/_f "
-                        f"pair is inconsistent); {TARGET_FIX}")
-    return problems
+                f"{s_path.parent}/{key_of(s_path)}_*.npy: unreadable ({e}); {TARGET_FIX}"]
+    return [f"{path}: {what}; {TARGET_FIX}" for path, what in found]
 
 
 def check_finite_batch(batch: dict[str, Any], ds: SceneDataset) -> None:
@@ -234,13 +235,13 @@ def check_finite_batch(batch: dict[str, Any], ds: SceneDataset) -> None:
             one = {k: batch[k][b:b + 1] for k in (f"{p}_index", f"{p}_table", f"{p}_rows")}
             finite_table, *rest, in_range = batch_checks(one)
             if not bool(finite_table) or not all(bool(c) for c in rest):
-                bad = f"{item.ref.key}_f.npy" if not bool(finite_table) else f"{item.ref.key}_s.npy"
+                bad = feat_name(item.ref.key) if not bool(finite_table) else seg_name(item.ref.key)
                 raise DatasetError("NaN or inf in the targets", scene.root / sub / bad, TARGET_FIX)
             if not bool(in_range):
                 idx = one[f"{p}_index"]
-                raise DatasetError(f"region index {int(idx.max().long())} but {item.ref.key}_f.npy has only "
-                                   f"{int(one[f'{p}_rows'][0])} rows (the _s/_f pair is inconsistent)",
-                                   scene.root / sub / f"{item.ref.key}_s.npy", TARGET_FIX)
+                raise DatasetError(f"region index {int(idx.max().long())} but {feat_name(item.ref.key)} has "
+                                   f"only {int(one[f'{p}_rows'][0])} rows (the _s/_f pair is inconsistent)",
+                                   seg_path(scene.root / sub, item.ref.key), TARGET_FIX)
     raise DatasetError("NaN or inf in a training batch", None, "check the token cache and the targets")
 
 
@@ -291,11 +292,11 @@ class SceneDataset(Dataset):
             scene = self.scenes[item.scene]
             H, W = scene.crop.orig_hw
             key = item.ref.key
-            subs = [(features_subdir, 4, lang_dims)]
+            subs = [(features_subdir, SEMANTIC_PLANE_COUNT, lang_dims)]
             if self.video_subdir:
-                subs.append((self.video_subdir, 1, video_dims))
+                subs.append((self.video_subdir, VIDEO_PLANE_COUNT, video_dims))
             for sub, n_levels, dims in subs:
-                s_path, f_path = scene.root / sub / f"{key}_s.npy", scene.root / sub / f"{key}_f.npy"
+                s_path, f_path = seg_path(scene.root / sub, key), feat_path(scene.root / sub, key)
                 if not s_path.is_file() or not f_path.is_file():
                     missing = [p.name for p in (s_path, f_path) if not p.is_file()]
                     problems.append(f"{scene.root / sub}: missing {', '.join(missing)}; {TARGET_FIX}")
@@ -317,7 +318,7 @@ class SceneDataset(Dataset):
                 else:
                     dims.add(f_shape[1])
                 if not bad_shape:
-                    levels = slice(1, 4) if sub == features_subdir else slice(0, 1)
+                    levels = LEVEL_PLANES if sub == features_subdir else VIDEO_PLANES
                     problems.extend(check_target_values(s_path, f_path, levels))
         if len(lang_dims) > 1:
             problems.append(f"language targets have different dimensions {sorted(lang_dims)} across frames; "
@@ -421,8 +422,8 @@ class SceneDataset(Dataset):
         """-> (index maps (L, h, w) on the network input grid, -1 = none; feature rows (N, k) float32)."""
         if scene.grid is None:
             scene.grid = GridMap.of(scene.crop)
-        index = scene.grid.read(scene.root / sub / f"{key}_s.npy", levels)
-        feats = load_npy(scene.root / sub / f"{key}_f.npy")
+        index = scene.grid.read(seg_path(scene.root / sub, key), levels)
+        feats = load_npy(feat_path(scene.root / sub, key))
         return torch.from_numpy(index), torch.from_numpy(np.asarray(feats, dtype=np.float32))
 
     def load_tokens(self, scene_index: int, key: str) -> list[torch.Tensor] | TokenSlices:
@@ -440,11 +441,11 @@ class SceneDataset(Dataset):
         scene = self.scenes[item.scene]
         key = item.ref.key
         frame = read_frame_uint8(item.ref, scene.preprocessor)
-        index, table = self._targets(scene, self.features_subdir, key, slice(1, 4))
+        index, table = self._targets(scene, self.features_subdir, key, LEVEL_PLANES)
         sample: dict[str, Any] = {"tokens": self.load_tokens(item.scene, key), "frame": frame, "lang_index": index,
                                   "lang_table": table, "key": key, "scene": item.scene, "index": i}
         if self.video_subdir:
-            sample["video_index"], sample["video_table"] = self._targets(scene, self.video_subdir, key, slice(0, 1))
+            sample["video_index"], sample["video_table"] = self._targets(scene, self.video_subdir, key, VIDEO_PLANES)
         if self.cache_in_memory:  # own copies, not views of the file mappings
             sample = {k: [t.clone() for t in v] if k == "tokens" else v.clone() if torch.is_tensor(v) else v
                       for k, v in sample.items()}

@@ -69,7 +69,7 @@ from training.run_dir import (
 from training.sampler import GlobalBatchSampler
 from training.schedule import lr_at, param_groups, set_lr
 from training.targets import batch_to_device, expand_targets
-from utils.cli import UserError, add_logging_args, interrupted, setup_logging_from
+from utils.cli import UserError, add_device_arg, add_logging_args, interrupted, setup_logging_from
 from utils.device import resolve_device
 from utils.host_memory import keep_freed_memory
 
@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with the published decoder, also write <out>/checkpoint_epoch_<N>.pth in the published "
                    "layout {epoch, model_state_dict, optimizer_state_dict, scaler, loss, args} (args as a plain "
                    "dict) for the published inference code")
-    r.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    add_device_arg(r)
     r.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="autocast precision on GPU (auto = fp16 with a grad scaler on CUDA, fp32 on CPU)")
     r.add_argument("--seed", type=int, default=42, help="random seed")

@@ -8,6 +8,7 @@ produced it) is raised as :class:`UserError` and ends the program with one line 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import errno
 import functools
@@ -313,15 +314,65 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def add_text_encoder_args(parser, hash_flag: bool = True) -> None:
+class _OldSpelling(argparse.Action):
+    """An option whose old spellings (``old``) still work and print one line naming the new one. ``mapping`` turns
+    an old spelling's value into the new option's (``--text-encoder hash`` -> ``--hash-text``)."""
+
+    def __init__(self, option_strings, dest, old: tuple[str, ...] = (), flag: bool = False,
+                 mapping: dict[str, Any] | None = None, use: str | None = None, **kwargs) -> None:
+        self.old, self.flag, self.mapping = old, flag, mapping
+        self.use = use or next((o for o in option_strings if o not in old), "")
+        if flag:
+            kwargs["nargs"] = 0
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if option_string in self.old:
+            sys.stderr.write(f"WARNING {option_string} is an old spelling: use {self.use}\n")
+        if self.mapping is not None and option_string in self.old:
+            values = self.mapping[values]
+        setattr(namespace, self.dest, True if self.flag and option_string not in self.old else values)
+
+
+def add_device_arg(parser, default: str = "auto", what: str = "") -> None:
+    """``--device``, the one spelling of the torch device flag of every command; ``what`` says what runs there."""
+    parser.add_argument("--device", default=default,
+                        help=f"torch device{what}: cpu, cuda, cuda:1, ... or auto (CUDA when present); "
+                             f"default {default}")
+
+
+def add_chunk_size_arg(parser, default: int | None, help: str, old_spelling: bool = False) -> None:
+    """``--chunk-size``: frames per backbone pass, in every command that runs the backbone; ``old_spelling``:
+    inference.run's old ``--chunk`` is still accepted."""
+    old = ("--chunk",) if old_spelling else ()
+    parser.add_argument("--chunk-size", *old, dest="chunk_size", type=int, default=default, action=_OldSpelling,
+                        old=old, use="--chunk-size (same meaning)",
+                        help=help + (" (old spelling: --chunk)" if old else ""))
+
+
+def add_compute_dtype_arg(parser, default: str | None, help: str, old_spelling: bool = False) -> None:
+    """``--compute-dtype``: the precision the networks compute in (``--dtype`` is the storage precision of what a
+    command writes, e.g. the token cache); ``old_spelling``: inference.run's old ``--dtype`` is still accepted."""
+    old = ("--dtype",) if old_spelling else ()
+    parser.add_argument("--compute-dtype", *old, dest="compute_dtype", default=default, action=_OldSpelling,
+                        old=old, use="--compute-dtype (same meaning)", choices=("fp32", "bf16", "fp16"),
+                        help=help + (" (old spelling: --dtype)" if old else ""))
+
+
+def add_text_encoder_args(parser, old_text_encoder_flag: bool = False) -> None:
     """The text-encoder flags every command that embeds text shares (built by ``model.text.build_text_encoder``):
-    ``--hash-text`` (the weight-free encoder; optional) and the open_clip flags ``--clip tiny|pretrained``,
-    ``--clip-model``, ``--clip-pretrained``, ``--clip-weights``, ``--clip-seed``, ``--clip-precision``."""
+    ``--hash-text`` (the weight-free encoder) and the open_clip flags ``--clip tiny|pretrained``,
+    ``--clip-model``, ``--clip-pretrained``, ``--clip-weights``, ``--clip-seed``, ``--clip-precision``.
+    ``old_text_encoder_flag``: also accept extract_semantics' old ``--text-encoder clip|hash``."""
     g = parser.add_argument_group("text encoder")
-    if hash_flag:
-        g.add_argument("--hash-text", action="store_true",
-                       help="use the weight-free bag-of-words hash text encoder instead of open_clip (synthetic "
-                            "scenes whose targets were made with it; oracle checks)")
+    g.add_argument("--hash-text", action=_OldSpelling, flag=True, default=False,
+                   help="use the weight-free bag-of-words hash text encoder instead of open_clip (synthetic "
+                        "scenes whose targets were made with it; oracle checks)")
+    if old_text_encoder_flag:
+        g.add_argument("--text-encoder", dest="hash_text", action=_OldSpelling, old=("--text-encoder",),
+                       mapping={"hash": True, "clip": False}, choices=["clip", "hash"], default=False,
+                       use="--hash-text for the hash encoder; open_clip (the --clip flags) is the default",
+                       help="old spelling: --text-encoder hash = --hash-text, --text-encoder clip = the default")
     g.add_argument("--clip", choices=["pretrained", "tiny"], default="pretrained",
                    help="'pretrained' (default) loads --clip-model/--clip-pretrained or --clip-weights; "
                         "'tiny' uses a tiny random open_clip (tests, smoke runs; embeddings are meaningless)")

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from inference.ground_truth import GROUND_TRUTH_LABEL, is_ground_truth
-from utils.cli import UserError, add_logging_args, cli_main, setup_logging_from
+from utils.cli import UserError, add_device_arg, add_logging_args, cli_main, setup_logging_from
 from viewer.record import check_port
 
 log = logging.getLogger("viewer")
@@ -532,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", default=None, metavar="PATH",
                    help="write what the viewer shows (every frame, the --text queries) to PATH and exit: a .viser "
                         "recording (viser's static client plays it) or, for a .html PATH, one standalone page")
-    p.add_argument("--device", default="cpu", help="device of the text encoder and autoencoders (cpu, cuda, auto)")
+    add_device_arg(p, "cpu", " of the text encoder and autoencoders")
     p.add_argument("--tracks", action="append", default=[],
                    help="a tracks npz with tracks_world (eval.query --track: <fields>/queries/tracks/<query>.npz, or "
                         "inference.track --geometry) drawn as 3D trails over time; repeat for several")

@@ -52,7 +52,7 @@ from eval.geometry.readers import (
     sequence_names,
 )
 from eval.geometry.report import error_picture, summarize, to_markdown, to_text
-from utils.cli import UserError, add_logging_args, cli_main, setup_logging_from
+from utils.cli import UserError, add_device_arg, add_logging_args, cli_main, setup_logging_from
 from utils.io import atomic_path, save_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -290,9 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-error-maps", action="store_true", help="do not write the per-frame error pictures")
     p.add_argument("--error-max", type=float, default=0.5,
                    help="the abs-rel error shown as the brightest colour of the error pictures (default 0.5)")
-    p.add_argument("--device", default="auto",
-                   help="where the depth fit runs: auto (CUDA when present, as the published script), cpu or "
-                        "cuda[:N]; the LAD fit takes ~1 s per step on two CPU cores for a Sintel-size sequence")
+    add_device_arg(p, "auto", " of the depth fit (auto: CUDA when present, as the published script; the LAD fit "
+                              "takes ~1 s per step on two CPU cores for a Sintel-size sequence)")
     add_logging_args(p)
     return p
 

@@ -31,6 +31,17 @@ import torch
 from inference.outputs import read_fields, read_fields_header
 from model.levels import LEVELS
 from preprocess.annotations import key_to_index
+from preprocess.target_format import (
+    LEVEL_PLANES,
+    SEMANTIC_PLANE_COUNT,
+    VIDEO_PLANE_COUNT,
+    feat_path,
+    key_of,
+    seg_files,
+    seg_name,
+    seg_path,
+    target_problems,
+)
 from utils.cli import UserError
 from utils.io import load_npy, read_json
 
@@ -278,14 +289,14 @@ class TargetFields(FieldSource):
         if not self.dir.is_dir():
             raise FieldsMissingError("target folder not found", self.dir, "run preprocess.extract_semantics first")
         self._keys: dict[int, str] = {}
-        for p in sorted(self.dir.glob("*_s.npy")):
-            key = p.name[:-len("_s.npy")]
+        for p in seg_files(self.dir):
+            key = key_of(p)
             try:
                 idx = key_to_index(key, dataset)
             except ValueError as e:
                 raise FieldsError(str(e).split(";")[0], p, "name target files <frame number>_s.npy") from None
             if idx in self._keys:
-                raise FieldsError(f"{self._keys[idx]}_s.npy and {key}_s.npy both hold frame {idx} (several cameras "
+                raise FieldsError(f"{seg_name(self._keys[idx])} and {p.name} both hold frame {idx} (several cameras "
                                   "in one folder?)", self.dir, "keep only the test camera's targets (cam00)")
             self._keys[idx] = key
         if not self._keys:
@@ -295,7 +306,7 @@ class TargetFields(FieldSource):
         self.video_dir = vdir if vdir is not None and vdir.is_dir() else None
 
     def frame_file(self, index: int) -> str | Path:
-        return self.dir / f"{self._keys[index]}_s.npy" if index in self._keys else self.dir
+        return seg_path(self.dir, self._keys[index]) if index in self._keys else self.dir
 
     def check(self, sizes: dict[int, tuple[int, int]]) -> None:
         for index, size in sizes.items():
@@ -308,26 +319,18 @@ class TargetFields(FieldSource):
 
     @staticmethod
     def _read_pair(folder: Path, key: str, planes: int) -> tuple[np.ndarray, torch.Tensor]:
-        """``<key>_s.npy`` (planes, H, W) and ``<key>_f.npy`` (N, D), checked: shapes, finite rows, and every
-        index -1 or a row of ``_f`` (what a target that fits its rows holds)."""
-        s_path, f_path = folder / f"{key}_s.npy", folder / f"{key}_f.npy"
+        """``<key>_s.npy`` (planes, H, W) and ``<key>_f.npy`` (N, D), checked: shapes, then the one validation of
+        the target format (:func:`preprocess.target_format.target_problems`)."""
+        s_path, f_path = seg_path(folder, key), feat_path(folder, key)
         seg, feats = _read_npy(s_path), _read_npy(f_path)
         if seg.ndim != 3 or seg.shape[0] != planes or 0 in seg.shape:
             raise FieldsError(f"expected ({planes}, H, W) region indices, got shape {seg.shape}", s_path,
                               "re-extract the targets with preprocess.extract_semantics")
-        if feats.ndim != 2 or not np.issubdtype(feats.dtype, np.floating):
-            raise FieldsError(f"expected (N, D) float feature rows, got shape {feats.shape} of {feats.dtype}", f_path,
-                              "re-extract the targets with preprocess.extract_semantics")
-        if not np.isfinite(feats).all():
-            raise FieldsError("feature rows hold NaN or infinite values", f_path, "re-extract the targets")
-        seg = seg.astype(np.float64)
-        bad = ~np.isfinite(seg) | (seg != np.rint(seg)) | (seg < -1) | (seg >= feats.shape[0])
-        if bad.any():
-            vals = np.unique(seg[bad])[:5].tolist()
-            raise FieldsError(f"{int(bad.sum())} region indices {vals} are neither -1 nor a row of {f_path.name} "
-                              f"({feats.shape[0]} rows)", s_path,
-                              "the _s.npy and _f.npy files do not belong together; re-extract the targets")
-        return seg, torch.from_numpy(feats.astype(np.float32))
+        for path, what in target_problems(seg, feats, None, s_path, f_path):
+            fix = ("the _s.npy and _f.npy files do not belong together; re-extract the targets" if path == s_path
+                   else "re-extract the targets with preprocess.extract_semantics")
+            raise FieldsError(what, path, fix)
+        return seg.astype(np.float64), torch.from_numpy(feats.astype(np.float32))
 
     def frame_indices(self) -> list[int]:
         return sorted(self._keys)
@@ -347,8 +350,8 @@ class TargetFields(FieldSource):
         return self._vid_ind(index)
 
     def _sem_ind(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        seg, rows = self._read_pair(self.dir, self._key(index), 4)
-        return _clean_index(seg[1:4], rows.shape[0]), rows
+        seg, rows = self._read_pair(self.dir, self._key(index), SEMANTIC_PLANE_COUNT)
+        return _clean_index(seg[LEVEL_PLANES], rows.shape[0]), rows
 
     def semantic(self, index: int) -> torch.Tensor:
         imap, rows = self._sem_ind(index)
@@ -358,11 +361,11 @@ class TargetFields(FieldSource):
         if self.video_dir is None:
             return None
         key = self._key(index)
-        seg, rows = self._read_pair(self.video_dir, key, 1)
-        sem_hw = tuple(_read_npy(self.dir / f"{key}_s.npy").shape[-2:])
+        seg, rows = self._read_pair(self.video_dir, key, VIDEO_PLANE_COUNT)
+        sem_hw = tuple(_read_npy(seg_path(self.dir, key)).shape[-2:])
         if tuple(seg.shape[-2:]) != sem_hw:
             raise FieldsError(f"time-sensitive targets are {seg.shape[-1]}x{seg.shape[-2]} but the semantic targets "
-                              f"of the frame are {sem_hw[1]}x{sem_hw[0]}", self.video_dir / f"{key}_s.npy",
+                              f"of the frame are {sem_hw[1]}x{sem_hw[0]}", seg_path(self.video_dir, key),
                               "extract both from the same frames")
         return _clean_index(seg[0], rows.shape[0]), rows
 

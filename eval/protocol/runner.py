@@ -69,7 +69,15 @@ from preprocess.annotations import (
     load_coco_masks,
     load_video_annotations,
 )
-from utils.cli import UserError, add_logging_args, cli_main, json_safe, require_path, setup_logging_from
+from utils.cli import (
+    UserError,
+    add_device_arg,
+    add_logging_args,
+    cli_main,
+    json_safe,
+    require_path,
+    setup_logging_from,
+)
 from utils.device import resolve_device
 from utils.io import atomic_path, save_json_atomic
 
@@ -494,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frame naming: HyperNeRF (file prefix - 1) or Neu3D (prefix as is)")
     p.add_argument("--no-time-sensitive", action="store_true", help="skip the time-sensitive evaluation")
     p.add_argument("--threshold", type=float, default=MASK_THRESHOLD, help="mask threshold on the [-1,1]-clipped map")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+    add_device_arg(p)
     p.add_argument("--overlays", action="store_true", help="also write PNG overlays under <out>/overlays/<scene>/")
     p.add_argument("--out", required=True, help="output folder for results.json and results.md")
     from eval.query.text import add_text_encoder_args

@@ -51,7 +51,7 @@ from eval.query.relevancy import (
 )
 from inference.outputs import LEVELS, OutputLayout, read_depth, read_fields
 from inference.visualize import Mp4Writer, annotate, heatmap_rgb, load_png, overlay
-from utils.cli import UserError, add_logging_args, cli_main, setup_logging_from
+from utils.cli import UserError, add_device_arg, add_logging_args, cli_main, setup_logging_from
 from utils.io import save_json_atomic, save_npy_atomic
 
 log = logging.getLogger("eval.query")
@@ -395,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-video", action="store_true", help="do not write overlay.mp4")
     p.add_argument("--no-ply", action="store_true", help="do not write the relevancy-coloured point cloud")
     p.add_argument("--fps", type=float, default=10.0, help="frame rate of overlay.mp4")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    add_device_arg(p)
     g = p.add_argument_group("tracking (eval/query/track.py)")
     g.add_argument("--track", action="store_true",
                    help="follow each query through the video: points sampled in its mask on its most confident "

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from utils.cli import UserError, add_logging_args, cli_main, setup_logging_from
+from utils.cli import UserError, add_device_arg, add_logging_args, cli_main, setup_logging_from
 from utils.io import atomic_path
 
 
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also score the StreamVGGT track head with these weights (streamvggt, a path, tiny[:seed]) on "
                         "--tokens (default <scene>/tokens; computed when absent), as one more row")
     p.add_argument("--tokens", default=None, help="token cache of the scene for --trackhead")
-    p.add_argument("--device", default="cpu", help="torch device of --trackhead (cpu, cuda)")
+    add_device_arg(p, "cpu", " of --trackhead")
     add_logging_args(p)
     return p
 

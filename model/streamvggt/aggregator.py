@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -76,7 +77,7 @@ class Aggregator(nn.Module):
         key = (grid_h, grid_w, str(device))
         if key not in self._rope_cache:
             pos = patch_positions(grid_h, grid_w, self.patch_start_idx, device=device)
-            head_dim = self.frame_blocks[0].attn.head_dim
+            head_dim = int(cast(Any, self.frame_blocks[0]).attn.head_dim)
             self._rope_cache[key] = RoPE2D(pos, head_dim, self.rope_freq)
         return self._rope_cache[key]
 
@@ -104,7 +105,7 @@ class Aggregator(nn.Module):
         return tokens, self._rope(h // self.patch_size, w // self.patch_size, images.device)
 
     def forward(self, images: torch.Tensor, cache: AggregatorCache | None = None, window: int | None = None,
-                layers: Sequence[int] | None = None) -> tuple[list[torch.Tensor], int]:
+                layers: Sequence[int] | None = None) -> tuple[list[torch.Tensor | None], int]:
         """Aggregate S frames.
 
         Args:

@@ -96,6 +96,7 @@ def frame_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_
                 out = part.new_empty(b, q.shape[2], h, d).transpose(1, 2)
             out[:, :, g0 * p:g1 * p] = part
             g0 = g1
+        assert out is not None  # ranges is not empty
         return out
     if bool((ok == ok[:1]).all()):
         mask = ok[0].repeat_interleave(p).to(q.device).view(1, 1, 1, -1)
@@ -141,6 +142,11 @@ class KVRing:
             return 0
         return self.k.numel() * self.k.element_size() * 2
 
+    def _buffers(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The key and value buffers and the tokens per frame (set once the first frames are stored)."""
+        assert self.k is not None and self.v is not None and self.tokens_per_frame is not None
+        return self.k, self.v, self.tokens_per_frame
+
     def evict_before(self, frame: int) -> None:
         """Free every slot holding a frame index < ``frame``."""
         self.frames = [f if f >= frame else -1 for f in self.frames]
@@ -151,13 +157,16 @@ class KVRing:
         if window is not None:
             new_cap = max(needed, min(new_cap, (window + chunk) * self.entries_per_frame))
         p = self.tokens_per_frame
+        assert p is not None  # set by _prepare
         b, h, _, d = like.shape
         k_new = like.new_empty(b, h, new_cap * p, d)
         v_new = like.new_empty(b, h, new_cap * p, d)
         order = sorted((f, s) for s, f in enumerate(self.frames) if f >= 0)
-        for i, (_, s) in enumerate(order):
-            k_new[:, :, i * p:(i + 1) * p] = self.k[:, :, s * p:(s + 1) * p]
-            v_new[:, :, i * p:(i + 1) * p] = self.v[:, :, s * p:(s + 1) * p]
+        if order:  # frames are cached, so the buffers exist
+            k_old, v_old, _ = self._buffers()
+            for i, (_, s) in enumerate(order):
+                k_new[:, :, i * p:(i + 1) * p] = k_old[:, :, s * p:(s + 1) * p]
+                v_new[:, :, i * p:(i + 1) * p] = v_old[:, :, s * p:(s + 1) * p]
         self.k, self.v = k_new, v_new
         self.frames = [f for f, _ in order] + [-1] * (new_cap - len(order))
         self._next = len(order)
@@ -183,12 +192,12 @@ class KVRing:
         """Store (B, H, C*P, D) keys/values of frames ``frames`` (C of them) in free slots (any order)."""
         c = len(frames)
         k = self._prepare(k, v, c)
-        p = self.tokens_per_frame
         free = [s for s, f in enumerate(self.frames) if f < 0]
         if len(free) < c:
             self._grow(self.num_frames + c, window, c, k)
+        kb, vb, p = self._buffers()
         cap = len(self.frames)
-        slots = []
+        slots: list[int] = []
         s = self._next % cap
         while len(slots) < c:
             if self.frames[s] < 0:
@@ -196,8 +205,8 @@ class KVRing:
             s = (s + 1) % cap
         self._next = (slots[-1] + 1) % cap
         for i, (slot, f) in enumerate(zip(slots, frames, strict=True)):
-            self.k[:, :, slot * p:(slot + 1) * p] = k[:, :, i * p:(i + 1) * p]
-            self.v[:, :, slot * p:(slot + 1) * p] = v[:, :, i * p:(i + 1) * p]
+            kb[:, :, slot * p:(slot + 1) * p] = k[:, :, i * p:(i + 1) * p]
+            vb[:, :, slot * p:(slot + 1) * p] = v[:, :, i * p:(i + 1) * p]
             self.frames[slot] = int(f)
 
     def append_in_order(self, k: torch.Tensor, v: torch.Tensor, frames: Sequence[int],
@@ -208,30 +217,30 @@ class KVRing:
         ``window`` frames); the chunk itself is written with one slice copy."""
         c = len(frames)
         k = self._prepare(k, v, c)
-        p = self.tokens_per_frame
         live = sorted((f, s) for s, f in enumerate(self.frames) if f >= 0)
         if live and live[-1][0] >= int(frames[0]):
             raise ValueError(f"frames {list(frames)} do not follow the cached frames (last {live[-1][0]})")
         if self.k is None or len(self.frames) < len(live) + c:
             self._grow(len(live) + c, window, c, k)  # also moves the cached frames to slots 0.. in order
             live = sorted((f, s) for s, f in enumerate(self.frames) if f >= 0)
+        kb, vb, p = self._buffers()
         n, cap = len(live), len(self.frames)
         s0 = live[0][1] if live else 0
         in_order = all(s == s0 + i for i, (_, s) in enumerate(live))
         if not in_order or s0 + n + c > cap:  # move the cached frames to the front, in frame order
             if in_order:
-                src_k, src_v = self.k[:, :, s0 * p:(s0 + n) * p], self.v[:, :, s0 * p:(s0 + n) * p]
+                src_k, src_v = kb[:, :, s0 * p:(s0 + n) * p], vb[:, :, s0 * p:(s0 + n) * p]
                 if s0 < n:  # overlapping source and destination
                     src_k, src_v = src_k.clone(), src_v.clone()
             else:
-                idx = torch.cat([torch.arange(s * p, (s + 1) * p) for _, s in live]).to(self.k.device)
-                src_k, src_v = self.k.index_select(2, idx), self.v.index_select(2, idx)
-            self.k[:, :, :n * p] = src_k
-            self.v[:, :, :n * p] = src_v
+                idx = torch.cat([torch.arange(s * p, (s + 1) * p) for _, s in live]).to(kb.device)
+                src_k, src_v = kb.index_select(2, idx), vb.index_select(2, idx)
+            kb[:, :, :n * p] = src_k
+            vb[:, :, :n * p] = src_v
             s0 = 0
         a = s0 + n
-        self.k[:, :, a * p:(a + c) * p] = k
-        self.v[:, :, a * p:(a + c) * p] = v
+        kb[:, :, a * p:(a + c) * p] = k
+        vb[:, :, a * p:(a + c) * p] = v
         self.frames = [-1] * cap
         for i, (f, _) in enumerate(live):
             self.frames[s0 + i] = f
@@ -243,8 +252,8 @@ class KVRing:
         """Keys, values (B, H, S*P, D) over slots ``0 .. last used`` (views, no copy) and their frame tags."""
         used = [s for s, f in enumerate(self.frames) if f >= 0]
         hi = (max(used) + 1) if used else 0
-        p = self.tokens_per_frame
-        return self.k[:, :, :hi * p], self.v[:, :, :hi * p], self.frames[:hi]
+        kb, vb, p = self._buffers()
+        return kb[:, :, :hi * p], vb[:, :, :hi * p], self.frames[:hi]
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, frames: Sequence[int],
                window: int | None = None, evict_after: bool = True) -> torch.Tensor:
@@ -263,7 +272,7 @@ class KVRing:
         kk, vv, tags = self.view()
         if q.dtype != kk.dtype:
             q = q.to(kk.dtype)
-        out = frame_causal_attention(q, kk, vv, frames, tags, self.tokens_per_frame, window)
+        out = frame_causal_attention(q, kk, vv, frames, tags, self._buffers()[2], window)
         if window is not None and evict_after:
             self.evict_before(frames[-1] + 1 - window)
         return out

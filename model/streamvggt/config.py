@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from model.config_dict import DictConfig
+
 
 @dataclass
-class StreamVGGTConfig:
+class StreamVGGTConfig(DictConfig):
     """Architecture hyper-parameters. The defaults build the official ``lch01/StreamVGGT`` model.
 
     ``patch_embed`` is ``"dinov2_vitl14_reg"`` (DINOv2 ViT-L/14 with 4 registers, always 1024 wide and 24 deep,
@@ -55,17 +56,4 @@ class StreamVGGTConfig:
                    camera_num_heads=4, dpt_features=32, dpt_out_channels=(16, 32, 64, 64), dpt_layers=(0, 1, 2, 3),
                    track_features=16, track_hidden_size=32, track_corr_levels=2, track_corr_radius=2)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict (tuples become lists)."""
-        d = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> StreamVGGTConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise a clear error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown StreamVGGTConfig fields {unknown}; known fields: {sorted(names)}")
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        return cls(**kw)
+    CONFIG_NAME = "StreamVGGTConfig"

@@ -57,7 +57,7 @@ class StreamVGGT(nn.Module):
         cfg = config or StreamVGGTConfig()
         self.config = cfg
         dim = cfg.token_dim
-        dpt = dict(patch_size=cfg.patch_size, features=cfg.dpt_features, out_channels=tuple(cfg.dpt_out_channels),
+        dpt: dict[str, Any] = dict(patch_size=cfg.patch_size, features=cfg.dpt_features, out_channels=tuple(cfg.dpt_out_channels),
                    intermediate_layer_idx=tuple(cfg.dpt_layers))
         self.aggregator = Aggregator.from_config(cfg)
         self.camera_head = CameraHead(dim_in=dim, trunk_depth=cfg.camera_trunk_depth, num_heads=cfg.camera_num_heads,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -36,7 +37,7 @@ def _snapshot_allowed() -> tuple[type, ...]:
     try:
         from numpy.core.multiarray import scalar
     except ImportError:  # numpy >= 2 moved it
-        from numpy._core.multiarray import scalar  # type: ignore[no-redef]
+        from numpy._core.multiarray import scalar
     allowed.append(scalar)
     allowed += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32")]
     return tuple(allowed)
@@ -98,6 +99,6 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
     for head in dropped:
         logger.warning("backbone weights %s hold no %s.* keys: the %s is unavailable (not left random)", source,
                        head, head.replace("_", " "))
-        model.drop_head(head)
+        cast(Any, model).drop_head(head)  # the VGGT family's own method
     model.load_state_dict(state_dict, strict=True, assign=assign)
     return dropped

@@ -88,7 +88,7 @@ class WindowedRunner:
             raise ValueError("windows without overlap cannot be aligned: use --overlap >= 1")
         self.model, self.window, self.overlap = model, window, overlap
         self.layers, self.heads = layers, heads
-        self._tail: dict[str, torch.Tensor] | None = None  # the last `overlap` frames: images, joint points
+        self._tail: dict[str, Any] | None = None  # the last `overlap` frames: images, joint points (None: no geometry)
 
     @property
     def new_frames_per_step(self) -> int:
@@ -118,6 +118,7 @@ class WindowedRunner:
         if "pose_enc" in out and "depth" in out:
             extr, intr = pose_encoding_to_extri_intri(out["pose_enc"][0].float(), (h, w))
             depth = out["depth"][0, ..., 0].float()
+            assert intr is not None  # built by default
             pts = depth_to_world_points(depth, extr, intr)  # (S, H, W, 3), this window's world
             if self._tail is not None:
                 sim = Sim3.fit(pts[:lead], self._tail["points"])

@@ -5,9 +5,6 @@
 - ``proposals``: region proposals at three granularities (scikit-image, SAM, precomputed ``_s.npy``);
 - ``crops``: the masked square crops fed to the CLIP image encoder.
 
-The runnable entry point is ``python -m preprocess.extract_semantics``.
+The file format itself (names, planes, the one validation) lives in :mod:`preprocess.target_format`. The runnable
+entry point is ``python -m preprocess.extract_semantics``.
 """
-
-from model.levels import LEVELS as SEMANTIC_LEVELS
-
-LEVELS = ("default", *SEMANTIC_LEVELS)  # the target file's planes: the pooled default, then each level

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from preprocess.semantics.scene import SemanticsInputError
+from preprocess.target_format import seg_path
 from utils.io import load_npy
 
 logger = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ class PrecomputedProposer:
             raise SemanticsInputError(f"--masks-dir {self.dir} does not exist")
 
     def path(self, key: str) -> Path:
-        return self.dir / f"{key}_s.npy"
+        return seg_path(self.dir, key)
 
     def __call__(self, image: np.ndarray, key: str = "") -> list[np.ndarray]:
         path = self.path(key)

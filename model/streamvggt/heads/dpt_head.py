@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -223,8 +224,9 @@ class DPTHead(nn.Module):
         parts = [self._forward_frames(tokens_list, shape, patch_start_idx, s, min(s + frames_chunk_size, num_frames))
                  for s in range(0, num_frames, frames_chunk_size)]
         if self.feature_only:
-            return torch.cat(parts, dim=1)
-        return torch.cat([p[0] for p in parts], dim=1), torch.cat([p[1] for p in parts], dim=1)
+            return torch.cat(cast(list[torch.Tensor], parts), dim=1)
+        pairs = cast(list[tuple[torch.Tensor, torch.Tensor]], parts)
+        return torch.cat([p[0] for p in pairs], dim=1), torch.cat([p[1] for p in pairs], dim=1)
 
     def _forward_frames(self, tokens_list: Sequence[torch.Tensor], shape: tuple[int, ...], patch_start_idx: int,
                         start: int, end: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -256,13 +258,13 @@ class DPTHead(nn.Module):
         if self.feature_only:
             return out.view(B, S, *out.shape[1:])
 
-        out = self.scratch.output_conv2(out)
+        out = cast(Any, self.scratch).output_conv2(out)
         preds, conf = activate_head(out, activation=self.activation, conf_activation=self.conf_activation)
         return preds.view(B, S, *preds.shape[1:]), conf.view(B, S, *conf.shape[1:])
 
     def _fuse(self, levels: list[torch.Tensor]) -> torch.Tensor:
         """Fuse the 4 resized levels coarse-to-fine -> (N, C', 8*patch_h, 8*patch_w) after ``output_conv1``."""
-        sc = self.scratch
+        sc: Any = self.scratch  # a plain nn.Module holding the fusion layers by name
         l1, l2, l3, l4 = sc.layer1_rn(levels[0]), sc.layer2_rn(levels[1]), sc.layer3_rn(levels[2]), sc.layer4_rn(levels[3])
         out = sc.refinenet4(l4, size=l3.shape[2:])
         out = sc.refinenet3(out, l3, size=l2.shape[2:])

@@ -105,6 +105,7 @@ class EfficientUpdateFormer(nn.Module):
         init_tokens = tokens
         B, N_points, T, C = tokens.shape
         if self.add_space_attn:
+            assert self.virual_tracks is not None  # made in __init__ whenever add_space_attn
             tokens = torch.cat([tokens, self.virual_tracks.to(tokens.dtype).repeat(B, 1, T, 1)], dim=1)
         N = tokens.shape[1]
 
