@@ -28,7 +28,7 @@ completely before anything is written (a zero-byte or truncated frame is refused
 Examples::
 
     python -m preprocess.extract_semantics --scene data/synthetic/demo --mode oracle --clip tiny
-    python -m preprocess.extract_semantics --scene data/synthetic/demo --mode oracle --text-encoder hash
+    python -m preprocess.extract_semantics --scene data/synthetic/demo --mode oracle --hash-text
     python -m preprocess.extract_semantics --scene data/hypernerf/americano --mode clip \\
         --clip-model ViT-B-16 --clip-pretrained laion2b_s34b_b88k --device auto
 """

@@ -81,10 +81,10 @@ else
   BACKBONE_DESC="tiny RANDOM StreamVGGT (no ckpt/streamvggt/checkpoints.pth)"
 fi
 if [[ -n "$CLIP_FILE" ]]; then
-  TEXT_SEM=(--text-encoder clip --clip pretrained --clip-weights "$CLIP_FILE")
+  TEXT_SEM=(--clip pretrained --clip-weights "$CLIP_FILE")
   TEXT_EVAL=(--clip pretrained --clip-weights "$CLIP_FILE"); TEXT_DESC="open_clip ViT-B-16 text encoder ($CLIP_FILE)"
 else
-  TEXT_SEM=(--text-encoder hash); TEXT_EVAL=(--hash-text)
+  TEXT_SEM=(--hash-text); TEXT_EVAL=(--hash-text)
   TEXT_DESC="weight-free hash bag-of-words text encoder (no open_clip file in ckpt/open_clip/)"
 fi
 say() { echo "[demo] $*"; }
