@@ -133,9 +133,13 @@ def _overall(path: Path) -> dict[str, float] | None:
     return json.loads(path.read_text()).get("overall")
 
 
-#: the decoder row of the default demo on the 3D world as measured across training seeds 0-2 and the CPU kernel
-#: paths (native AVX-512, ATEN_CPU_CAPABILITY=avx2 and default), in percent: the README's spread table
-DEMO_SPREAD = {"miou": (95.05, 95.56), "macc": (99.47, 99.58), "acc": (98.44, 100.0), "viou": (91.07, 94.25)}
+#: the decoder row of the default demo on the 3D world, in percent, as measured over 7 runs: training seeds 0-2
+#: on the native AVX-512 kernels, seed 0 under ATEN_CPU_CAPABILITY=avx2 and =default, seeds 0-1 on an emulated
+#: AVX2-only CPU (ATen, MKL and oneDNN capped at AVX2); the README's spread table
+DEMO_SPREAD = {"miou": (95.02, 95.56), "macc": (99.44, 99.58), "acc": (98.44, 100.0), "viou": (91.07, 94.25)}
+#: what a CPU not measured may add: half a point of mIoU, a tenth of mAcc, and one annotated frame flipping in the
+#: time-sensitive metrics (16 frames: 1.56 points of Acc; about 3 points of vIoU)
+DEMO_MARGIN = {"miou": 0.5, "macc": 0.1, "acc": 1.57, "viou": 3.2}
 
 
 def summary(out: str | Path, backbone: str = "", text: str = "") -> dict[str, Any]:
@@ -185,13 +189,26 @@ def summary(out: str | Path, backbone: str = "", text: str = "") -> dict[str, An
     for name, row in (("trained decoder", result["model"]), ("oracle: the targets themselves", result["oracle_targets"]),
                       ("trivial baseline", result["trivial"])):
         lines.append(f"| {name} | " + " | ".join(fmt(row, c) for c in cols) + " |")
-    model = result["model"] or {}
-    inside = all(lo <= round(100 * model[c], 2) <= hi for c, (lo, hi) in DEMO_SPREAD.items()
-                 if model.get(c) is not None)
-    lines.append("measured spread of the decoder row for the default demo (64 frames of 200x150, 30 epochs, random "
-                 "tiny backbone, hash text encoder; training seeds 0-2, kernels native / avx2 / unvectorised; README): "
-                 + ", ".join(f"{c} {lo:.2f}-{hi:.2f}" for c, (lo, hi) in DEMO_SPREAD.items())
-                 + f" -> this run is {'inside' if inside else 'OUTSIDE'} it")
+
+    def where(values: dict[str, float]) -> str:
+        def within(c: str, margin: float) -> bool:
+            lo, hi = DEMO_SPREAD[c]
+            return lo - margin <= round(100 * values[c], 2) <= hi + margin
+
+        cols_here = [c for c in DEMO_SPREAD if values.get(c) is not None]
+        if all(within(c, 0.0) for c in cols_here):
+            return "inside the measured spread"
+        if all(within(c, DEMO_MARGIN[c]) for c in cols_here):
+            return "inside the expected range"
+        return "OUTSIDE the expected range"
+
+    lines.append("")
+    lines.append("decoder row across seeds and CPU kernel paths (default demo: 64 frames of 200x150, 30 epochs, random "
+                 "tiny backbone, hash text encoder; README):")
+    lines.append("  measured over 7 runs: " + ", ".join(f"{c} {lo:.2f}-{hi:.2f}" for c, (lo, hi) in DEMO_SPREAD.items()))
+    lines.append("  expected on other CPUs: " + ", ".join(
+        f"{c} {lo - DEMO_MARGIN[c]:.2f}-{min(100.0, hi + DEMO_MARGIN[c]):.2f}" for c, (lo, hi) in DEMO_SPREAD.items()))
+    lines.append(f"  this run: {where(result['model'] or {})}")
     if "training" in result:
         t = result["training"]
         lines.append("")
