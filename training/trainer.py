@@ -195,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=42, help="random seed")
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     r.add_argument("--no-val", action="store_true", help="skip the per-epoch validation loss")
+    r.add_argument("--val-every", type=int, default=1,
+                   help="compute the validation loss every N epochs and after the last one (default 1); it never "
+                        "changes the trained weights, only how often they are measured")
     r.add_argument("--wandb", choices=["disabled", "offline", "online"], default="disabled", help="wandb mode")
     r.add_argument("--wandb-project", default="langvggt4d", help="wandb project name")
     r.add_argument("--log-every", type=_positive_int, default=10, help="log the training loss every N steps")
@@ -683,7 +686,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             record: dict[str, Any] = {"epoch": epoch + 1, "step": global_step,
                                       "train_loss": sums[0].item() / max(sums[2].item(), 1.0),
                                       "train_lang": sums[1].item() / max(sums[2].item(), 1.0)}
-            if val_idx and not args.no_val:
+            if val_idx and not args.no_val and ((epoch + 1) % max(1, args.val_every) == 0 or epoch + 1 == end_epoch):
                 record.update(evaluate(model, ds, val_idx, args, dist_info, amp_dtype, weights, args.loss))
             history.append(record)  # deterministic: the wall-clock seconds go to metrics.jsonl only
             if dist_info.is_main:
