@@ -139,9 +139,12 @@ def _stop_and_signal(work: Path, sig: int, nth: int) -> subprocess.CompletedProc
     marker = work / "stopped.marker"
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TQDM_DISABLE="1")
     env.pop("LANGVGGT4D_DEBUG", None)
+    # a user's Ctrl-C: SIGINT at its default, even when this suite runs as a background job (which starts with
+    # SIGINT ignored, and Python keeps an ignored SIGINT ignored: the child would sleep through the signal)
     proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(marker), "preprocess.token_cache", "write_token_file",
                              ".safetensors", str(nth), "before", "preprocess.extract_tokens", "f", *TINY],
-                            cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + HANG_GUARD_S
     try:
         while not marker.exists():
