@@ -52,13 +52,12 @@ from preprocess.synthetic.groundtruth import (
     make_queries,
     motion,
     query_frames,
-    save_npz_atomic,
     track_frame,
 )
 from preprocess.synthetic.render import RenderedFrame, render_frame
 from preprocess.synthetic.scene import MOVING_EPS, Scene, SyntheticConfig, SyntheticConfigError, build_scene
 from utils.cli import add_logging_args, cli_main, setup_logging_from
-from utils.io import atomic_path, save_json_atomic, save_npy_atomic, save_safetensors_atomic
+from utils.io import atomic_path, save_json_atomic, save_npy_atomic, save_npz_atomic, save_safetensors_atomic
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,12 @@ re-create the published pickled baseline, in their own temporary folders.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import tempfile
 import threading
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -220,3 +222,18 @@ def file_problem(path: str | os.PathLike) -> str | None:
         return "missing"
     check = {".npy": npy_problem, ".safetensors": safetensors_problem, ".png": png_problem}.get(path.suffix.lower())
     return check(path) if check else None
+
+
+def save_npz_atomic(arrays: dict[str, np.ndarray], path: str | os.PathLike) -> None:
+    """``np.savez`` layout (uncompressed zip of ``<name>.npy``) with fixed zip timestamps, so the same arrays give
+    the same bytes (``np.savez`` stamps the current time), written atomically."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name in sorted(arrays):
+            arr = io.BytesIO()
+            np.lib.format.write_array(arr, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, arr.getvalue())
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_bytes(buf.getvalue())

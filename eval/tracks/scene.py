@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.cli import UserError, add_device_arg, add_logging_args, cli_main, setup_logging_from
-from utils.io import atomic_path
+from utils.io import atomic_path, save_npz_atomic
 
 
 def _pct(v: Any) -> str:
@@ -66,14 +66,6 @@ def table(first: dict, strided: dict, head: tuple[dict, dict] | None = None) -> 
                           ("all_moving", "all moving"), ("ground_truth", "ground truth")):
             lines.append(f"| {name} | {_pct(m[key]['mask_iou'])} |")
     return "\n".join(lines)
-
-
-def _save_npz(path: Path, **arrays: Any) -> None:
-    import numpy as np
-
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,8 +115,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         from eval.tracks.motion import read_world_motion
 
         motion_gt = read_world_motion(world_motion)
-        _save_npz(out / "gt_flow.npz", flow=motion_gt["flow"], occluded=motion_gt["occluded"])
-        _save_npz(out / "gt_moving.npz", masks=motion_gt["masks"])
+        save_npz_atomic({"flow": motion_gt["flow"], "occluded": motion_gt["occluded"]}, out / "gt_flow.npz")
+        save_npz_atomic({"masks": motion_gt["masks"]}, out / "gt_moving.npz")
         args.gt_flow, args.gt_masks = str(out / "gt_flow.npz"), str(out / "gt_moving.npz")
     gt_flow = Path(args.gt_flow) if args.gt_flow else scene / "gt" / "flow.npz"
     if args.gt_flow or gt_flow.is_file():

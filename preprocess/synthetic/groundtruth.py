@@ -12,15 +12,9 @@ occlusion mask.
 
 from __future__ import annotations
 
-import io
-import os
-import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-
-from utils.io import atomic_path
 
 from .render import RenderedFrame, project, world_points
 from .scene import MOVING_EPS, Scene
@@ -126,18 +120,3 @@ def motion(scene: Scene, t: int, frame: RenderedFrame, nxt: RenderedFrame) -> di
     moving = hit & (np.sqrt((sflow * sflow).sum(1)) > MOVING_EPS)
     return {"flow": flow.reshape(h, w, 2).astype(np.float32), "flow_occluded": occ.reshape(h, w).astype(np.uint8),
             "scene_flow": sflow.reshape(h, w, 3).astype(np.float32), "moving": moving.reshape(h, w).astype(np.uint8)}
-
-
-def save_npz_atomic(arrays: dict[str, np.ndarray], path: str | os.PathLike) -> None:
-    """``np.savez`` layout (uncompressed zip of ``<name>.npy``) with fixed zip timestamps, so the same arrays give
-    the same bytes (``np.savez`` stamps the current time), written atomically."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        for name in sorted(arrays):
-            arr = io.BytesIO()
-            np.lib.format.write_array(arr, np.ascontiguousarray(arrays[name]), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, arr.getvalue())
-    with atomic_path(Path(path)) as tmp:
-        tmp.write_bytes(buf.getvalue())
