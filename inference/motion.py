@@ -33,7 +33,7 @@ from inference.tracking.lift import geometry_files
 from inference.tracking.motion import MotionParams, geometry_flow, homography_flow, moving_probability
 from preprocess.frames import iter_frames, list_frames
 from utils.cli import UserError, add_logging_args, cli_main, setup_logging_from
-from utils.io import atomic_path, save_json_atomic
+from utils.io import atomic_path, save_json_atomic, save_npz_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -97,12 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-
-
 @cli_main
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
@@ -125,10 +119,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     frac = masks.reshape(len(masks), -1).mean(axis=1).astype(np.float32)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    _save_npz(out / "moving.npz", masks=masks, prob=prob.astype(np.float16), moving_fraction=frac,
-              keys=np.array(keys))
+    save_npz_atomic({"masks": masks, "prob": prob.astype(np.float16), "moving_fraction": frac,
+                     "keys": np.array(keys)}, out / "moving.npz", compress=True)
     if flows is not None:
-        _save_npz(out / "flow.npz", flow=np.stack(flows).astype(np.float32))
+        save_npz_atomic({"flow": np.stack(flows).astype(np.float32)}, out / "flow.npz", compress=True)
     timeline = {"method": "geometry" if depth_files else "homography", "sigma": params.sigma,
                 "baseline": params.baseline,
                 "threshold": params.threshold, "min_fraction": args.min_fraction,

@@ -224,16 +224,20 @@ def file_problem(path: str | os.PathLike) -> str | None:
     return check(path) if check else None
 
 
-def save_npz_atomic(arrays: dict[str, np.ndarray], path: str | os.PathLike) -> None:
-    """``np.savez`` layout (uncompressed zip of ``<name>.npy``) with fixed zip timestamps, so the same arrays give
-    the same bytes (``np.savez`` stamps the current time), written atomically."""
+def save_npz_atomic(arrays: dict[str, np.ndarray], path: str | os.PathLike, *, compress: bool = False) -> None:
+    """The one ``.npz`` writer: ``np.savez`` layout (a zip of ``<name>.npy``, keys sorted; deflated with
+    ``compress``, as ``np.savez_compressed``) with fixed zip timestamps, so the same arrays give the same bytes
+    whatever numpy version writes them, written atomically. Never pickles (object arrays are refused)."""
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(buf, "w", compression=method) as zf:
         for name in sorted(arrays):
             arr = io.BytesIO()
-            np.lib.format.write_array(arr, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            # (np.asarray keeps a 0-d array 0-d; ascontiguousarray would make it shape (1,))
+            np.lib.format.write_array(arr, np.asarray(arrays[name], order="C"), allow_pickle=False)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
+            info.compress_type = method
             zf.writestr(info, arr.getvalue())
     with atomic_path(Path(path)) as tmp:
         tmp.write_bytes(buf.getvalue())

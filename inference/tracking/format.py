@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.cli import UserError
-from utils.io import atomic_path
+from utils.io import save_npz_atomic
 
 #: keys every tracks file has
 REQUIRED = ("query_points", "tracks", "occluded")
@@ -110,8 +110,7 @@ def read_tracks(path: str | os.PathLike, queries: np.ndarray | None = None) -> d
 
 
 def write_tracks(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
-    """Write a tracks file atomically (uncompressed npz; numpy stores a fixed zip timestamp, so the same arrays
-    give the same bytes). Floats are stored as float32, ``occluded`` as bool."""
+    """Write a tracks file atomically (uncompressed npz, the same bytes for the same arrays). Floats are stored as float32, ``occluded`` as bool."""
     cast = {}
     for k, v in arrays.items():
         v = np.asarray(v)
@@ -122,7 +121,4 @@ def write_tracks(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None
         elif np.issubdtype(v.dtype, np.floating):
             v = v.astype(np.float32)
         cast[k] = np.array(v, order="C")  # (ascontiguousarray would turn a scalar into shape (1,))
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **dict(sorted(cast.items())))
+    save_npz_atomic(cast, path)

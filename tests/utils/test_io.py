@@ -10,7 +10,14 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import REPO_ROOT
-from utils.io import atomic_path, load_npy, save_json_atomic, save_npy_atomic, save_safetensors_atomic
+from utils.io import (
+    atomic_path,
+    load_npy,
+    save_json_atomic,
+    save_npy_atomic,
+    save_npz_atomic,
+    save_safetensors_atomic,
+)
 
 
 def test_atomic_path_failure_leaves_old_file_and_no_temp(tmp_path):
@@ -68,3 +75,24 @@ def test_safetensors_with_several_metadata_keys_have_the_same_bytes_on_every_run
     with safe_open(str(tmp_path / "f0.safetensors"), "pt") as f:
         assert f.metadata() == {k: "\u00e9" + k * 3 for k in "qwertyuiop"}
         assert f.get_tensor("b").tolist() == [0.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_npz_writer_round_trips_keeps_scalars_and_gives_the_same_bytes(tmp_path, compress):
+    arrays = {"b": np.arange(12, dtype=np.float32).reshape(3, 4)[:, ::2], "a": np.array(7), "k": np.array(["x", "yz"]),
+              "m": np.zeros((40, 40), bool)}
+    save_npz_atomic(arrays, tmp_path / "one.npz", compress=compress)
+    save_npz_atomic(dict(reversed(arrays.items())), tmp_path / "two.npz", compress=compress)
+    assert (tmp_path / "one.npz").read_bytes() == (tmp_path / "two.npz").read_bytes()
+    with np.load(tmp_path / "one.npz", allow_pickle=False) as back:
+        assert sorted(back.files) == ["a", "b", "k", "m"]
+        for k, v in arrays.items():
+            assert back[k].shape == v.shape and back[k].dtype == v.dtype and np.array_equal(back[k], v)
+    stored = (tmp_path / "one.npz").stat().st_size
+    assert (stored < arrays["m"].nbytes) == compress  # 1,600 zero bytes deflate to a few dozen
+
+
+def test_npz_writer_refuses_object_arrays_and_leaves_nothing(tmp_path):
+    with pytest.raises(ValueError):
+        save_npz_atomic({"o": np.array([{"a": 1}], dtype=object)}, tmp_path / "o.npz")
+    assert list(tmp_path.iterdir()) == []
