@@ -9,8 +9,8 @@ re-normalised and re-rotated) to show what the preallocated finished-key ring sa
 cache + chunk under a boolean mask (what windowed chunks cost before they attended per-frame key slices).
 With ``--repeats N`` the modes run N times in turn (fresh processes) and the best CPU time of each is kept.
 
-    python -m benchmarks.bench_backbone --frames 24 --chunk 8
-    python -m benchmarks.bench_backbone --threads 1 --window 4 --chunk 8 --modes streaming,chunked,chunked-masked
+    python -m benchmarks.bench_backbone --frames 24 --chunk-size 8
+    python -m benchmarks.bench_backbone --threads 1 --window 4 --chunk-size 8 --modes streaming,chunked,chunked-masked
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import resource
 import time
 
 import torch
+
+from utils.cli import add_chunk_size_arg
 
 
 def build(args: argparse.Namespace):
@@ -86,8 +88,8 @@ def run_mode(mode: str, args: argparse.Namespace, queue) -> None:
             for t in range(args.frames):
                 agg(imgs[:, t:t + 1], cache=cache)
         elif mode in ("chunked", "chunked-masked"):
-            for t in range(0, args.frames, args.chunk):
-                agg(imgs[:, t:t + args.chunk], cache=cache)
+            for t in range(0, args.frames, args.chunk_size):
+                agg(imgs[:, t:t + args.chunk_size], cache=cache)
         else:  # naive: patch the global blocks' attention to the official-style concatenating cache
             store: dict = {}
             rope = agg._rope(args.height // 14, args.width // 14, imgs.device)
@@ -108,7 +110,7 @@ def run_mode(mode: str, args: argparse.Namespace, queue) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=24, help="number of frames to stream")
-    p.add_argument("--chunk", type=int, default=8, help="frames per chunk in chunked mode")
+    add_chunk_size_arg(p, 8, "frames per chunk in chunked mode", old_spelling=True)
     p.add_argument("--window", type=int, default=None, help="max past frames attended (default: unbounded)")
     p.add_argument("--height", type=int, default=112, help="frame height in pixels (multiple of 14)")
     p.add_argument("--width", type=int, default=154, help="frame width in pixels (multiple of 14)")
@@ -141,7 +143,7 @@ def main() -> None:
         print(json.dumps(results, indent=2))
         return
     print(f"aggregator dim {args.dim}, depth {args.depth}, {args.height}x{args.width}, {args.frames} frames, "
-          f"chunk {args.chunk}, window {args.window}, {args.threads} threads, best of {args.repeats}")
+          f"chunk {args.chunk_size}, window {args.window}, {args.threads} threads, best of {args.repeats}")
     for r in results.values():
         print(f"{r['mode']:>14}: {r['cpu_s_per_frame']:.4f} CPU s/frame, {r['wall_s_per_frame']:.4f} wall s/frame, "
               f"cache {r['cache_mb']:.1f} MB, peak RSS during the run {r['peak_rss_mb']:.0f} MB "

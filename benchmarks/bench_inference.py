@@ -7,7 +7,7 @@ the same streaming window, on a synthetic moving-shapes video written as an mp4:
 
 * published: one frame at a time through the aggregator (streaming cache), the decoder, the outputs
   resized to full resolution, then per level a clamped [0, 1] PNG write (lossy: 3 channels, 8 bits);
-* ours: ``inference.pipeline.run_inference`` with ``LangVGGTPredictor`` (chunks of ``--chunk`` frames),
+* ours: ``inference.pipeline.run_inference`` with ``LangVGGTPredictor`` (chunks of ``--chunk-size`` frames),
   lossless float32 safetensors at the original resolution (fields only: no geometry/PCA/RGB pictures,
   to compare the same work), plus a second run with everything on ("ours-full").
 
@@ -31,6 +31,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from utils.cli import add_chunk_size_arg  # noqa: E402
 
 
 def make_video(path: Path, n: int, width: int, height: int, seed: int = 0) -> None:
@@ -120,7 +122,7 @@ def child(args: argparse.Namespace) -> None:
         if args.path == "published":
             n = run_published(Path(args.video), out, args.window)
         else:
-            n = run_ours(Path(args.video), out, args.window, args.chunk, full=args.path == "ours-full")
+            n = run_ours(Path(args.video), out, args.window, args.chunk_size, full=args.path == "ours-full")
         dt = time.perf_counter() - t0
         size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(json.dumps({"path": args.path, "frames": n, "seconds": dt, "fps": n / dt,
@@ -134,7 +136,7 @@ def main() -> None:
     p.add_argument("--width", type=int, default=112, help="frame width (pixels)")
     p.add_argument("--height", type=int, default=84, help="frame height (pixels)")
     p.add_argument("--window", type=int, default=16, help="streaming cache window (past frames), same for both")
-    p.add_argument("--chunk", type=int, default=8, help="frames per pass in our path")
+    add_chunk_size_arg(p, 8, "frames per pass in our path", old_spelling=True)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
     p.add_argument("--paths", nargs="+", default=["published", "ours", "ours-full"],
                    help="which paths to run (published, ours, ours-full)")
@@ -153,7 +155,7 @@ def main() -> None:
             make_video(video, n, args.width, args.height)
             for path in args.paths:
                 cmd = [sys.executable, __file__, "--child", "--path", path, "--video", str(video),
-                       "--window", str(args.window), "--chunk", str(args.chunk), "--threads", str(args.threads)]
+                       "--window", str(args.window), "--chunk-size", str(args.chunk_size), "--threads", str(args.threads)]
                 r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
                 if r.returncode != 0:
                     raise SystemExit(f"{path} on {n} frames failed:\n{r.stderr[-3000:]}")

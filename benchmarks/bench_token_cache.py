@@ -51,6 +51,7 @@ from preprocess.token_cache import (  # noqa: E402
     write_scene_meta,
     write_token_file,
 )
+from utils.cli import add_chunk_size_arg  # noqa: E402
 
 
 def make_frames(folder: Path, n: int, hw: tuple[int, int] = (536, 960)) -> Path:
@@ -305,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=8, help="frames for the storage comparison (960x536 inputs)")
     p.add_argument("--width", type=int, default=518, help="network input width for both parts (518 -> 518x294)")
     p.add_argument("--window", type=int, default=16, help="KV-cache window (past frames)")
-    p.add_argument("--chunk-size", type=int, default=1, help="frames per backbone call (extractor default 1)")
+    add_chunk_size_arg(p, 1, "frames per backbone call (extractor default 1)")
     p.add_argument("--mem-frames", type=int, nargs=2, default=[50, 200], help="video lengths for the memory part")
     p.add_argument("--repeats", type=int, default=3, help="timing passes for write/read (best is reported)")
     p.add_argument("--threads", type=int, default=1,

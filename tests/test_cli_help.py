@@ -74,3 +74,24 @@ def test_old_spellings_still_work_with_one_line_each(capsys):
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2 and all(ln.startswith("WARNING --text-encoder is an old spelling: use --hash-text")
                                    for ln in lines)
+
+
+def test_benchmarks_take_the_chunk_size_flag_from_utils_cli():
+    """The benchmarks that run the backbone in chunks take ``--chunk-size`` from ``utils.cli.add_chunk_size_arg``
+    (their old ``--chunk`` still works), never a spelling of their own."""
+    import ast
+
+    from tests.conftest import REPO_ROOT
+
+    own = []
+    for f in sorted((REPO_ROOT / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument":
+                names = {a.value for a in node.args if isinstance(a, ast.Constant)}
+                if any(str(n).startswith("--chunk") for n in names):
+                    own.append(f"{f.name}: {sorted(names)}")
+    assert not own, own
+    for name in ("bench_backbone", "bench_inference", "bench_token_cache"):
+        tree = ast.parse((REPO_ROOT / "benchmarks" / f"{name}.py").read_text())
+        assert any(isinstance(n, ast.Call) and getattr(n.func, "id", None) == "add_chunk_size_arg"
+                   for n in ast.walk(tree)), name

@@ -385,3 +385,87 @@ def add_text_encoder_args(parser, old_text_encoder_flag: bool = False) -> None:
                    "hash encoder)")
     g.add_argument("--clip-precision", choices=["fp32", "fp16"], default="fp32",
                    help="open_clip precision (fp16 only makes sense on CUDA)")
+
+
+# ---------------------------------------------------------------- typed command configurations
+
+#: the metadata key under which :func:`option` keeps a dataclass field's command-line declaration
+CLI_KEY = "cli"
+
+
+def option(help: str = "", *, group: str | None = None, names: tuple[str, ...] = (),
+           shared: Callable[[Any], None] | None = None, **argparse_kwargs: Any) -> dict[str, Any]:
+    """The metadata of a dataclass field that is also a command-line flag (``field(default=..., metadata=option(
+    ...))``): its ``help``, the argparse ``group`` it is listed under, its spellings (default ``--<name with
+    dashes>``) and any ``argparse_kwargs`` (``choices``, ``nargs``, ``type``, ``required``, ...). The default is the
+    field's; ``type`` follows the annotation for ``int`` / ``float`` (``X | None`` too) and a ``bool`` is a switch
+    (``store_true``). ``shared``: the flag is declared by that helper of this module (:func:`add_device_arg`,
+    :func:`add_logging_args`, ...), called once however many fields name it, so a shared flag keeps one
+    declaration; its help comes from the helper. Extra keys (other than ``cli``) can be merged into the dict."""
+    return {CLI_KEY: {"help": help, "group": group, "names": names, "shared": shared, "kwargs": argparse_kwargs}}
+
+
+def _field_default(f: Any) -> Any:
+    import dataclasses
+
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def _scalar_type(hint: Any) -> Any:
+    """``int`` / ``float`` from an annotation (``int``, ``float | None``), else None."""
+    import types
+    import typing
+
+    if hint in (int, float):
+        return hint
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1 and args[0] in (int, float):
+            return args[0]
+    return None
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Declare one flag per field of the dataclass ``cls`` that carries :func:`option` metadata, in field order,
+    each under its argparse group (groups are made in the order they first appear)."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    groups: dict[str, Any] = {}
+    called: list[Callable[[Any], None]] = []
+    for f in dataclasses.fields(cls):
+        spec = f.metadata.get(CLI_KEY)
+        if spec is None:
+            continue
+        target = parser if spec["group"] is None else groups.get(spec["group"])
+        if target is None:
+            target = groups[spec["group"]] = parser.add_argument_group(spec["group"])
+        if spec["shared"] is not None:
+            if spec["shared"] not in called:
+                spec["shared"](target)
+                called.append(spec["shared"])
+            continue
+        kwargs = dict(spec["kwargs"])
+        if not kwargs.get("required"):
+            kwargs.setdefault("default", _field_default(f))
+        hint = hints[f.name]
+        if hint is bool and "action" not in kwargs:
+            kwargs["action"] = "store_true"
+        elif "type" not in kwargs and "action" not in kwargs and _scalar_type(hint) is not None:
+            kwargs["type"] = _scalar_type(hint)
+        names = spec["names"] or ("--" + f.name.replace("_", "-"),)
+        target.add_argument(*names, dest=f.name, help=spec["help"], **kwargs)
+
+
+def dataclass_from_args(cls: type[T], args: argparse.Namespace) -> T:
+    """The dataclass ``cls`` from parsed flags (every field by name; a field the namespace lacks keeps its
+    default)."""
+    import dataclasses
+
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    return cls(**{n: getattr(args, n) for n in names if hasattr(args, n)})

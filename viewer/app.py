@@ -14,26 +14,22 @@ Layout of the page (one viser server, any number of browser tabs share its state
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
-import html
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from inference.ground_truth import GROUND_TRUTH_LABEL, is_ground_truth
 from utils.cli import UserError, add_device_arg, add_logging_args, cli_main, setup_logging_from
+from viewer.controls import Controls, timeline_html
+from viewer.layers import SceneLayers
+from viewer.playback import Player
+from viewer.query_list import QUERY_COLORS, Query, QueryList
 from viewer.record import check_port
 
 log = logging.getLogger("viewer")
 
-QUERY_COLORS = ((255, 0, 255), (0, 230, 255), (255, 140, 0), (140, 255, 0), (255, 255, 0), (0, 110, 255),
-                (255, 0, 90), (0, 255, 150))
-FRUSTUM_COLOR = (140, 140, 140)
-CURRENT_COLOR = (255, 120, 0)
 PANEL_WIDTH = 480  # pixels of the image panel's longer side sent to the browser
 
 
@@ -47,38 +43,12 @@ def import_viser():
     return viser
 
 
-@dataclass
-class Query:
-    """A query kept in the viewer: its text, colour, whether it is shown and/or time-sensitive, its result."""
-
-    text: str
-    color: tuple[int, int, int]
-    visible: bool = True
-    state: bool = False
-    result: object = None  # viewer.queries.QueryResult
-    handles: list = field(default_factory=list)
-    status: object = None
-
-
-def timeline_html(n: int, current: int, rows: list[tuple[str, tuple[int, int, int], list[bool]]]) -> str:
-    """A strip per time-sensitive query with the frames where its state holds filled in its colour, and the
-    current frame marked."""
-    def strip(cells: list[str]) -> str:
-        return ('<div style="display:flex;height:10px;margin:1px 0;border:1px solid #8884">'
-                + "".join(cells) + "</div>")
-
-    cur = [f'<div style="flex:1;background:{"#ff7800" if i == current else "transparent"}"></div>' for i in range(n)]
-    out = [f'<div style="font-size:11px">frame {current + 1} / {n}</div>', strip(cur)]
-    for label, color, holds in rows:
-        c = "#{:02x}{:02x}{:02x}".format(*color)
-        cells = [f'<div style="flex:1;background:{c if h else "transparent"}"></div>' for h in holds]
-        out.append(f'<div style="font-size:11px">{html.escape(label)}: state holds in '
-                   f'{sum(holds)} / {len(holds)} frames</div>' + strip(cells))
-    return "".join(out)
-
-
 class Viewer:
-    """The viewer's scene and GUI on a viser server; every control's callback is a method here.
+    """The viewer on a viser server: it holds the current frame and puts together its parts, the control panel
+    (:class:`viewer.controls.Controls`, whose ``gui_<name>`` handles read as the viewer's), the 3D scene
+    (:class:`viewer.layers.SceneLayers`: ``clouds``, ``frustums``, ``selection``, ``trajectory``), the kept queries
+    (:class:`viewer.query_list.QueryList`, ``queries``), the image panel, playback
+    (:class:`viewer.playback.Player`) and the track trails. Every control's callback is a method here.
 
     Args:
         server: a ``viser.ViserServer``.
@@ -86,12 +56,14 @@ class Viewer:
         engine: :class:`viewer.queries.QueryEngine` (None: no query controls).
     """
 
+    #: what the 3D scene part holds, read as the viewer's own attributes
+    _LAYER_ATTRS = ("clouds", "frustums", "selection", "trajectory", "point_size", "scale", "center")
+
     def __init__(self, server, scene, pictures, engine=None, budget: int = 20_000, conf_percentile: float = 25.0,
                  point_size: float | None = None, fps: float = 10.0, level: str = "auto",
                  threshold: float | None = None, record_dir: Path | None = None,
                  tracks: list[str] | None = None, trail: int = 10) -> None:
         from eval.query.masks import MASK_THRESHOLD
-        from viewer.scene import scene_center, scene_scale
 
         self.server = server
         self.scene = scene
@@ -99,195 +71,59 @@ class Viewer:
         self.engine = engine
         self.record_dir = record_dir
         self.lock = threading.RLock()
-        self.worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="viewer-query")
         self.queries: list[Query] = []
+        self.query_list = QueryList(self, self.queries)
         self.frame = 0
-        self.selection: dict[str, np.ndarray] = {}
-        self.clouds: dict = {}
-        self.frustums: dict = {}
-        self._shown: dict[str, bool] = {}
-        self._frustum_state: dict[str, tuple] = {}
-        self.trajectory = None
-        self._stop = threading.Event()
-        self._last_panel_key = None
-        self.scale = scene_scale(scene)
-        self.center = scene_center(scene)
+        self._last_panel_key: str | None = None
         max_points = max([len(p.conf) for p in scene.points.values()] + [1])
-        budget = int(min(budget, max_points))
-        self._auto_point_size = point_size is None
-        self._build_gui(budget, conf_percentile, fps, level, MASK_THRESHOLD if threshold is None else threshold,
-                        max_points)
-        self.point_size = point_size if point_size is not None else self._estimate_point_size()
-        self._build_scene()
+        self.controls = Controls(server.gui, scene, self._panel_picture(scene.keys[0], "rgb"),
+                                 queries=engine is not None, video=scene.has_video,
+                                 budget=int(min(budget, max_points)), conf_percentile=conf_percentile, fps=fps,
+                                 level=level, threshold=MASK_THRESHOLD if threshold is None else threshold,
+                                 max_points=max_points)
+        self.layers = SceneLayers(server, scene, self.controls, point_size)
+        with self.lock:
+            self.layers.build(self._visible_frame, self.queries)
+        self.controls.connect(self)
         from viewer.trails import Trails
 
         self.trails = [Trails(server.scene, p, scene.n, QUERY_COLORS[(i + 4) % len(QUERY_COLORS)], trail,
                               point_size=3 * self.point_size) for i, p in enumerate(tracks or [])]
         self.set_frame(0)
-        self._player = threading.Thread(target=self._play_loop, name="viewer-play", daemon=True)
-        self._player.start()
+        self.player = Player(self)
 
-    # ------------------------------------------------------------------ building
-    def _build_gui(self, budget, conf_percentile, fps, level, threshold, max_points) -> None:
-        gui = self.server.gui
-        n = self.scene.n
-        if is_ground_truth(self.scene.layout):
-            # the geometry is the synthetic scene's truth (python -m inference.ground_truth), not a prediction
-            self.gui_geometry_label = gui.add_markdown(f"**{GROUND_TRUTH_LABEL}**")
-        with gui.add_folder("Time"):
-            self.gui_frame = gui.add_slider("frame", min=0, max=max(n - 1, 1), step=1, initial_value=0,
-                                            disabled=n < 2)
-            self.gui_play = gui.add_checkbox("play", initial_value=False)
-            self.gui_speed = gui.add_slider("speed (fps)", min=0.5, max=30.0, step=0.5, initial_value=float(fps))
-            self.gui_fused = gui.add_checkbox("all frames (fused)", initial_value=False)
-            self.gui_timeline = gui.add_html(timeline_html(n, 0, []))
-        with gui.add_folder("Query"):
-            self.gui_text = gui.add_text("text", initial_value="")
-            self.gui_add = gui.add_button("add query", disabled=self.engine is None)
-            self.gui_level = gui.add_dropdown("level", options=["auto", *self.scene.levels], initial_value=level)
-            self.gui_threshold = gui.add_slider("threshold", min=0.0, max=0.99, step=0.01,
-                                                initial_value=float(threshold))
-            video_ok = self.engine is not None and self.scene.has_video
-            self.gui_state = gui.add_checkbox("time-sensitive (state) query", initial_value=False,
-                                              disabled=not video_ok,
-                                              hint=None if video_ok else "the fields have no video head")
-            self.gui_status = gui.add_markdown("" if self.engine is not None else
-                                               "*no text encoder / autoencoder: queries are off*")
-            self.gui_query_folder = gui.add_folder("queries")
-        with gui.add_folder("Image"):
-            self.gui_panel_mode = gui.add_dropdown("picture", options=[*self.scene.color_modes(), "query"],
-                                                   initial_value="rgb")
-            first = self.scene.keys[0]
-            self.gui_image = gui.add_image(self._panel_picture(first), label=first, format="jpeg")
-        with gui.add_folder("Points", expand_by_default=False):
-            self.gui_color = gui.add_dropdown("colour", options=[*self.scene.color_modes(), "relevancy"],
-                                              initial_value="rgb")
-            self.gui_budget = gui.add_slider("points per frame", min=min(100, max_points), max=max_points,
-                                             step=100 if max_points > 1000 else 1, initial_value=budget)
-            self.gui_conf = gui.add_slider("confidence percentile", min=0.0, max=99.0, step=1.0,
-                                           initial_value=float(conf_percentile))
-            self.gui_point_scale = gui.add_slider("point size", min=0.1, max=5.0, step=0.1, initial_value=1.0)
-            self.gui_cameras = gui.add_checkbox("cameras", initial_value=True)
-            self.gui_traj = gui.add_checkbox("trajectory", initial_value=True)
-            self.gui_frustum_image = gui.add_checkbox("picture on the current camera", initial_value=True)
-        with gui.add_folder("Export", expand_by_default=False):
-            self.gui_save = gui.add_button("save recording (.viser + .html)")
-            self.gui_saved = gui.add_markdown("")
-
-        self.gui_frame.on_update(lambda _: self.set_frame(int(self.gui_frame.value)))
-        self.gui_fused.on_update(lambda _: self.update_visibility())
-        self.gui_color.on_update(lambda _: self.refresh_colors())
-        self.gui_budget.on_update(lambda _: self.refresh_points())
-        self.gui_conf.on_update(lambda _: self.refresh_points())
-        self.gui_point_scale.on_update(lambda _: self.refresh_points())
-        self.gui_cameras.on_update(lambda _: self.update_visibility())
-        self.gui_traj.on_update(lambda _: self.update_visibility())
-        self.gui_frustum_image.on_update(lambda _: self.update_panel(force=True))
-        self.gui_panel_mode.on_update(lambda _: self.update_panel(force=True))
-        self.gui_add.on_click(lambda _: self.submit_query())
-        self.gui_level.on_update(lambda _: self.rerun_queries())
-        self.gui_threshold.on_update(lambda _: self.rerun_queries())
-        self.gui_save.on_click(lambda _: self._save_from_gui())
-
-    def _estimate_point_size(self) -> float:
-        """World size of a shown point: the footprint of one pixel at the median depth, times the subsampling."""
-        for key in self.scene.keys:
-            fp, cam = self.scene.points.get(key), self.scene.cameras.get(key)
-            if fp is None or cam is None or not len(fp.xyz):
-                continue
-            dist = float(np.median(np.linalg.norm(fp.xyz[:5000] - cam.center, axis=1)))
-            H, W = cam.hw
-            shown = max(1, min(int(self.gui_budget.value), fp.total))
-            size = dist / float(cam.intrinsics[0, 0]) * np.sqrt(H * W / shown) * 1.2
-            if np.isfinite(size) and size > 0:
-                return size
-        return 0.005 * self.scale
-
-    def _build_scene(self) -> None:
-        from viewer.scene import Camera
-
-        scene = self.server.scene
-        ok = [c for c in (self.scene.cameras.get(k) for k in self.scene.keys) if c is not None and c.ok]
-        if ok:
-            up = ok[0].rotation @ np.array([0.0, -1.0, 0.0])  # OpenCV: y down; world = first camera
-            scene.set_up_direction(tuple(float(v) for v in up))
-            c0: Camera = ok[0]
-            back = c0.center - c0.rotation @ np.array([0.0, 0.0, 1.0]) * self.scale * 1.5 + up * self.scale * 0.6
-            self.server.initial_camera.position = tuple(float(v) for v in back)
-            self.server.initial_camera.look_at = tuple(float(v) for v in self.center)
-            self.server.initial_camera.up = tuple(float(v) for v in up)
-        from viser import transforms as vtf
-
-        for key in self.scene.keys:
-            cam = self.scene.cameras.get(key)
-            if cam is None or not cam.ok:
-                continue
-            wxyz = vtf.SO3.from_matrix(cam.rotation).wxyz
-            self.frustums[key] = scene.add_camera_frustum(
-                f"/cameras/{key}", fov=cam.fov_y, aspect=cam.aspect, scale=0.08 * self.scale,
-                thickness=0.004 * self.scale, color=FRUSTUM_COLOR, wxyz=wxyz, position=cam.center, format="jpeg")
-        if len(ok) > 1:
-            centers = np.array([c.center for c in ok], dtype=np.float32)
-            segs = np.stack([centers[:-1], centers[1:]], axis=1)
-            self.trajectory = scene.add_line_segments("/trajectory", segs, colors=(255, 120, 0),
-                                                      thickness=0.004 * self.scale)
-        self.refresh_points()
+    def __getattr__(self, name: str):
+        """``gui_<name>``: the control panel's widget; ``clouds``, ``frustums``, ...: the 3D scene's."""
+        part = (self.__dict__.get("controls") if name.startswith("gui_") else
+                self.__dict__.get("layers") if name in self._LAYER_ATTRS else None)
+        if part is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(part, name)
 
     # ------------------------------------------------------------------ points
-    def _selected(self, key: str) -> np.ndarray:
-        return self.scene.points[key].select(int(self.gui_budget.value), float(self.gui_conf.value))
+    def _visible_frame(self, key: str) -> bool:
+        return bool(self.gui_fused.value) or key == self.scene.keys[self.frame]
 
     def point_colors(self, key: str) -> np.ndarray:
         """(N, 3) uint8 colours of the shown points of frame ``key`` under the current colour mode and queries."""
-        from inference.visualize import heatmap_rgb
-
-        fp = self.scene.points[key]
-        sel = self.selection[key]
-        mode = self.gui_color.value
-        shown = [q for q in self.queries if q.visible and q.result is not None]
-        if mode == "relevancy":
-            fr = shown[-1].result.frames.get(key) if shown else None
-            if fr is not None and fp.pix is not None:
-                pix = fp.pix[sel]
-                return heatmap_rgb(fr.heat[pix[:, 0], pix[:, 1]][None].astype(np.float32) / 255.0)[0]
-            mode = "rgb"
-        colors = np.array(fp.colors[mode][sel], dtype=np.uint8, copy=True)
-        if fp.pix is None:
-            return colors
-        pix = fp.pix[sel]
-        for q in shown:
-            fr = q.result.frames.get(key)
-            if fr is not None:
-                colors[fr.mask[pix[:, 0], pix[:, 1]]] = q.color
-        return colors
-
-    def _visible_frame(self, key: str) -> bool:
-        return bool(self.gui_fused.value) or key == self.scene.keys[self.frame]
+        return self.layers.point_colors(key, self.queries)
 
     def refresh_points(self, keys=None) -> None:
         """(Re)send the point clouds of ``keys`` (default all) for the current budget and confidence."""
         with self.lock:
-            size = self.point_size * float(self.gui_point_scale.value) if hasattr(self, "point_size") else 0.01
-            for key in keys if keys is not None else self.scene.keys:
-                fp = self.scene.points.get(key)
-                if fp is None:
-                    continue
-                sel = self._selected(key)
-                self.selection[key] = sel
-                visible = self._visible_frame(key)
-                self.clouds[key] = self.server.scene.add_point_cloud(
-                    f"/points/{key}", fp.xyz[sel], self.point_colors(key), point_size=size,
-                    point_shape="rounded", point_shading="flat", visible=visible)
-                self._shown[key] = visible
+            self.layers.refresh_points(keys, self._visible_frame, self.queries)
 
     def refresh_colors(self, keys=None) -> None:
-        """Recolour the shown points of ``keys`` (default all)."""
+        """Recolour the shown points of ``keys`` (default all), and the picture when it shows the current frame."""
         with self.lock:
-            for key in keys if keys is not None else self.scene.keys:
-                if key in self.clouds:
-                    self.clouds[key].colors = self.point_colors(key)
+            self.layers.refresh_colors(keys, self.queries)
             if keys is None or self.scene.keys[self.frame] in keys:
                 self.update_panel(force=True)
+
+    def update_visibility(self) -> None:
+        """Send the visibility and highlight changes (only what changed, so playback stays light)."""
+        with self.lock:
+            self.layers.update_visibility(self.scene.keys[self.frame], self._visible_frame)
 
     # ------------------------------------------------------------------ time
     def set_frame(self, i: int) -> None:
@@ -304,41 +140,21 @@ class Viewer:
             self.update_panel()
             self.update_timeline()
 
-    def update_visibility(self) -> None:
-        """Send the visibility and highlight changes (only what changed, so playback stays light)."""
-        with self.lock:
-            cur = self.scene.keys[self.frame]
-            for key, h in self.clouds.items():
-                want = self._visible_frame(key)
-                if self._shown.get(key) != want:
-                    h.visible = want
-                    self._shown[key] = want
-            cams = bool(self.gui_cameras.value)
-            for key, f in self.frustums.items():
-                color = CURRENT_COLOR if key == cur else FRUSTUM_COLOR
-                if self._frustum_state.get(key) != (cams, color):
-                    f.visible = cams
-                    f.color = color
-                    self._frustum_state[key] = (cams, color)
-            if self.trajectory is not None:
-                self.trajectory.visible = bool(self.gui_traj.value)
-
-    def _play_loop(self) -> None:
-        while not self._stop.is_set():
-            speed = max(0.1, float(self.gui_speed.value))
-            if self.gui_play.value and self.scene.n > 1:
-                t = time.perf_counter()
-                self.set_frame((self.frame + 1) % self.scene.n)
-                self._stop.wait(max(0.0, 1.0 / speed - (time.perf_counter() - t)))
-            else:
-                self._stop.wait(0.05)
+    def update_timeline(self) -> None:
+        rows = []
+        for q in self.queries:
+            res = q.result
+            if q.visible and q.state and res is not None and res.state_holds is not None:
+                rows.append((q.text, q.color, [bool(res.state_holds.get(k, False)) for k in self.scene.keys]))
+        self.gui_timeline.content = timeline_html(self.scene.n, self.frame, rows)
 
     # ------------------------------------------------------------------ pictures
-    def _panel_picture(self, key: str) -> np.ndarray:
+    def _panel_picture(self, key: str, mode: str) -> np.ndarray:
+        """The image panel's picture of frame ``key`` in ``mode`` (a colour mode, or ``query``: the shown queries'
+        overlays), at most PANEL_WIDTH pixels on its longer side, small frames blown up."""
         from inference.visualize import overlay
 
         hw = self.scene.hw[key]
-        mode = self.gui_panel_mode.value if hasattr(self, "gui_panel_mode") else "rgb"
         if mode != "query":
             img = self.pictures.picture(mode, key, hw)
         else:
@@ -363,22 +179,11 @@ class Viewer:
             key = self.scene.keys[self.frame]
             if key == self._last_panel_key and not force:
                 return
-            img = self._panel_picture(key)
+            img = self._panel_picture(key, self.gui_panel_mode.value)
             self.gui_image.image = img
             self.gui_image.label = f"{key} ({self.gui_panel_mode.value})"
-            for k, f in self.frustums.items():
-                want = img if (k == key and self.gui_frustum_image.value) else None
-                if want is not None or f.image is not None:
-                    f.image = want
+            self.layers.show_picture(key, img if self.gui_frustum_image.value else None)
             self._last_panel_key = key
-
-    def update_timeline(self) -> None:
-        rows = []
-        for q in self.queries:
-            res = q.result
-            if q.visible and q.state and res is not None and res.state_holds is not None:
-                rows.append((q.text, q.color, [bool(res.state_holds.get(k, False)) for k in self.scene.keys]))
-        self.gui_timeline.content = timeline_html(self.scene.n, self.frame, rows)
 
     # ------------------------------------------------------------------ queries
     def submit_query(self, text: str | None = None, state: bool | None = None, wait: bool = False):
@@ -387,104 +192,25 @@ class Viewer:
         text = (self.gui_text.value if text is None else text).strip()
         if not text or self.engine is None:
             return None
-        existing = next((q for q in self.queries if q.text == text), None)
-        if existing is not None:
-            existing.visible = True
-            fut = self.worker.submit(self._run_query, existing)
-        else:
-            q = Query(text, QUERY_COLORS[len(self.queries) % len(QUERY_COLORS)],
-                      state=bool(self.gui_state.value if state is None else state))
-            self.queries.append(q)
-            self._add_query_gui(q)
-            fut = self.worker.submit(self._run_query, q)
-        if wait:
-            fut.result()
-        return fut
-
-    def _add_query_gui(self, q: Query) -> None:
-        gui = self.server.gui
-        with self.gui_query_folder:
-            show = gui.add_checkbox(q.text, initial_value=True)
-            color = gui.add_rgb("colour", initial_value=q.color)
-            status = gui.add_markdown("*computing…*")
-            remove = gui.add_button("remove")
-        q.handles = [show, color, status, remove]
-        q.status = status
-
-        def on_show(_):
-            q.visible = bool(show.value)
-            self.refresh_colors()
-            self.update_timeline()
-
-        def on_color(_):
-            q.color = tuple(int(v) for v in color.value)
-            self.refresh_colors()
-            self.update_timeline()
-
-        show.on_update(on_show)
-        color.on_update(on_color)
-        remove.on_click(lambda _: self.remove_query(q))
+        return self.query_list.submit(text, bool(self.gui_state.value if state is None else state), wait)
 
     def remove_query(self, q: Query) -> None:
-        with self.lock:
-            if q in self.queries:
-                self.queries.remove(q)
-            for h in q.handles:
-                h.remove()
+        self.query_list.remove(q)
         self.refresh_colors()
-        self.update_timeline()
-
-    def _order(self) -> list[str]:
-        """Frames in the order a query computes them: the one on screen first, then onwards (wrapping)."""
-        keys = self.scene.keys
-        return keys[self.frame:] + keys[: self.frame]
-
-    def _run_query(self, q: Query) -> None:
-        level, thr = self.gui_level.value, float(self.gui_threshold.value)
-
-        def on_batch(res, batch):
-            q.result = res
-            if q in self.queries:
-                self.refresh_colors([k for k in batch if k in self.clouds])
-            if q.status is not None:
-                q.status.content = f"{len(res.frames)}/{self.scene.n} frames, {res.seconds:.2f} s"
-
-        try:
-            res = self.engine.run(q.text, level=level, threshold=thr, order=self._order(), on_batch=on_batch,
-                                  cancelled=lambda: q not in self.queries)
-        except Exception as e:  # shown in the page, never kills the server
-            log.exception("query %r failed", q.text)
-            if q.status is not None:
-                q.status.content = f"**failed:** {html.escape(str(e))}"
-            return
-        q.result = res
-        extra = ""
-        if q.state and q in self.queries:
-            try:
-                _, holds = self.engine.state(res)
-                extra = f"; state holds in {sum(holds.values())}/{len(holds)} frames"
-            except Exception as e:
-                log.warning("time-sensitive score of %r failed: %s", q.text, e)
-                extra = f"; time-sensitive score failed: {html.escape(str(e))}"
-        levels = [self.scene.levels[fr.level] for fr in res.frames.values()]
-        counts = ", ".join(f"{lvl} {levels.count(lvl)}" for lvl in self.scene.levels if levels.count(lvl))
-        if q.status is not None:
-            q.status.content = f"{len(res.frames)}/{self.scene.n} frames in {res.seconds:.2f} s ({counts}){extra}"
         self.update_timeline()
 
     def rerun_queries(self, wait: bool = False) -> None:
         """Recompute every kept query (after a level or threshold change)."""
-        futs = [self.worker.submit(self._run_query, q) for q in list(self.queries)]
-        if wait:
-            for f in futs:
-                f.result()
+        self.query_list.rerun(wait)
 
     def wait(self) -> None:
         """Block until every submitted query is done."""
-        self.worker.submit(lambda: None).result()
+        self.query_list.wait()
 
     # ------------------------------------------------------------------ export
-    def _save_from_gui(self) -> None:
+    def save_from_gui(self) -> None:
+        """The *save recording* button: ``<record_dir or fields/viewer>/recording-<time>.viser`` and ``.html``,
+        the page sent to the browser as a download."""
         from viewer.record import save_recording
 
         folder = self.record_dir or (self.scene.layout.root / "viewer")
@@ -497,8 +223,8 @@ class Viewer:
             log.warning("could not send the recording to the browser: %s", e)
 
     def close(self) -> None:
-        self._stop.set()
-        self.worker.shutdown(wait=True, cancel_futures=True)
+        self.player.stop()
+        self.query_list.close()
 
 
 # ---------------------------------------------------------------------------------------------------------- CLI

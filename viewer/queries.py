@@ -3,8 +3,8 @@
 Nothing here re-implements the query maths: the relevancy is :class:`eval.query.relevancy.RelevancyModel`'s (LERF
 against the canonical negatives), interpolated from :class:`eval.query.relevancy.LatentGrid` over the fields' latent box
 exactly as ``eval.query`` does by default (or per pixel with ``exact=True``, or where the grid does not apply);
-masks, level choice and the normalised heat are :mod:`eval.query.masks`' (through :func:`eval.query.batch_masks.frame_masks`
-when present, which is bit for bit :func:`eval.query.masks.masks_from_relevancy` per frame); the time-sensitive
+masks, level choice and the normalised heat are :mod:`eval.query.masks`' (through :func:`eval.query.batch_masks.frame_masks`,
+which is bit for bit :func:`eval.query.masks.masks_from_relevancy` per frame); the time-sensitive
 decision is :func:`eval.protocol.metrics.temporal_predictions` over per-frame scores computed as ``eval.protocol.runner`` scores a
 state query (mean cosine of the decoded video field over the query's raw mask). So a frame's mask here is the
 mask ``python -m eval.query`` writes for the same fields, text, level and threshold.
@@ -24,27 +24,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from eval.query.masks import MASK_THRESHOLD, masks_from_relevancy, normalize_relevancy
-from eval.query.relevancy import RelevancyModel
+from eval.query import BATCH_FRAMES
+from eval.query.batch_masks import frame_masks
+from eval.query.masks import MASK_THRESHOLD, normalize_relevancy
+from eval.query.relevancy import GRID_SIZE, MAX_GRID_DIM, LatentGrid, RelevancyModel, latent_range
 from inference.outputs import LEVELS, OutputLayout, read_fields
 
 log = logging.getLogger("viewer")
-
-try:  # the latent-grid path of eval.query (absent in older checkouts: then every query is exact)
-    from eval.query.relevancy import GRID_SIZE, MAX_GRID_DIM, LatentGrid, latent_range
-except ImportError:  # pragma: no cover - depends on the eval package's version
-    LatentGrid = None  # type: ignore[assignment,misc]
-    GRID_SIZE, MAX_GRID_DIM = 48, 3
-
-try:  # frames eval.query processes together (the viewer uses the same batches after the frame on screen)
-    from eval.query import BATCH_FRAMES
-except ImportError:  # pragma: no cover - depends on the eval package's version
-    BATCH_FRAMES = 16
-
-try:  # batched mask post-processing (same bits as masks_from_relevancy, a third of the pooling)
-    from eval.query.batch_masks import frame_masks
-except ImportError:  # pragma: no cover - depends on the eval package's version
-    frame_masks = None  # type: ignore[assignment]
 
 Decoder = Callable[[torch.Tensor], torch.Tensor]
 LEVEL_CHOICES = ("auto", *LEVELS)
@@ -98,7 +84,7 @@ class QueryEngine:
         self.decode = decode
         self.video_decode = video_decode
         self.model = RelevancyModel(encode_text)
-        self.exact = exact or LatentGrid is None or decode is None
+        self.exact = exact or decode is None
         self.grid_size = grid_size
         self.batch = max(1, int(batch))
         self._cache: dict[str, torch.Tensor] = {}
@@ -178,20 +164,11 @@ class QueryEngine:
 
     # ------------------------------------------------------------------ masks
     def _masks(self, rel: torch.Tensor, threshold: float, level: int | None) -> list[FrameResult]:
-        out = []
-        if frame_masks is not None:
-            fm = frame_masks(rel, threshold=threshold, level=level)
-            heat = (normalize_relevancy(fm.smoothed) * 255).round().to(torch.uint8).numpy()
-            for b in range(rel.shape[0]):
-                out.append(FrameResult(int(fm.level[b]), float(fm.scores[b]), fm.clean[b].numpy(),
-                                       fm.raw[b].numpy(), heat[b]))
-            return out
-        for r in rel:
-            lm = masks_from_relevancy(r, threshold=threshold)
-            li = lm.level if level is None else level
-            heat = (normalize_relevancy(lm.smoothed[li]) * 255).round().to(torch.uint8).numpy()
-            out.append(FrameResult(li, float(lm.scores[li]), lm.clean[li].numpy(), lm.raw[li].numpy(), heat))
-        return out
+        """Relevancy ``(B, L, H, W)`` of a batch of frames -> each frame's masks (:func:`frame_masks`)."""
+        fm = frame_masks(rel, threshold=threshold, level=level)
+        heat = (normalize_relevancy(fm.smoothed) * 255).round().to(torch.uint8).numpy()
+        return [FrameResult(int(fm.level[b]), float(fm.scores[b]), fm.clean[b].numpy(), fm.raw[b].numpy(), heat[b])
+                for b in range(rel.shape[0])]
 
     def run(self, text: str, level: str = "auto", threshold: float | None = None,
             order: Sequence[str] | None = None,

@@ -26,7 +26,7 @@ import argparse
 import json
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -246,8 +246,65 @@ def evaluate_scene(
         ``{"scene", "dataset", "time_agnostic": {...}, "time_sensitive": {...} | None}`` (see report.py).
     """
     cfg = config or EvalConfig()
-    dev = resolve_device(device)
     scene_dir = Path(scene_dir) if scene_dir is not None else None
+    coco, video_annotations, run_ts = _annotations(scene_dir, fields, coco, video_annotations, dataset,
+                                                   time_sensitive)
+    states, vq = _state_queries(video_annotations if run_ts else None, video_query_embeddings,
+                                video_encode_text or encode_text)
+    run = _SceneRun(fields, RelevancyModel(encode_text, cfg.negatives, cfg.temperature), cfg,
+                    resolve_device(device), decode, video_decode, list(fields.levels),
+                    Path(overlays_dir) if overlays_dir is not None else None, scene_dir, dataset)
+    check_frames(coco, fields, scene_dir, dataset)
+    indices = coco.frame_indices
+    scored = [i for i in indices if coco.masks[i]]
+    # refuse inconsistent inputs before the first score (and before the progress bar)
+    fields.check({i: coco.sizes[i] for i in scored})
+    if scored:
+        _check_latent_sizes(fields, scored[0], decode, video_decode if run_ts else None)
+
+    ta_frames: dict[str, list[dict[str, Any]]] = {}
+    ts_frames: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for idx in tqdm(indices, desc=f"eval {scene_name or (scene_dir.name if scene_dir else '')}", leave=False,
+                    disable=None):  # no bar when stderr is not a terminal
+        gts = coco.masks[idx]
+        if not gts:
+            continue
+        size = coco.sizes[idx]
+        cats = list(gts)
+        st_queries = [(obj, q) for obj in cats for q, _ in states.get(obj, [])] if run_ts else []
+        texts = list(dict.fromkeys(cats + [q for _, q in st_queries]))
+        masks = run.masks(idx, texts, size)
+        for c in cats:
+            ta_frames.setdefault(c, []).append(run.time_agnostic_record(idx, c, masks[c], gts[c], size))
+        if st_queries:
+            records = run.time_sensitive_records(idx, st_queries, masks, gts, vq, size)
+            for key, rec in zip(st_queries, records, strict=True):
+                ts_frames.setdefault(key, []).append(rec)
+
+    ta_queries = _time_agnostic_queries(coco, ta_frames)
+    result: dict[str, Any] = {
+        "scene": scene_name or (scene_dir.name if scene_dir else "scene"),
+        "dataset": dataset,
+        "levels": run.level_names,
+        "time_agnostic": {
+            "miou": float(np.mean([q["miou"] for q in ta_queries.values()])) if ta_queries else float("nan"),
+            "macc": float(np.mean([q["macc"] for q in ta_queries.values()])) if ta_queries else float("nan"),
+            "n_frames": len({f["frame"] for q in ta_queries.values() for f in q["frames"]}),
+            "queries": ta_queries,
+        },
+        "time_sensitive": None,
+        "skipped_annotations": list(coco.skipped),
+    }
+    if run_ts:
+        result["time_sensitive"] = _time_sensitive_result(states, ts_frames, coco, cfg)
+    return result
+
+
+def _annotations(scene_dir: Path | None, fields: FieldSource, coco: CocoFrames | None,
+                 video_annotations: Mapping[str, Mapping[str, Sequence[tuple[int, int]]]] | None, dataset: str,
+                 time_sensitive: bool | None) -> tuple[CocoFrames, Any, bool]:
+    """The scene's annotations (read from ``scene_dir`` unless given) and whether the time-sensitive protocol
+    runs (``time_sensitive`` None: when video annotations and a video field exist)."""
     if coco is None:
         if scene_dir is None:
             raise ValueError("give scene_dir or coco annotations")
@@ -261,114 +318,103 @@ def evaluate_scene(
         raise FileNotFoundError(f"time-sensitive evaluation asked but no {VIDEO_RELPATH} in {scene_dir}")
     if run_ts and not fields.has_video():
         raise ValueError("time-sensitive evaluation asked but the fields have no 'video' tensor / video renders")
-    model = RelevancyModel(encode_text, cfg.negatives, cfg.temperature)
-    level_names = list(fields.levels)
-    overlays = Path(overlays_dir) if overlays_dir is not None else None
+    return coco, video_annotations, bool(run_ts)
 
-    states, vq = _state_queries(video_annotations if run_ts else None, video_query_embeddings,
-                                video_encode_text or encode_text)
 
-    ta_frames: dict[str, list[dict[str, Any]]] = {}
-    ts_frames: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    check_frames(coco, fields, scene_dir, dataset)
-    indices = coco.frame_indices
-    scored = [i for i in indices if coco.masks[i]]
-    # refuse inconsistent inputs before the first score (and before the progress bar)
-    fields.check({i: coco.sizes[i] for i in scored})
-    if scored:
-        _check_latent_sizes(fields, scored[0], decode, video_decode if run_ts else None)
+@dataclass
+class _SceneRun:
+    """What scoring one scene's frames needs: the fields, the relevancy model, the protocol constants, the device,
+    the decoders, the level names and where overlays go (None: none written)."""
 
-    def check_size(shape: Sequence[int], idx: int, size: tuple[int, int]) -> None:
-        if fields.exact_size and tuple(shape[-2:]) != tuple(size):
+    fields: FieldSource
+    model: RelevancyModel
+    cfg: EvalConfig
+    dev: torch.device
+    decode: Decoder | None
+    video_decode: Decoder | None
+    level_names: list[str]
+    overlays: Path | None
+    scene_dir: Path | None
+    dataset: str
+
+    def _check_size(self, shape: Sequence[int], idx: int, size: tuple[int, int]) -> None:
+        if self.fields.exact_size and tuple(shape[-2:]) != tuple(size):
             raise FieldsError(f"targets of frame {idx} are {shape[-1]}x{shape[-2]} but its annotation is "
-                              f"{size[1]}x{size[0]}", fields.frame_file(idx),
+                              f"{size[1]}x{size[0]}", self.fields.frame_file(idx),
                               "extract the targets from the annotated frames (same resolution)")
 
-    for idx in tqdm(indices, desc=f"eval {scene_name or (scene_dir.name if scene_dir else '')}", leave=False,
-                    disable=None):  # no bar when stderr is not a terminal
-        gts = coco.masks[idx]
-        if not gts:
-            continue
-        size = coco.sizes[idx]
-        cats = list(gts)
-        st_queries = [(obj, q) for obj in cats for q, _ in states.get(obj, [])] if run_ts else []
-        texts = list(dict.fromkeys(cats + [q for _, q in st_queries]))
+    def masks(self, idx: int, texts: list[str], size: tuple[int, int]) -> dict[str, Any]:
+        """The protocol's masks of every text on frame ``idx`` at the annotation's ``size``: relevancy of the
+        semantic field (scored per distinct feature row and scattered to pixels when the fields are indexed)."""
         with torch.no_grad():
-            ind = fields.semantic_indexed(idx)
+            ind = self.fields.semantic_indexed(idx)
             if ind is not None:  # few distinct features: score the rows, then scatter to pixels
                 imap, rows = ind
-                check_size(imap.shape, idx, size)
-                rows = torch.cat([rows.float(), rows.new_zeros(1, rows.shape[1]).float()]).to(dev)
-                imap = torch.where(imap < 0, rows.shape[0] - 1, imap).to(dev)
-                rel = model.relevancy(rows, texts, decode=decode)[:, imap]  # (Q, L, h, w)
+                self._check_size(imap.shape, idx, size)
+                rows = torch.cat([rows.float(), rows.new_zeros(1, rows.shape[1]).float()]).to(self.dev)
+                imap = torch.where(imap < 0, rows.shape[0] - 1, imap).to(self.dev)
+                rel = self.model.relevancy(rows, texts, decode=self.decode)[:, imap]  # (Q, L, h, w)
             else:
-                feats = fields.semantic(idx).to(dev)
-                check_size(feats.shape[:-1], idx, size)
-                rel = model.relevancy(feats, texts, decode=decode)  # (Q, L, h, w)
+                feats = self.fields.semantic(idx).to(self.dev)
+                self._check_size(feats.shape[:-1], idx, size)
+                rel = self.model.relevancy(feats, texts, decode=self.decode)  # (Q, L, h, w)
             rel = _to_size(rel, size)
-            masks = {t: masks_from_relevancy(rel[i], cfg.threshold, cfg.smooth_kernel, cfg.cleanup_kernel)
-                     for i, t in enumerate(texts)}
-        for c in cats:
-            m = masks[c]
-            pred = m.chosen_clean.cpu().numpy()
-            rec = {"frame": idx, "iou": mask_iou(pred, gts[c]), "acc": pixel_accuracy(pred, gts[c]),
-                   "level": level_names[m.level],
-                   "level_ious": [mask_iou(m.clean[li].cpu().numpy(), gts[c]) for li in range(len(level_names))]}
-            ta_frames.setdefault(c, []).append(rec)
-            if overlays is not None:
-                rgb = _frame_rgb(scene_dir, idx, dataset, size)
-                write_overlay(overlays / "time_agnostic" / f"{idx:05d}_{_slug(c)}", rgb, pred, gts[c],
-                              f"{c} | {level_names[m.level]} level | IoU {rec['iou']:.2f}")
-        if st_queries:
-            with torch.no_grad():
-                vind = fields.video_indexed(idx)
-                if vind is not None:
-                    vmap, vrows = vind
-                    vrows = torch.cat([vrows.float(), vrows.new_zeros(1, vrows.shape[1]).float()]).to(dev)
-                    vmap = torch.where(vmap < 0, vrows.shape[0] - 1, vmap)
-                    if tuple(vmap.shape) != tuple(size):
-                        vmap = F.interpolate(vmap[None, None].float(), size=size, mode="nearest")[0, 0].long()
-                    vmap = vmap.to(dev)
-                else:
-                    vfeat = fields.video(idx)
-                    assert vfeat is not None
-                    vfeat = vfeat.to(dev)
-                    if tuple(vfeat.shape[:2]) != tuple(size):
-                        vfeat = _to_size(vfeat.permute(2, 0, 1), size).permute(1, 2, 0)
-                for obj, q in st_queries:
-                    m = masks[q]
-                    sel = m.chosen_raw
-                    if not bool(sel.any()):
-                        score = 0.0
-                    elif vind is not None:
-                        score = float(_cosines(vrows, vq[q], video_decode, dev)[vmap[sel]].mean())
-                    else:
-                        score = float(_cosines(vfeat[sel], vq[q], video_decode, dev).mean())
-                    clean = m.chosen_clean.cpu().numpy()
-                    ts_frames.setdefault((obj, q), []).append(
-                        {"frame": idx, "score": score, "iou": mask_iou(clean, gts[obj]), "level": level_names[m.level]})
-                    if overlays is not None:
-                        rgb = _frame_rgb(scene_dir, idx, dataset, size)
-                        write_overlay(overlays / "time_sensitive" / f"{idx:05d}_{_slug(q)}", rgb, clean, gts[obj],
-                                      f"{q} | {level_names[m.level]} level | score {score:.2f}")
+            c = self.cfg
+            return {t: masks_from_relevancy(rel[i], c.threshold, c.smooth_kernel, c.cleanup_kernel)
+                    for i, t in enumerate(texts)}
 
-    ta_queries = _time_agnostic_queries(coco, ta_frames)
-    result: dict[str, Any] = {
-        "scene": scene_name or (scene_dir.name if scene_dir else "scene"),
-        "dataset": dataset,
-        "levels": level_names,
-        "time_agnostic": {
-            "miou": float(np.mean([q["miou"] for q in ta_queries.values()])) if ta_queries else float("nan"),
-            "macc": float(np.mean([q["macc"] for q in ta_queries.values()])) if ta_queries else float("nan"),
-            "n_frames": len({f["frame"] for q in ta_queries.values() for f in q["frames"]}),
-            "queries": ta_queries,
-        },
-        "time_sensitive": None,
-        "skipped_annotations": list(coco.skipped),
-    }
-    if run_ts:
-        result["time_sensitive"] = _time_sensitive_result(states, ts_frames, coco, cfg)
-    return result
+    def time_agnostic_record(self, idx: int, cat: str, m: Any, gt: np.ndarray, size: tuple[int, int]
+                             ) -> dict[str, Any]:
+        """One category's score on frame ``idx`` (IoU, accuracy, chosen level, IoU per level), and its overlay."""
+        pred = m.chosen_clean.cpu().numpy()
+        rec = {"frame": idx, "iou": mask_iou(pred, gt), "acc": pixel_accuracy(pred, gt),
+               "level": self.level_names[m.level],
+               "level_ious": [mask_iou(m.clean[li].cpu().numpy(), gt) for li in range(len(self.level_names))]}
+        if self.overlays is not None:
+            rgb = _frame_rgb(self.scene_dir, idx, self.dataset, size)
+            write_overlay(self.overlays / "time_agnostic" / f"{idx:05d}_{_slug(cat)}", rgb, pred, gt,
+                          f"{cat} | {self.level_names[m.level]} level | IoU {rec['iou']:.2f}")
+        return rec
+
+    def _video_scorer(self, idx: int, size: tuple[int, int]) -> Callable[[torch.Tensor, torch.Tensor], float]:
+        """``score(sel, query)``: the mean cosine of frame ``idx``'s time-sensitive features under the (h, w)
+        pixel selection ``sel`` with the query embedding (the field brought to the annotation's ``size``)."""
+        vind = self.fields.video_indexed(idx)
+        if vind is not None:
+            vmap, vrows = vind
+            vrows = torch.cat([vrows.float(), vrows.new_zeros(1, vrows.shape[1]).float()]).to(self.dev)
+            vmap = torch.where(vmap < 0, vrows.shape[0] - 1, vmap)
+            if tuple(vmap.shape) != tuple(size):
+                vmap = F.interpolate(vmap[None, None].float(), size=size, mode="nearest")[0, 0].long()
+            vmap = vmap.to(self.dev)
+            return lambda sel, query: float(_cosines(vrows, query, self.video_decode, self.dev)[vmap[sel]].mean())
+        vfeat = self.fields.video(idx)
+        assert vfeat is not None
+        vfeat = vfeat.to(self.dev)
+        if tuple(vfeat.shape[:2]) != tuple(size):
+            vfeat = _to_size(vfeat.permute(2, 0, 1), size).permute(1, 2, 0)
+        return lambda sel, query: float(_cosines(vfeat[sel], query, self.video_decode, self.dev).mean())
+
+    def time_sensitive_records(self, idx: int, st_queries: list[tuple[str, str]], masks: dict[str, Any],
+                               gts: Mapping[str, np.ndarray], vq: Mapping[str, torch.Tensor],
+                               size: tuple[int, int]) -> list[dict[str, Any]]:
+        """Each ``(object, state query)``'s score on frame ``idx`` (the mean cosine under the query's raw mask,
+        0 when it is empty), the cleaned mask's IoU with the object, the level; and its overlay."""
+        out = []
+        with torch.no_grad():
+            score_of = self._video_scorer(idx, size)
+            for obj, q in st_queries:
+                m = masks[q]
+                sel = m.chosen_raw
+                score = score_of(sel, vq[q]) if bool(sel.any()) else 0.0
+                clean = m.chosen_clean.cpu().numpy()
+                out.append({"frame": idx, "score": score, "iou": mask_iou(clean, gts[obj]),
+                            "level": self.level_names[m.level]})
+                if self.overlays is not None:
+                    rgb = _frame_rgb(self.scene_dir, idx, self.dataset, size)
+                    write_overlay(self.overlays / "time_sensitive" / f"{idx:05d}_{_slug(q)}", rgb, clean, gts[obj],
+                                  f"{q} | {self.level_names[m.level]} level | score {score:.2f}")
+        return out
 
 
 def _state_queries(video_annotations, precomputed, encode_text: TextEncoder

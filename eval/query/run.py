@@ -35,12 +35,14 @@ import logging
 import re
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from eval.query.batch_masks import FrameMasks, frame_masks
 from eval.query.relevancy import (
     GRID_SIZE,
     MAX_GRID_DIM,
@@ -138,70 +140,67 @@ def query_fields(fields_dir: str | Path, texts: Sequence[str], out: str | Path,
     folders = {t: out / slug(t) for t in texts}
     if len(set(folders.values())) != len(folders):
         raise ValueError(f"queries {texts} map to the same folder names; make them differ in letters/digits")
+    req = _Request(layout, keys, texts, folders, out, model, decode, levels, fixed_level, thr, video, fps, ply,
+                   source, exact, grid_size, batch, grid)
     torch_grad = torch.is_grad_enabled()
     torch.set_grad_enabled(False)
     try:
-        return _query(layout, keys, texts, folders, out, model, decode, levels, fixed_level, thr, video, fps, ply,
-                      source, exact, grid_size, batch, grid)
+        return _query(req)
     finally:
         torch.set_grad_enabled(torch_grad)
 
 
-def _query(layout, keys, texts, folders, out, model, decode, levels, fixed_level, thr, video, fps, ply, source,
-           exact, grid_size, batch, grid) -> dict:
-    """:func:`query_fields` after its argument checks (with autograd off)."""
-    from eval.query.batch_masks import frame_masks
+@dataclass(frozen=True)
+class _Request:
+    """What one :func:`query_fields` call asks for, after its argument checks (see its arguments)."""
 
+    layout: OutputLayout
+    keys: list[str]
+    texts: list[str]
+    folders: dict[str, Path]  # query -> its output folder
+    out: Path
+    model: RelevancyModel
+    decode: Callable[[torch.Tensor], torch.Tensor] | None
+    levels: tuple[str, ...]
+    fixed_level: int | None  # None: each frame's level chosen ("auto")
+    threshold: float
+    video: bool
+    fps: float
+    ply: bool
+    source: str | None
+    exact: bool
+    grid_size: int
+    batch: int
+    grid: LatentGrid | None
+
+
+def _query(req: _Request) -> dict:
+    """:func:`query_fields` after its argument checks (with autograd off): relevancy and masks batch by batch,
+    pictures written as they come, then the point clouds and summaries."""
     volume = None
-    read = _Fields(layout, levels, budget=0 if exact else FIELD_CACHE_BYTES)
-    if not exact:
-        grid, volume = _grid_for(read, keys, decode, model, texts, grid_size, grid)
-    images = FrameImages(layout, source)
-    writers = {t: Mp4Writer(folders[t] / "overlay.mp4", fps=fps) for t in texts} if video else {}
-    have_geometry = ply and layout.cameras.exists()
-    summary: dict = {t: {"folder": str(folders[t]), "frames": {}} for t in texts}
-    bar = tqdm(total=len(keys), desc="query", unit="frame")
+    read = _Fields(req.layout, req.levels, budget=0 if req.exact else FIELD_CACHE_BYTES)
+    if not req.exact:
+        _, volume = _grid_for(read, req.keys, req.decode, req.model, req.texts, req.grid_size, req.grid)
+    images = FrameImages(req.layout, req.source)
+    writers = {t: Mp4Writer(req.folders[t] / "overlay.mp4", fps=req.fps) for t in req.texts} if req.video else {}
+    have_geometry = req.ply and req.layout.cameras.exists()
+    summary: dict = {t: {"folder": str(req.folders[t]), "frames": {}} for t in req.texts}
+    bar = tqdm(total=len(req.keys), desc="query", unit="frame")
     pngs = _PngWriter()
     try:
         # the reference path (exact, or fields the grid does not apply to) goes frame by frame as before
-        for batch_keys, feats in _field_batches(read, keys, batch if volume is not None else 1, len(texts)):
-            # feats (B, L, H, W, k) -> rel (Q, B, L, H, W)
-            if volume is not None:
-                rel = volume.relevancy(feats, model.temperature)
-            else:
-                rel = torch.stack([model.relevancy(f, texts, decode=decode) for f in feats], dim=1)
+        batch = req.batch if volume is not None else 1
+        for batch_keys, feats in _field_batches(read, req.keys, batch, len(req.texts)):
+            rel = _relevancy(req, volume, feats)
             hw = tuple(feats.shape[2:4])
             bgs = [images(key, hw) for key in batch_keys]
-            pixels = [_point_pixels(layout, key, hw) if have_geometry else None for key in batch_keys]
-            for qi, text in enumerate(texts):
-                if volume is not None:
-                    fm = frame_masks(rel[qi], threshold=thr, level=fixed_level, exact_ties=False)
-                else:
-                    fm = _reference_masks(rel[qi], thr, fixed_level)
-                sm = fm.smoothed
-                lo = sm.amin(dim=(-2, -1), keepdim=True)
-                hi = sm.amax(dim=(-2, -1), keepdim=True)
-                heats = ((sm - lo) / (hi - lo + 1e-9)).numpy()
-                normed = fm.normalized.numpy()
-                masks = fm.clean.numpy()
-                folder = folders[text]
-                for bi, key in enumerate(batch_keys):
-                    heat, mask = heats[bi], masks[bi]
-                    title = f"{text} | {levels[int(fm.level[bi])]} level"
-                    pngs.save(folder / "heatmap" / f"{key}.png", annotate(heatmap_rgb(heat), f"{title} | relevancy"))
-                    pngs.save(folder / "mask" / f"{key}.png", mask.astype(np.uint8) * 255)
-                    ov = annotate(overlay(bgs[bi], normed[bi], mask), title, legend="red outline: mask")
-                    pngs.save(folder / "overlay" / f"{key}.png", ov)
-                    if video:
-                        writers[text].write(ov)
-                    if pixels[bi] is not None:
-                        row, col, ok = pixels[bi]
-                        values = np.where(ok, heat[row, col], 0.0).astype(np.float32)
-                        save_npy_atomic(values, folder / ".ply_values" / f"{key}.npy")
-                    li = int(fm.level[bi])
-                    summary[text]["frames"][key] = {"level": levels[li], "score": float(fm.scores[bi]),
-                                                    "area": int(mask.sum())}
-            pngs.wait(keep=len(batch_keys) * len(texts) * 3)  # at most one batch of pictures in flight
+            pixels = [_point_pixels(req.layout, key, hw) if have_geometry else None for key in batch_keys]
+            for qi, text in enumerate(req.texts):
+                fm = (frame_masks(rel[qi], threshold=req.threshold, level=req.fixed_level, exact_ties=False)
+                      if volume is not None else _reference_masks(rel[qi], req.threshold, req.fixed_level))
+                summary[text]["frames"].update(
+                    _write_frames(req, text, batch_keys, fm, bgs, pixels, pngs, writers.get(text)))
+            pngs.wait(keep=len(batch_keys) * len(req.texts) * 3)  # at most one batch of pictures in flight
             bar.update(len(batch_keys))
             del feats, rel
         pngs.wait()
@@ -214,20 +213,65 @@ def _query(layout, keys, texts, folders, out, model, decode, levels, fixed_level
         for w in writers.values():
             w.abort()
         raise
-    if have_geometry:
-        for text in texts:
-            n = _write_relevancy_ply(layout, folders[text] / ".ply_values", folders[text] / "relevancy.ply", keys)
-            summary[text]["ply_points"] = n
-    for text in texts:
-        save_json_atomic({"query": text, **summary[text]}, folders[text] / "summary.json")
-    save_json_atomic({"queries": texts, "fields": str(layout.root), "results": summary}, out / "summary.json")
+    _write_summaries(req, summary, have_geometry)
     return summary
+
+
+def _relevancy(req: _Request, volume: LogitVolume | None, feats: torch.Tensor) -> torch.Tensor:
+    """Fields ``(B, L, H, W, k)`` of a batch -> relevancy ``(Q, B, L, H, W)`` of every query: interpolated from
+    the latent grid's logit ``volume``, or (None) decoded pixel by pixel (the reference path)."""
+    if volume is not None:
+        return volume.relevancy(feats, req.model.temperature)
+    return torch.stack([req.model.relevancy(f, req.texts, decode=req.decode) for f in feats], dim=1)
+
+
+def _write_frames(req: _Request, text: str, keys: Sequence[str], fm: FrameMasks, bgs: list[np.ndarray],
+                  pixels: list[tuple[np.ndarray, ...] | None], pngs: _PngWriter, writer: Mp4Writer | None
+                  ) -> dict[str, dict]:
+    """One query's pictures of a batch of frames (heatmap, mask, overlay, the overlay video's frames, the values
+    of the relevancy point cloud); -> the summary of each frame (its level, score and mask area)."""
+    sm = fm.smoothed
+    lo = sm.amin(dim=(-2, -1), keepdim=True)
+    hi = sm.amax(dim=(-2, -1), keepdim=True)
+    heats = ((sm - lo) / (hi - lo + 1e-9)).numpy()
+    normed = fm.normalized.numpy()
+    masks = fm.clean.numpy()
+    folder = req.folders[text]
+    frames = {}
+    for bi, key in enumerate(keys):
+        heat, mask = heats[bi], masks[bi]
+        title = f"{text} | {req.levels[int(fm.level[bi])]} level"
+        pngs.save(folder / "heatmap" / f"{key}.png", annotate(heatmap_rgb(heat), f"{title} | relevancy"))
+        pngs.save(folder / "mask" / f"{key}.png", mask.astype(np.uint8) * 255)
+        ov = annotate(overlay(bgs[bi], normed[bi], mask), title, legend="red outline: mask")
+        pngs.save(folder / "overlay" / f"{key}.png", ov)
+        if writer is not None:
+            writer.write(ov)
+        if pixels[bi] is not None:
+            row, col, ok = pixels[bi]
+            values = np.where(ok, heat[row, col], 0.0).astype(np.float32)
+            save_npy_atomic(values, folder / ".ply_values" / f"{key}.npy")
+        li = int(fm.level[bi])
+        frames[key] = {"level": req.levels[li], "score": float(fm.scores[bi]), "area": int(mask.sum())}
+    return frames
+
+
+def _write_summaries(req: _Request, summary: dict, have_geometry: bool) -> None:
+    """The relevancy point clouds (with geometry), each query's ``summary.json`` and ``<out>/summary.json``."""
+    if have_geometry:
+        for text in req.texts:
+            folder = req.folders[text]
+            summary[text]["ply_points"] = _write_relevancy_ply(req.layout, folder / ".ply_values",
+                                                               folder / "relevancy.ply", req.keys)
+    for text in req.texts:
+        save_json_atomic({"query": text, **summary[text]}, req.folders[text] / "summary.json")
+    save_json_atomic({"queries": req.texts, "fields": str(req.layout.root), "results": summary},
+                     req.out / "summary.json")
 
 
 def _reference_masks(rel: torch.Tensor, threshold: float, level: int | None):
     """:func:`eval.query.batch_masks.frame_masks`'s result computed as the reference path always did: every level of
     every frame through :func:`eval.query.masks.masks_from_relevancy`, then the chosen level picked."""
-    from eval.query.batch_masks import FrameMasks
     from eval.query.masks import masks_from_relevancy, normalize_relevancy
 
     per = [masks_from_relevancy(r, threshold=threshold) for r in rel]

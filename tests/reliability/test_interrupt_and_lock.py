@@ -329,13 +329,14 @@ def test_inference_resume_rewrites_truncated_outputs_to_the_uninterrupted_bytes(
 
 
 def test_interrupted_training_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    import training.loop as loop
     import training.trainer as tr
     from tests.training.helpers import make_tiny_scene
     from utils.cli import run_cli
 
     make_tiny_scene(tmp_path / "scene", n_frames=4, eval_frames=(1,))
     monkeypatch.chdir(tmp_path)
-    real, calls = tr._train_epoch, []
+    real, calls = loop._train_epoch, []
 
     def stop(*args, **kwargs):
         calls.append(1)
@@ -343,7 +344,7 @@ def test_interrupted_training_says_how_to_resume(tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tr, "_train_epoch", stop)
+    monkeypatch.setattr(loop, "_train_epoch", stop)
     r = run_main(lambda argv: run_cli(tr.main, argv), ["--scenes", "scene", "--out", "run", "--decoder", "tiny",
                                                         "--no-progress", "--threads", "1", "--epochs", "3",
                                                         "--batch-size", "2", "--save-every", "1"], capsys)

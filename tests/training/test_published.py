@@ -18,8 +18,10 @@ from model.decoder_io import build_decoder, decoder_config_from_dict, load_decod
 from model.levels import LEVELS
 from model.published_decoder import PublishedDecoderConfig, PublishedLanguageHead
 from tests.training.helpers import make_tiny_scene
+from training.config import TrainConfig
+from training.decoder_setup import decoder_config_from_flags, init_from
 from training.loss import LossWeights, compute_loss
-from training.trainer import _decoder_config, build_parser, init_from, main
+from training.trainer import main
 from utils.cli import UserError, run_cli
 
 PTH_KEYS = {"epoch", "model_state_dict", "optimizer_state_dict", "scaler", "loss", "args"}
@@ -90,8 +92,8 @@ def test_config_round_trips_through_decoder_config_from_dict():
     assert back == cfg and isinstance(build_decoder(back), PublishedLanguageHead)
     # --decoder published on real StreamVGGT tokens is exactly the released LanguageHead_Multi(2048, 14, 3)
     ds = SimpleNamespace(token_info={"dim": 2048, "layers": [4, 11, 17, 23], "patch_size": 14}, lang_dim=3)
-    args = build_parser().parse_args(["--scenes", "x", "--out", "y", "--decoder", "published"])
-    full = _decoder_config(args, ds, video_dim=6)
+    cfg = TrainConfig.from_argv(["--scenes", "x", "--out", "y", "--decoder", "published"])
+    full = decoder_config_from_flags(cfg, ds, video_dim=6)
     assert full == PublishedDecoderConfig() and full.to_dict()["kind"] == "published"
     assert decoder_config_from_dict(full.to_dict()) == full
 
@@ -219,8 +221,8 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     import torch.distributed as dist
 
     from training.batchnorm import prepare_batchnorm
+    from training.decoder_setup import wrap_for_training
     from training.distributed import DistInfo
-    from training.trainer import wrap_for_training
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
