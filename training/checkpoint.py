@@ -106,8 +106,10 @@ def save_published_pth(
         "loss": float(loss) if loss is not None else None,
         "args": _plain(dict(args or {})),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        # through a file object, so the zip's inner folder is torch's fixed "archive" (given a path, torch names
+        # it after the file, here the random temporary name: two identical runs would differ in bytes)
+        torch.save(payload, fh)
     return path
 
 

@@ -152,6 +152,20 @@ def test_published_resume_is_bit_exact(tmp_path):
     assert [h["train_loss"] for h in full["history"]] == [h["train_loss"] for h in resumed["history"]]
 
 
+def test_published_pth_has_the_same_bytes_on_every_write(tmp_path):
+    """torch.save given a path names the zip's inner folder after the file (the atomic write's random temporary
+    name): the writer goes through a file object, so two writes of the same epoch are byte-identical."""
+    from training.checkpoint import save_published_pth
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    paths = [save_published_pth(tmp_path / name, 7, model, None, loss=0.5, args={"lr": 1e-3})
+             for name in ("a", "b")]
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    back = torch.load(paths[0], weights_only=True)
+    assert back["epoch"] == 7 and torch.equal(back["model_state_dict"]["weight"], model.weight.detach())
+
+
 # ---------------------------------------------------------------- --init
 
 
