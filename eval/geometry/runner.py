@@ -12,7 +12,7 @@ weighted by valid pixels), poses ``eval/geometry/poses.py`` (evo, Sim(3), RPE ov
 ``results.json``, ``results.md`` and ``error_maps/<sequence>/<key>.png``; bad input ends in one ``error:`` line
 (exit code 2) before anything is written. Several ``--pred`` folders (e.g. one per backbone, from
 ``inference.run --geometry-only``) are each scored into ``--out/<folder name>/`` and compared, one row each, in
-``--out/comparison.md``.
+``--out/comparison.md`` (their order in ``comparison.json``).
 """
 
 from __future__ import annotations
@@ -371,6 +371,8 @@ def compare(preds: Sequence[str], out: Path, score) -> dict[str, Any]:
     table = compare_table(list(summaries.items()))
     with atomic_path(out / "comparison.md") as tmp:
         tmp.write_text("# Geometry of several predictions on the same ground truth\n\n" + table + "\n")
+    save_json_atomic({"predictions": names, "pred_folders": [str(Path(p).resolve()) for p in preds]},
+                     out / "comparison.json")
     print(table)
     print(f"results: {out / 'comparison.md'} (each: {out}/<name>/results.json)")
     return {"predictions": summaries}

@@ -31,6 +31,7 @@ def test_several_predictions_one_row_each(tmp_path, capsys):
     alone = main(["--pred", str(noisy), "--gt", str(tmp_path / "scene"), "--gt-format", "synthetic",
                   "--out", str(tmp_path / "alone"), "--no-error-maps", "-q"])
     assert list(res["predictions"]) == ["vggt", "page4d"]
+    assert json.loads((out / "comparison.json").read_text())["predictions"] == ["vggt", "page4d"]
     assert res["predictions"]["page4d"]["overall"] == alone["overall"]  # scored exactly as alone
     assert json.loads((out / "page4d" / "results.json").read_text())["overall"] == alone["overall"]
     table = (out / "comparison.md").read_text()
