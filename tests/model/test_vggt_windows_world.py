@@ -6,6 +6,7 @@ backbone returns the synthetic world's exact cameras and depth, each window move
 joined trajectory must be the true one up to ONE Sim(3) (the first window's), with no jump at a border. A random
 tiny backbone's cameras mean nothing, so with ``vggt:tiny`` only what holds for any prediction is checked: finite
 border steps, and the fitted Sim(3) brings the overlap frames closer than leaving the window where it is.
+The measured figures beside the bounds are the same on ATEN_CPU_CAPABILITY=default, avx2 and avx512.
 """
 
 from __future__ import annotations
