@@ -105,8 +105,9 @@ class OutputLayout:
         return self.root / "videos" / f"{name}.mp4"
 
     def frame_files(self, key: str, levels: tuple[str, ...] = LEVELS, geometry: bool = True,
-                    rgb: bool = True, pca: bool = True) -> list[Path]:
-        """Every per-frame file a finished frame has (the fields file is written last)."""
+                    rgb: bool = True, pca: bool = True, fields: bool = True) -> list[Path]:
+        """Every per-frame file a finished frame has (the fields file is written last; ``fields`` False: a
+        geometry-only output, whose frame is done when its geometry files are)."""
         files = []
         if rgb:
             files.append(self.rgb(key))
@@ -114,7 +115,8 @@ class OutputLayout:
             files += [self.pca(level, key) for level in levels]
         if geometry:
             files += [self.depth(key), self.depth_png(key), self.points(key)]
-        files.append(self.fields(key))
+        if fields:
+            files.append(self.fields(key))
         return files
 
     def frame_done(self, key: str, **kwargs) -> bool:

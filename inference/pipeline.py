@@ -99,6 +99,8 @@ class InferenceSettings:
     chunk: int = 8
     levels: tuple[str, ...] = LEVELS
     geometry: bool = True
+    #: False: geometry alone (``inference.run --geometry-only``): no fields file, PCA or RGB pictures
+    fields: bool = True
     pca: bool = True
     rgb: bool = True
     video: bool = False
@@ -148,7 +150,7 @@ def _run_locked(frames: Iterable[Frame], num_frames: int, predictor: Predictor, 
     projectors: dict[str, PCAProjector] = {}
     if pca_state_path.exists() and not s.overwrite:
         projectors = {k: PCAProjector.from_dict(v) for k, v in read_json(pca_state_path).items()}
-    done_kwargs = {"levels": s.levels, "geometry": s.geometry, "rgb": s.rgb, "pca": s.pca}
+    done_kwargs = {"levels": s.levels, "geometry": s.geometry, "rgb": s.rgb, "pca": s.pca, "fields": s.fields}
     seen_keys: list[str] = []
     written = skipped = 0
     lang_dim = None
@@ -207,7 +209,11 @@ def _say_kept_on_interrupt(layout: OutputLayout, num_frames: int, done) -> Itera
 
 def _write_frame(layout: OutputLayout, f: Frame, pred: ChunkOutput, i: int, s: InferenceSettings,
                  projectors: dict[str, PCAProjector], pca_state_path: Path) -> int:
-    """Map frame ``i`` of ``pred`` to the original resolution and write its files (fields last)."""
+    """Map frame ``i`` of ``pred`` to the original resolution and write its files (fields last). Returns the
+    fields' channels (None for geometry alone)."""
+    if not s.fields:
+        _write_geometry_files(layout, f, pred, i, s)
+        return None
     fields_net = {k: v[i].float() for k, v in pred.fields.items()}
     if s.published_png:
         write_published_pngs(layout, f, fields_net, pred.rgb[i] if pred.rgb is not None else None, s.levels)
@@ -231,17 +237,22 @@ def _write_frame(layout: OutputLayout, f: Frame, pred: ChunkOutput, i: int, s: I
         if new:
             save_json_atomic({k: p.to_dict() for k, p in projectors.items()}, pca_state_path)
     if s.geometry:
-        if pred.depth is None or pred.extrinsics is None:
-            raise RuntimeError("geometry outputs were requested but the predictor gave no depth/cameras; "
-                               "pass --no-geometry or use a backbone with depth and camera heads")
-        _write_geometry(layout, f, pred, i, s)
-        if pred.dynamic is not None:
-            (dyn,), valid_dyn = uncrop_map(pred.dynamic[i].float().cpu()[None], f.crop)
-            write_dynamic(layout.dynamic(f.key), dyn, valid_dyn, {"frame_key": f.key, "frame_index": f.index})
+        _write_geometry_files(layout, f, pred, i, s)
     meta = {"frame_key": f.key, "frame_index": f.index, "lang_dim": lang_dim, "levels": list(s.levels),
             **{k: v for k, v in s.extra_meta.items() if k in ("autoencoder", "decoder", "backbone", "preset")}}
     write_fields(layout.fields(f.key), fields, meta, valid)
     return lang_dim
+
+
+def _write_geometry_files(layout: OutputLayout, f: Frame, pred: ChunkOutput, i: int, s: InferenceSettings) -> None:
+    """Frame ``i``'s depth, camera, point cloud and (PAGE-4D) dynamic mask."""
+    if pred.depth is None or pred.extrinsics is None:
+        raise RuntimeError("geometry outputs were requested but the predictor gave no depth/cameras; "
+                           "pass --no-geometry or use a backbone with depth and camera heads")
+    _write_geometry(layout, f, pred, i, s)
+    if pred.dynamic is not None:
+        (dyn,), valid_dyn = uncrop_map(pred.dynamic[i].float().cpu()[None], f.crop)
+        write_dynamic(layout.dynamic(f.key), dyn, valid_dyn, {"frame_key": f.key, "frame_index": f.index})
 
 
 def _to_original(x: torch.Tensor, crop: CropInfo, on_frame: bool) -> tuple[torch.Tensor, torch.Tensor]:

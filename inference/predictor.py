@@ -29,7 +29,8 @@ class LangVGGTPredictor:
     """Chunk predictor for :func:`inference.pipeline.run_inference`.
 
     Args:
-        decoder: a ``model.decoder.SemanticBridgingDecoder`` (eval mode).
+        decoder: a ``model.decoder.SemanticBridgingDecoder`` (eval mode), or None for geometry alone (then
+            ``geometry`` and a backbone are required and the chunks carry no fields).
         backbone: a ``model.streamvggt.streamvggt.StreamVGGT`` (streams with caches), a windowed
             ``model.vggt.vggt.VGGT`` / PAGE-4D (overlapping windows of ``window`` frames joined by Sim(3); the
             pipeline's chunks must then be at most ``window - overlap`` frames), or None (then a token cache is
@@ -45,17 +46,19 @@ class LangVGGTPredictor:
 
     stateless = False  # the streaming caches need every frame, even already-written ones
 
-    def __init__(self, decoder: torch.nn.Module, backbone: torch.nn.Module | None = None, token_cache=None,
+    def __init__(self, decoder: torch.nn.Module | None, backbone: torch.nn.Module | None = None, token_cache=None,
                  window: int | None = 128, geometry: bool = True, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32, fields_on_frame: bool = False, overlap: int = 4) -> None:
-        self.decoder = decoder.eval()
+        if decoder is None and not (geometry and backbone is not None):
+            raise ValueError("without a decoder there is only geometry to predict: pass a backbone and geometry")
+        self.decoder = decoder.eval() if decoder is not None else None
         self.fields_on_frame = fields_on_frame
         self.backbone = backbone.eval() if backbone is not None else None
         self.tokens = token_cache
         self.window = window
         self.device = torch.device(device)
         self.dtype = dtype
-        self.layers: tuple[int, ...] = tuple(decoder.config.layers)
+        self.layers: tuple[int, ...] = tuple(decoder.config.layers) if decoder is not None else ()
         self.geometry = geometry
         if backbone is None and token_cache is None:
             raise ValueError("no token cache and no backbone: pass --backbone (or extract tokens first)")
@@ -147,7 +150,7 @@ class LangVGGTPredictor:
         return next(self.backbone.parameters()).dtype
 
     def _decode(self, by_layer, images, psi, idx, S, out_hw=None):
-        if len(idx) == 0:
+        if len(idx) == 0 or self.decoder is None:
             return {}, None
         toks = [by_layer[lay].index_select(0, idx) for lay in self.layers]
         out = self.decoder.predict(toks, images.index_select(0, idx), patch_start_idx=psi, out_hw=out_hw)

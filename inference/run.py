@@ -53,9 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frames folder (rgb/2x), scene folder, or a video file (.mp4 ...); several sources, or a "
                         "dataset root (a folder of scenes / videos), write to --out/<name> each; under `torchrun "
                         "--nproc_per_node=N -m inference.run ...` every process takes every N-th source")
-    p.add_argument("--decoder", required=True,
+    p.add_argument("--decoder", default=None,
                    help="trained decoder: a checkpoint_epoch_<N>/ folder, a training run folder (uses 'last'), a "
-                        "decoder .safetensors, or the published 4DLangVGGT checkpoint_epoch_100.pth")
+                        "decoder .safetensors, or the published 4DLangVGGT checkpoint_epoch_100.pth; required "
+                        "unless --geometry-only")
+    p.add_argument("--geometry-only", action="store_true",
+                   help="run only the backbone's depth and camera heads, no decoder (drop --decoder; needs "
+                        "--backbone): writes geometry/ (depth, cameras.json, point clouds, PAGE-4D's dynamic "
+                        "masks) and meta.json, no fields; what python -m eval.geometry scores, e.g. to compare "
+                        "backbones without training a decoder for each")
     p.add_argument("--preset", choices=["default", "published"], default="default",
                    help="'published': reproduce the published 4DLangVGGT inference path exactly (published head, "
                         "frames read and turned as published, preprocessing 'original', fp32 frame-by-frame "
@@ -217,8 +223,31 @@ def iter_prepared(refs, preprocessor, reader=None) -> Iterator[Frame]:
         yield Frame(key=ref.key, index=ref.index, rgb=rgb, image=image, crop=info)
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """``--decoder`` or ``--geometry-only`` (with a backbone, geometry and no flag that needs fields), one line
+    each when not."""
+    if not args.geometry_only:
+        if not args.decoder:
+            raise UserError("--decoder is required", None, "pass the trained decoder, or --geometry-only (with "
+                            "--backbone) for depth and cameras alone")
+        return
+    clash = [flag for flag, on in (("--decoder", args.decoder), ("--no-geometry", args.no_geometry),
+                                   ("--preset published", args.preset == "published"),
+                                   ("--published-png", args.published_png), ("--autoencoder", args.autoencoder),
+                                   ("--video-autoencoder", args.video_autoencoder), ("--tokens", args.tokens),
+                                   ("--video", args.video)) if on]
+    if clash:
+        raise UserError(f"--geometry-only runs no decoder and writes no fields, but {', '.join(clash)} was given",
+                        None, f"drop {' and '.join(clash)} or --geometry-only")
+    if not args.backbone:
+        raise UserError("--geometry-only needs the backbone's heads", None,
+                        "pass --backbone (e.g. vggt:tiny, page4d:ckpt/page4d/checkpoint_nomask.pt)")
+    args.no_tokens = True  # depth and cameras come from the backbone's heads on the frames
+
+
 def apply_preset(args: argparse.Namespace) -> None:
     """Fill the unset settings from the preset; warn where the command line departs from the published path."""
+    check_outputs(args)
     defaults = {"window": 128, "chunk_size": 8, "compute_dtype": "fp32"}
     args.window_given = args.window is not None
     if args.preset != "published":
@@ -304,11 +333,11 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def load_networks(decoder_path: str, backbone_spec: str | None, device: torch.device,
-                  preset: str = "default") -> tuple[torch.nn.Module, torch.nn.Module | None, str | None]:
-    """(decoder, backbone or None, backbone identity or None), loaded once for every source: the decoder by
-    ``model.decoder_io.from_pretrained`` (any ``--decoder`` path or a Hub repo id), the backbone by
-    ``model.backbones.load_backbone``; the published preset refuses a decoder of ours."""
+def load_networks(decoder_path: str | None, backbone_spec: str | None, device: torch.device,
+                  preset: str = "default") -> tuple[torch.nn.Module | None, torch.nn.Module | None, str | None]:
+    """(decoder or None, backbone or None, backbone identity or None), loaded once for every source: the decoder by
+    ``model.decoder_io.from_pretrained`` (any ``--decoder`` path or a Hub repo id; None: ``--geometry-only``), the
+    backbone by ``model.backbones.load_backbone``; the published preset refuses a decoder of ours."""
     from model.decoder_io import decoder_kind, from_pretrained
 
     backbone, backbone_id = None, None
@@ -316,6 +345,8 @@ def load_networks(decoder_path: str, backbone_spec: str | None, device: torch.de
         from model.backbones import load_backbone
 
         backbone, backbone_id, _ = load_backbone(backbone_spec, device=device)
+    if decoder_path is None:
+        return None, backbone, backbone_id
     layers = tuple(backbone.config.dpt_layers) if backbone is not None else None
     decoder = from_pretrained(decoder_path, device=device, layers=layers)
     if preset == "published" and decoder_kind(decoder) != "published":
@@ -363,7 +394,7 @@ def run_source(args: argparse.Namespace, source: Path, out: Path, decoder, backb
         refs = refs[: args.max_frames]
     if published:
         check_one_size(refs, source)
-    cache = open_token_cache(args, source, decoder)
+    cache = open_token_cache(args, source, decoder)  # None with --geometry-only (no_tokens)
     geometry = not args.no_geometry
     if cache is None and backbone is None:
         raise UserError("no token cache found and no --backbone given", source,
@@ -376,6 +407,7 @@ def run_source(args: argparse.Namespace, source: Path, out: Path, decoder, backb
         cache = _usable_cache(cache, refs, decoder, args.backbone)
     crop = cache.crop if cache is not None else {}
     trained = (getattr(decoder, "source_info", {}).get("token_info") or {}).get("preprocess") or {}
+    patch_size = decoder.config.patch_size if decoder is not None else backbone.config.patch_size
     width = (args.target_width or (crop.get("resized_hw", [None, 518])[1] if crop else None)
              or trained.get("target_width") or 518)
     mode = args.mode or crop.get("mode") or trained.get("mode") or "resize"
@@ -387,8 +419,7 @@ def run_source(args: argparse.Namespace, source: Path, out: Path, decoder, backb
                 int(width) != int(trained["target_width"]):
             log.warning("network width %s, but the decoder was trained at width %s: the fields may be worse",
                         width, trained["target_width"])
-    preprocessor = FramePreprocessor(target_width=int(width), mode=mode,
-                                     patch_size=decoder.config.patch_size)
+    preprocessor = FramePreprocessor(target_width=int(width), mode=mode, patch_size=patch_size)
     if cache is not None:
         first = preprocessor.plan(_frame_hw(refs[0]))
         if first.to_dict()["box"] != crop.get("box") or list(first.orig_hw) != list(crop.get("orig_hw", [])):
@@ -409,12 +440,13 @@ def run_source(args: argparse.Namespace, source: Path, out: Path, decoder, backb
                                   device=device, dtype=dtype, fields_on_frame=published, overlap=args.overlap)
     preprocess_meta = {"mode": mode} if published else {"target_width": int(width), "mode": mode}
     settings = InferenceSettings(
-        chunk=chunk, levels=LEVELS, geometry=geometry, pca=not args.no_pca, rgb=not args.no_rgb,
+        chunk=chunk, levels=LEVELS, geometry=geometry, fields=decoder is not None,
+        pca=not args.no_pca and decoder is not None, rgb=not args.no_rgb and decoder is not None,
         video=args.video, fps=args.fps, conf_percentile=args.conf_percentile, min_conf=args.min_conf,
         point_stride=args.point_stride, fused_max_points=args.fused_max_points, overwrite=args.overwrite,
         published_png=args.published_png,
-        extra_meta={"source": str(source), "decoder": decoder.source_info["path"],
-                    "decoder_kind": decoder_kind(decoder), "preset": args.preset,
+        extra_meta={"source": str(source), "decoder": decoder.source_info["path"] if decoder is not None else None,
+                    "decoder_kind": decoder_kind(decoder) if decoder is not None else None, "preset": args.preset,
                     "backbone": args.backbone, "backbone_id": backbone_id, "autoencoder": args.autoencoder,
                     "tokens": str(cache.dir) if cache is not None else None,
                     "preprocess": preprocess_meta, "window": args.window, "device": device.type})

@@ -30,6 +30,12 @@
 #   TRAIN_THREADS=2 VAL_EVERY=10             torch threads of the training step (its convolutions are 80 % of the
 #                                            demo: 2 threads train 1.45x faster; a fixed count, so the figures do
 #                                            not depend on the machine's cores); validation loss every N epochs
+#   BB_WINDOW=16 BB_OVERLAP=4                the backbone comparison (geometry only, no decoder): every family
+#                                            (streamvggt, vggt, page4d, page4d-mask) on the world, scored by
+#                                            eval.geometry, one row each; VGGT / PAGE-4D in windows of BB_WINDOW
+#                                            frames. Weights: ckpt/vggt/model.safetensors, ckpt/page4d/
+#                                            checkpoint_{nomask,mask}.pt when present, else RANDOM tiny (a pipeline
+#                                            baseline, said so in the table). BACKBONES=0 skips it
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
@@ -48,7 +54,7 @@ done
 if [[ "${QUICK:-0}" == "1" ]]; then
   : "${FRAMES:=12}" "${WIDTH:=84}" "${HEIGHT:=56}" "${TARGET_WIDTH:=84}" "${EPOCHS:=100}" "${AE_EPOCHS:=300}"
   : "${BATCH:=2}" "${LR:=4e-3}" "${W_RGB:=0}"
-  : "${VIDEO_AE_EPOCHS:=300}"
+  : "${VIDEO_AE_EPOCHS:=300}" "${BB_WINDOW:=8}" "${BB_OVERLAP:=2}"
   [[ -n "${DECODER_CONFIG:-}" ]] || DECODER_CONFIG='{"dpt_features": 16, "dpt_out_channels": [8, 16, 32, 32], "lang_widths": [16, 16, 32, 32], "rgb_widths": [8, 8, 8, 8]}'
 fi
 OUT="${OUT:-$REPO/outputs/demo}"; [[ "$OUT" == /* ]] || OUT="$PWD/$OUT"; FRAMES="${FRAMES:-64}"; EPOCHS="${EPOCHS:-30}"; DEVICE="${DEVICE:-auto}"
@@ -59,6 +65,7 @@ AE_EPOCHS="${AE_EPOCHS:-200}"; VIDEO_AE_EPOCHS="${VIDEO_AE_EPOCHS:-100}"
 [[ -n "${DECODER_CONFIG:-}" ]] || DECODER_CONFIG='{"dpt_features": 32, "dpt_out_channels": [16, 32, 64, 64], "lang_widths": [16, 32, 64, 64], "rgb_widths": [8, 8, 16, 16]}'
 THREADS="${THREADS:-1}"; PYTHON="${PYTHON:-python}"; ORACLE="${ORACLE:-1}"
 TRAIN_THREADS="${TRAIN_THREADS:-2}"; VAL_EVERY="${VAL_EVERY:-10}"
+BB_WINDOW="${BB_WINDOW:-16}"; BB_OVERLAP="${BB_OVERLAP:-4}"; BACKBONES="${BACKBONES:-1}"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
 cd "$REPO"
 if ! "$PYTHON" -c "import torch, cv2, open_clip, safetensors" 2>/dev/null; then
@@ -166,6 +173,29 @@ step motion "" \
   "$PYTHON" -m eval.tracks.scene "$SCENE" --out "$OUT/motion" -q
 step geometry "" \
   "$PYTHON" -m eval.geometry --pred "$OUT/inference" --gt "$SCENE" --gt-format synthetic --out "$OUT/geometry_eval" -q
+# every geometry backbone on the same world, geometry only (a decoder per backbone would be a training each): the
+# published files when they are in ckpt/, else the seeded RANDOM tiny model of the family (a pipeline baseline)
+if [[ "$BACKBONES" == "1" ]]; then
+  BB_NAMES=(); BB_PREDS=()
+  for fam in streamvggt vggt page4d page4d-mask; do
+    case "$fam" in
+      streamvggt) spec="$BACKBONE_SPEC"; win=() ;;  # streaming: its own window (past frames), no overlap
+      vggt) f="$(ls "$REPO"/ckpt/vggt/model.safetensors "$REPO"/ckpt/vggt/model.pt 2>/dev/null | head -n 1 || true)"
+            spec="vggt:${f:-tiny:$SEED}"; win=(--window "$BB_WINDOW" --overlap "$BB_OVERLAP") ;;
+      page4d) f="$REPO/ckpt/page4d/checkpoint_nomask.pt"; [[ -f "$f" ]] || f="tiny:$SEED"
+              spec="page4d:$f"; win=(--window "$BB_WINDOW" --overlap "$BB_OVERLAP") ;;
+      page4d-mask) f="$REPO/ckpt/page4d/checkpoint_mask.pt"; [[ -f "$f" ]] || f="tiny:$SEED"
+                   spec="page4d-mask:$f"; win=(--window "$BB_WINDOW" --overlap "$BB_OVERLAP") ;;
+    esac
+    step "geometry_$fam" "$spec ${win[*]} $TARGET_WIDTH $DEVICE" \
+      "$PYTHON" -m inference.run --geometry-only --source "$SCENE" --backbone "$spec" "${win[@]}" \
+      --target-width "$TARGET_WIDTH" --device "$DEVICE" --out "$OUT/backbones/$fam" --overwrite -q
+    BB_NAMES+=("$fam"); BB_PREDS+=("$OUT/backbones/$fam")
+  done
+  step backbones_eval "${BB_NAMES[*]}" \
+    "$PYTHON" -m eval.geometry --pred "${BB_PREDS[@]}" --gt "$SCENE" --gt-format synthetic \
+    --out "$OUT/backbones_eval" --no-error-maps -q
+fi
 say "pipeline time: $((SECONDS - T0)) s"
 
 # ---------------------------------------------------------------- summary

@@ -9,8 +9,10 @@
 ``python -m scripts.demo_checks summary --out OUT --backbone TEXT --text TEXT``
     Prints the metrics table (mIoU, mAcc, Acc, vIoU) of ``OUT/eval``, the oracle upper bound of
     ``OUT/eval_oracle`` (the targets themselves scored by the same protocol and text encoder) and trivial
-    baselines computed from the annotations of the held-out frames, then where the pictures are. Writes
-    ``OUT/demo_summary.json``.
+    baselines computed from the annotations of the held-out frames, the geometry of the backbone, one row per
+    geometry backbone (``OUT/backbones_eval``: each family run with ``inference.run --geometry-only`` and
+    scored by ``eval.geometry``; a random tiny backbone is a pipeline baseline, said so), then where the
+    pictures are. Writes ``OUT/demo_summary.json``.
 
 Trivial baselines (per query, averaged like the metrics):
 
@@ -31,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from eval.geometry.report import backbone_of, compare_table, is_random_backbone
 from utils.cli import setup_logging
 from utils.io import load_npy, save_json_atomic
 
@@ -143,6 +146,16 @@ DEMO_SPREAD = {"miou": (95.02, 95.56), "macc": (99.44, 99.58), "acc": (98.44, 10
 DEMO_MARGIN = {"miou": 0.5, "macc": 0.1, "acc": 1.57, "viou": 3.2}
 
 
+def backbone_rows(folder: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(name, eval.geometry summary) of each prediction ``eval.geometry --pred A B ...`` compared in ``folder``,
+    in the order of its ``comparison.json``; empty when the comparison was not run."""
+    order = folder / "comparison.json"
+    if not order.is_file():
+        return []
+    return [(n, json.loads((folder / n / "results.json").read_text()))
+            for n in json.loads(order.read_text())["predictions"]]
+
+
 def summary(out: str | Path, backbone: str = "", text: str = "") -> dict[str, Any]:
     """Collect the demo's results under ``out`` and print them (see the module doc)."""
     out = Path(out)
@@ -169,6 +182,12 @@ def summary(out: str | Path, backbone: str = "", text: str = "") -> dict[str, An
         "query overlays": str(out / "eval" / "overlays"),
         "results tables": str(out / "eval" / "results.md"),
     }
+    backbones = backbone_rows(out / "backbones_eval")
+    if backbones:
+        result["backbones"] = {name: {k: summ["overall"].get(k) for k in ("abs_rel", "delta_1", "ate", "rpe_trans",
+                                                                          "rpe_rot")}
+                               | {"backbone": backbone_of(summ), "random_weights": is_random_backbone(summ)}
+                               for name, summ in backbones}
     if (out / "geometry_eval" / "error_maps").is_dir():
         result["pictures"]["depth error maps (aligned prediction vs ground truth)"] = str(out / "geometry_eval" / "error_maps")
     if (out / "motion" / "table.md").is_file():
@@ -228,6 +247,13 @@ def summary(out: str | Path, backbone: str = "", text: str = "") -> dict[str, An
 
         lines += ["", "Geometry of the backbone against the world's exact depth and cameras (eval.geometry)",
                   to_text(json.loads(geometry.read_text()))]
+    if backbones:
+        lines += ["", "Every geometry backbone on the same world, geometry only (inference.run --geometry-only, "
+                  "eval.geometry; VGGT / PAGE-4D in joined windows)", compare_table(backbones)]
+        if any(is_random_backbone(summ) for _, summ in backbones):
+            lines.append("RANDOM tiny rows check that each backbone's path runs and is scored; they say nothing "
+                         "about the backbone (put the published files in ckpt/ for the real figures: README, "
+                         "Backbones)")
     lines.append("")
     lines.append("pictures:")
     lines.extend(f"  {k}: {v}" for k, v in result["pictures"].items())

@@ -89,8 +89,42 @@ def to_text(summary: dict[str, Any]) -> str:
 
 
 def is_random_backbone(summary: dict[str, Any]) -> bool:
-    """True when a scored prediction came from a random tiny backbone (``tiny-random-seed<N>`` in its meta.json)."""
-    return any(str(r.get("backbone") or "").startswith("tiny") for r in summary["sequences"])
+    """True when a scored prediction came from a random tiny backbone (``[<family>-]tiny-random-seed<N>`` in its
+    meta.json)."""
+    return any(is_random_id(r.get("backbone")) for r in summary["sequences"])
+
+
+def is_random_id(backbone_id: str | None) -> bool:
+    """A backbone identity of a seeded random tiny model (``tiny-random-seed0``, ``vggt-tiny-random-seed0``)."""
+    return "tiny-random-seed" in str(backbone_id or "")
+
+
+def backbone_of(summary: dict[str, Any]) -> str | None:
+    """The backbone identity the scored predictions record (several joined by ', '), or None."""
+    ids = sorted({str(r["backbone"]) for r in summary["sequences"] if r.get("backbone")})
+    return ", ".join(ids) or None
+
+
+_CMP_KEYS = ("abs_rel", "delta_1", "ate", "rpe_trans", "rpe_rot")
+
+
+def compare_table(labelled: list[tuple[str, dict[str, Any]]]) -> str:
+    """Markdown: one row per scored prediction (e.g. one per backbone on the same ground truth), overall figures,
+    the weights said beside each (a random tiny backbone is a pipeline baseline, not the model's figure), then the
+    first summary's trivial-baseline rows."""
+    lines = ["| prediction | backbone | weights | Abs Rel | δ<1.25 | ATE | RPE trans | RPE rot (°) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, summary in labelled:
+        weights = ("RANDOM tiny: a pipeline baseline, not the model's figure" if is_random_backbone(summary)
+                   else "weights file")
+        lines.append(f"| {label} | {backbone_of(summary) or '-'} | {weights} | "
+                     + " | ".join(_fmt(summary["overall"].get(k)) for k in _CMP_KEYS) + " |")
+    if labelled:
+        sanity = labelled[0][1]["overall"]["sanity"]
+        for name in ("constant_depth", "identity_trajectory"):
+            lines.append(f"| `{name}` | - | trivial baseline | "
+                         + " | ".join(_fmt(sanity[name].get(k)) for k in _CMP_KEYS) + " |")
+    return "\n".join(lines)
 
 
 def _colour(x: np.ndarray, lo: float, hi: float, mask: np.ndarray) -> np.ndarray:

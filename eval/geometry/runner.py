@@ -3,13 +3,16 @@
     python -m eval.geometry --pred outputs/demo --gt data/synthetic/demo --gt-format synthetic --out results/geo
     python -m eval.geometry --pred outputs/bonn --gt data/bonn --gt-format bonn --align scale&shift --out results/bonn
     python -m eval.geometry --pred outputs/sintel --gt data/Sintel/training --gt-format sintel --out results/sintel
+    python -m eval.geometry --pred out/vggt out/page4d --gt data/synthetic/demo --gt-format synthetic --out results/cmp
 
 ``--pred`` is one inference output (``OUT/geometry/``) or a folder of them named like the ground truth's sequences;
 ``--gt`` one sequence or a dataset root of ``--gt-format`` (the forms: ``eval/geometry/readers.py``). Depth follows
 ``eval/geometry/depth.py`` (one alignment per sequence, valid 0 < gt < 70, Sintel clipped at 70, dataset figures
 weighted by valid pixels), poses ``eval/geometry/poses.py`` (evo, Sim(3), RPE over 1 frame). Writes
 ``results.json``, ``results.md`` and ``error_maps/<sequence>/<key>.png``; bad input ends in one ``error:`` line
-(exit code 2) before anything is written.
+(exit code 2) before anything is written. Several ``--pred`` folders (e.g. one per backbone, from
+``inference.run --geometry-only``) are each scored into ``--out/<folder name>/`` and compared, one row each, in
+``--out/comparison.md`` (their order in ``comparison.json``).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from eval.geometry.readers import (
     read_sequence,
     sequence_names,
 )
-from eval.geometry.report import error_picture, summarize, to_markdown, to_text
+from eval.geometry.report import compare_table, error_picture, summarize, to_markdown, to_text
 from utils.cli import UserError, add_device_arg, add_logging_args, cli_main, setup_logging_from
 from utils.io import atomic_path, save_json_atomic
 
@@ -201,6 +204,17 @@ def score_sequence(name: str, pred: Prediction, gt: SequenceGT, align: str, max_
     return row, pics
 
 
+def read_inputs(pred: str | Path, gt: str | Path, gt_format: str, sequences: Sequence[str] | None = None
+                ) -> list[tuple[str, Prediction, SequenceGT]]:
+    """(sequence name, prediction, ground truth) of every sequence to score, each read and checked (cameras,
+    frame lists); one :class:`~utils.cli.UserError` for the first problem."""
+    pairs = pair_sequences(Path(pred), Path(gt), gt_format, sequences)
+    inputs = [(name, read_prediction(pdir), read_sequence(Path(gt), gt_format, gname)) for name, pdir, gname in pairs]
+    for _, p, g in inputs:
+        _check_frames(p, g)
+    return inputs
+
+
 def evaluate_geometry(pred: str | Path, gt: str | Path, gt_format: str, out: str | Path | None,
                       align: str = "scale&shift", sequences: Sequence[str] | None = None,
                       max_depth: float | None = MAX_DEPTH, clip_max: float | None | str = "auto",
@@ -218,10 +232,7 @@ def evaluate_geometry(pred: str | Path, gt: str | Path, gt_format: str, out: str
         raise UserError(f"unknown --align {align!r}", None, f"use one of {', '.join(ALIGN_MODES)}")
     if clip_max == "auto":
         clip_max = DEFAULT_CLIP.get(gt_format)
-    pairs = pair_sequences(Path(pred), Path(gt), gt_format, sequences)
-    inputs = [(name, read_prediction(pdir), read_sequence(Path(gt), gt_format, gname)) for name, pdir, gname in pairs]
-    for _, p, g in inputs:
-        _check_frames(p, g)
+    inputs = read_inputs(pred, gt, gt_format, sequences)
     out = Path(out) if out is not None else None
     staging = out.parent / f".{out.name}.error_maps.partial" if out is not None and error_maps else None
     if staging is not None:
@@ -268,9 +279,10 @@ def evaluate_geometry(pred: str | Path, gt: str | Path, gt_format: str, out: str
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m eval.geometry", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pred", required=True,
+    p.add_argument("--pred", required=True, nargs="+",
                    help="an inference output (holds geometry/cameras.json and geometry/depth/) or a folder of them "
-                        "named like the ground truth's sequences")
+                        "named like the ground truth's sequences; several (distinct folder names): each scored into "
+                        "--out/<name>/ and compared one row each (--out/comparison.md), e.g. one per backbone")
     p.add_argument("--gt", required=True, help="one ground-truth sequence or a dataset root (forms per --gt-format: "
                    "tum/bonn <seq>/ with rgb.txt; sintel <Sintel>/training; hypernerf <scene>/ with camera/; "
                    "synthetic <scene>/ with gt/geometry/)")
@@ -318,9 +330,49 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             clip = float(args.clip_max)
         except ValueError:
             raise UserError(f"--clip-max {args.clip_max!r} is not a number", None, "pass a number, auto or none") from None
-    summary = evaluate_geometry(args.pred, args.gt, args.gt_format, args.out, args.align, args.sequences,
-                                args.max_depth, clip, not args.no_error_maps, args.error_max,
-                                progress=not args.quiet, device=_device(args.device))
-    print(to_text(summary))
-    print(f"results: {Path(args.out) / 'results.json'}")
-    return summary
+    device = _device(args.device)
+
+    def score(pred: str, out: Path) -> dict[str, Any]:
+        return evaluate_geometry(pred, args.gt, args.gt_format, out, args.align, args.sequences, args.max_depth,
+                                 clip, not args.no_error_maps, args.error_max, progress=not args.quiet, device=device)
+
+    if len(args.pred) == 1:
+        summary = score(args.pred[0], Path(args.out))
+        print(to_text(summary))
+        print(f"results: {Path(args.out) / 'results.json'}")
+        return summary
+    for p in args.pred:  # every input checked before anything is written
+        if not is_prediction(Path(p)):
+            raise PredictionError("not an inference output (no geometry/cameras.json)", Path(p),
+                                  "with several --pred, pass one inference --out folder each")
+        read_inputs(p, args.gt, args.gt_format, args.sequences)
+    return compare(args.pred, Path(args.out), score)
+
+
+def compare(preds: Sequence[str], out: Path, score) -> dict[str, Any]:
+    """Score each prediction folder into ``out/<folder name>/`` (``score(pred, out)``), then write and print the
+    comparison (:func:`eval.geometry.report.compare_table`). The results are staged in a hidden sibling folder
+    and moved in when every prediction is scored: a prediction that fails leaves ``out`` as it was."""
+    names = [Path(p).name for p in preds]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise UserError(f"several --pred folders share the name {dup[0]!r}", None,
+                        "give the predictions distinct folder names (each is scored into --out/<name>/)")
+    staging = out.parent / f".{out.name}.compare.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        summaries = {name: score(p, staging / name) for name, p in zip(names, preds, strict=True)}
+        out.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            shutil.rmtree(out / name, ignore_errors=True)  # a previous comparison's results of this prediction
+            (staging / name).rename(out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    table = compare_table(list(summaries.items()))
+    with atomic_path(out / "comparison.md") as tmp:
+        tmp.write_text("# Geometry of several predictions on the same ground truth\n\n" + table + "\n")
+    save_json_atomic({"predictions": names, "pred_folders": [str(Path(p).resolve()) for p in preds]},
+                     out / "comparison.json")
+    print(table)
+    print(f"results: {out / 'comparison.md'} (each: {out}/<name>/results.json)")
+    return {"predictions": summaries}

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO_ROOT
@@ -47,6 +48,16 @@ def test_demo_quick_beats_trivial_and_resumes(tmp_path):
     assert model["macc"] > trivial["macc"], (model, trivial)
     assert all(v["separated"] for v in s["autoencoders"].values()), s["autoencoders"]
     assert (out / "inference" / "fields").is_dir() and (out / "eval" / "results.md").is_file()
+    # issue 26: one geometry row per backbone family (geometry only), random tiny ones labelled as baselines
+    assert "Every geometry backbone on the same world" in text
+    rows = s["backbones"]
+    assert list(rows) == ["streamvggt", "vggt", "page4d", "page4d-mask"], rows
+    for fam, row in rows.items():
+        assert row["backbone"].startswith("tiny" if fam == "streamvggt" else fam + "-") or not row["random_weights"]
+        assert all(np.isfinite(row[k]) for k in ("abs_rel", "delta_1", "ate", "rpe_trans", "rpe_rot")), (fam, row)
+    if any(r["random_weights"] for r in rows.values()):
+        assert "RANDOM tiny: a pipeline baseline" in text
+    assert not (out / "backbones" / "vggt" / "fields").exists()
     # issue 5: on the synthetic scene with the tiny backbone and a tiny decoder, the feature loss (mean over the
     # first epoch vs the last) falls at least 10x within a few hundred steps (measured on the 3D world: 13.6x in
     # 400 steps; the 2-D sprites needed 240)
