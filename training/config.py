@@ -37,26 +37,22 @@ SAME, FREE, INVOCATION = "same", "free", "invocation"
 DECODER_PRESETS = {"default": "ours", "tiny": "ours", "published": PUBLISHED, "published-tiny": PUBLISHED}
 
 
-def _positive_int(text: str) -> int:
+def _int_at_least(text: str, low: int, what: str = "an integer") -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _int_at_least(text, 1)
 
 
 def _workers(text: str) -> int | None:
-    if text == "auto":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither 'auto' nor an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+    return None if text == "auto" else _int_at_least(text, 0, "'auto' or an integer")
 
 
 def _cosine_horizon(cfg: TrainConfig) -> bool:
