@@ -25,98 +25,26 @@ from pathlib import Path
 
 import torch
 
+from inference.config import WINDOWED_WINDOW, InferConfig, apply_preset
 from inference.outputs import AUTOENCODER_DIR, LEVELS, VIDEO_AUTOENCODER_DIR
 from inference.pipeline import Frame, InferenceSettings, run_inference
-from model.backbones import backbone_help
-from preprocess.crop import MODES, PUBLISHED_MODE
-from utils.cli import (
-    UserError,
-    add_chunk_size_arg,
-    add_compute_dtype_arg,
-    add_device_arg,
-    add_logging_args,
-    cli_main,
-    setup_logging_from,
-)
+from utils.cli import UserError, add_dataclass_args, cli_main, dataclass_from_args, setup_logging_from
 from utils.device import resolve_device, resolve_dtype
-
-#: what ``--preset published`` sets (the published ``inference.py --do_render`` path)
-PUBLISHED_PRESET = {"mode": PUBLISHED_MODE, "window": 120, "chunk_size": 1, "compute_dtype": "fp32"}
 
 log = logging.getLogger("inference.run")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line, generated from :class:`inference.config.InferConfig` (one flag per field)."""
     p = argparse.ArgumentParser(prog="python -m inference.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", required=True, nargs="+",
-                   help="frames folder (rgb/2x), scene folder, or a video file (.mp4 ...); several sources, or a "
-                        "dataset root (a folder of scenes / videos), write to --out/<name> each; under `torchrun "
-                        "--nproc_per_node=N -m inference.run ...` every process takes every N-th source")
-    p.add_argument("--decoder", default=None,
-                   help="trained decoder: a checkpoint_epoch_<N>/ folder, a training run folder (uses 'last'), a "
-                        "decoder .safetensors, or the published 4DLangVGGT checkpoint_epoch_100.pth; required "
-                        "unless --geometry-only")
-    p.add_argument("--geometry-only", action="store_true",
-                   help="run only the backbone's depth and camera heads, no decoder (drop --decoder; needs "
-                        "--backbone): writes geometry/ (depth, cameras.json, point clouds, PAGE-4D's dynamic "
-                        "masks) and meta.json, no fields; what python -m eval.geometry scores, e.g. to compare "
-                        "backbones without training a decoder for each")
-    p.add_argument("--preset", choices=["default", "published"], default="default",
-                   help="'published': reproduce the published 4DLangVGGT inference path exactly (published head, "
-                        "frames read and turned as published, preprocessing 'original', fp32 frame-by-frame "
-                        "streaming with a 120-frame cache, no token cache); fields are turned back onto the "
-                        "original pixels")
-    p.add_argument("--published-png", action="store_true",
-                   help="also write the published picture layout: <out>/published/lang/{small,middle,large}/"
-                        "00001.png and published/rgb/00001.png (uint8 = clamp(x*255+0.5), turned frames stay "
-                        "turned), for diffing against the published release")
-    p.add_argument("--out", required=True, help="output folder (created; rerunning resumes and skips done frames)")
-    p.add_argument("--backbone", default=None,
-                   help=backbone_help() + "; needed for geometry and for frames without cached tokens")
-    p.add_argument("--tokens", default=None,
-                   help="token cache folder; default <scene>/tokens when it exists (use --no-tokens to ignore it)")
-    p.add_argument("--no-tokens", action="store_true", help="never read cached tokens; run the backbone")
-    p.add_argument("--autoencoder", default=None,
-                   help="autoencoder that decodes the fields to CLIP space: copied into <out>/autoencoder/ so the "
-                        "output folder can be queried and evaluated on its own")
-    p.add_argument("--video-autoencoder", default=None,
-                   help="autoencoder of the time-sensitive field (when the decoder has a video head): copied into "
-                        "<out>/video_autoencoder/")
-    add_chunk_size_arg(p, None, "frames per backbone/decoder pass (memory vs speed); default 8 (published preset: 1)",
-                       old_spelling=True)
-    p.add_argument("--window", type=int, default=None,
-                   help="StreamVGGT: past frames kept in the streaming caches (bounds memory on long videos); "
-                        "default 128 (published preset: 120, the published cache rule). Windowed backbones (vggt, "
-                        "page4d): frames per global-attention window, default 32 (memory: README, Backbones)")
-    p.add_argument("--overlap", type=int, default=4,
-                   help="windowed backbones: frames each window shares with the one before; their cameras and "
-                        "depth give the Sim(3) that joins the windows (--chunk-size is then window - overlap)")
-    p.add_argument("--target-width", type=int, default=None,
-                   help="network input width (multiple of 14); default: the token cache's, else the width the "
-                        "decoder was trained at (recorded in its checkpoint), else 518; another one is warned about")
-    p.add_argument("--mode", default=None, choices=MODES,
-                   help="preprocessing mode (see preprocess.extract_tokens --help); default: the token cache's, "
-                        "else the decoder's training mode, else resize (the published preset uses its own "
-                        "'original' mode); another one is warned about")
-    add_device_arg(p)
-    add_compute_dtype_arg(p, None, "fp32 (default), fp16 or bf16 (reduced precision only on CUDA; the published "
-                                   "preset is fp32)", old_spelling=True)
-    p.add_argument("--max-frames", type=int, default=None, help="only the first N frames (debugging)")
-    p.add_argument("--no-geometry", action="store_true", help="skip depth, cameras and point clouds")
-    p.add_argument("--no-pca", action="store_true", help="skip the PCA pictures of the fields")
-    p.add_argument("--no-rgb", action="store_true", help="skip the RGB reconstruction pictures")
-    p.add_argument("--video", action="store_true", help="also write mp4s of the RGB reconstruction and PCA pictures")
-    p.add_argument("--fps", type=float, default=10.0, help="frame rate of the mp4s")
-    p.add_argument("--conf-percentile", type=float, default=25.0,
-                   help="drop this percentage of each frame's lowest-confidence depth pixels from the point clouds")
-    p.add_argument("--min-conf", type=float, default=0.0, help="absolute depth-confidence threshold for points")
-    p.add_argument("--point-stride", type=int, default=2,
-                   help="keep every N-th pixel (each direction) in the point clouds")
-    p.add_argument("--fused-max-points", type=int, default=2_000_000, help="vertex budget of geometry/fused.ply")
-    p.add_argument("--overwrite", action="store_true", help="recompute frames that are already written")
-    add_logging_args(p)
+    add_dataclass_args(p, InferConfig)
     return p
+
+
+def parse_config(argv: list[str] | None = None) -> InferConfig:
+    """The command's settings from its flags (``argv``; None = ``sys.argv[1:]``), no preset applied yet."""
+    return dataclass_from_args(InferConfig, build_parser().parse_args(argv))
 
 
 def check_backbones(decoder, cache, backbone_id: str | None, decoder_path: str) -> None:
@@ -187,14 +115,14 @@ def _usable_cache(cache, refs, decoder, backbone_spec: str | None):
     return cache
 
 
-def open_token_cache(args: argparse.Namespace, source: Path, decoder) -> object | None:
+def open_token_cache(cfg: InferConfig, source: Path, decoder) -> object | None:
     """The token cache to read (validated against the decoder), or None."""
-    if args.no_tokens:
+    if cfg.no_tokens:
         return None
     from preprocess.token_cache import TokenCache
 
-    if args.tokens:
-        tdir = Path(args.tokens)
+    if cfg.tokens:
+        tdir = Path(cfg.tokens)
     else:
         if source.is_dir():  # scene/, scene/rgb/2x, or a Neu3D scene/camXX/images
             from preprocess.layout import scene_jobs
@@ -221,55 +149,6 @@ def iter_prepared(refs, preprocessor, reader=None) -> Iterator[Frame]:
     for ref, rgb in checked_frames(iter_frames(refs, reader)):
         image, info = preprocessor.prepare(rgb)
         yield Frame(key=ref.key, index=ref.index, rgb=rgb, image=image, crop=info)
-
-
-def check_outputs(args: argparse.Namespace) -> None:
-    """``--decoder`` or ``--geometry-only`` (with a backbone, geometry and no flag that needs fields), one line
-    each when not."""
-    if not args.geometry_only:
-        if not args.decoder:
-            raise UserError("--decoder is required", None, "pass the trained decoder, or --geometry-only (with "
-                            "--backbone) for depth and cameras alone")
-        return
-    clash = [flag for flag, on in (("--decoder", args.decoder), ("--no-geometry", args.no_geometry),
-                                   ("--preset published", args.preset == "published"),
-                                   ("--published-png", args.published_png), ("--autoencoder", args.autoencoder),
-                                   ("--video-autoencoder", args.video_autoencoder), ("--tokens", args.tokens),
-                                   ("--video", args.video)) if on]
-    if clash:
-        raise UserError(f"--geometry-only runs no decoder and writes no fields, but {', '.join(clash)} was given",
-                        None, f"drop {' and '.join(clash)} or --geometry-only")
-    if not args.backbone:
-        raise UserError("--geometry-only needs the backbone's heads", None,
-                        "pass --backbone (e.g. vggt:tiny, page4d:ckpt/page4d/checkpoint_nomask.pt)")
-    args.no_tokens = True  # depth and cameras come from the backbone's heads on the frames
-
-
-def apply_preset(args: argparse.Namespace) -> None:
-    """Fill the unset settings from the preset; warn where the command line departs from the published path."""
-    check_outputs(args)
-    defaults = {"window": 128, "chunk_size": 8, "compute_dtype": "fp32"}
-    args.window_given = args.window is not None
-    if args.preset != "published":
-        for k, v in defaults.items():
-            if getattr(args, k) is None:
-                setattr(args, k, v)
-        return
-    if args.mode is not None:
-        raise UserError(f"--mode {args.mode} cannot be combined with --preset published", None,
-                        "the published path always uses its 'original' preprocessing; drop --mode")
-    if args.target_width is not None:
-        raise UserError("--target-width cannot be combined with --preset published", None,
-                        "the published path does not resize; drop --target-width")
-    for k in ("window", "chunk_size", "compute_dtype"):
-        value = getattr(args, k)
-        if value is None:
-            setattr(args, k, PUBLISHED_PRESET[k])
-        elif str(value) != str(PUBLISHED_PRESET[k]):
-            log.warning("--%s %s departs from the published path (%s): the fields will differ from the published "
-                        "ones", k.replace("_", "-"), value, PUBLISHED_PRESET[k])
-    args.mode = PUBLISHED_MODE
-    args.no_tokens = True
 
 
 def list_source_frames(source: Path, published: bool):
@@ -326,13 +205,6 @@ def expand_sources(sources: list[str]) -> list[tuple[Path, str | None]]:
     return [(p, p.stem) for p in paths]
 
 
-def parse_options(argv: list[str]) -> argparse.Namespace:
-    """The command's settings from its flags, the preset applied (the Python API builds them the same way)."""
-    args = build_parser().parse_args(argv)
-    apply_preset(args)
-    return args
-
-
 def load_networks(decoder_path: str | None, backbone_spec: str | None, device: torch.device,
                   preset: str = "default") -> tuple[torch.nn.Module | None, torch.nn.Module | None, str | None]:
     """(decoder or None, backbone or None, backbone identity or None), loaded once for every source: the decoder by
@@ -358,59 +230,59 @@ def load_networks(decoder_path: str | None, backbone_spec: str | None, device: t
 
 @cli_main
 def main(argv: list[str] | None = None) -> dict | list[dict]:
-    args = build_parser().parse_args(argv)
-    setup_logging_from(args)
-    apply_preset(args)
+    cfg = parse_config(argv)
+    setup_logging_from(cfg)
+    apply_preset(cfg)
     from utils.ranks import local_device_index, my_share, rank_and_world
 
-    device, dtype = resolve_device(args.device), resolve_dtype(args.compute_dtype)
+    device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.compute_dtype)
     if device.type == "cuda" and rank_and_world()[1] > 1 and device.index is None:
         device = torch.device("cuda", local_device_index())  # torchrun: one GPU per local rank
-    jobs = expand_sources(args.source)
-    if len(jobs) > 1 and args.tokens:
-        raise UserError("--tokens names one token cache but there are several sources", args.tokens,
+    jobs = expand_sources(cfg.source)
+    if len(jobs) > 1 and cfg.tokens:
+        raise UserError("--tokens names one token cache but there are several sources", cfg.tokens,
                         "drop --tokens: each scene's own <scene>/tokens is used")
-    decoder, backbone, backbone_id = load_networks(args.decoder, args.backbone, device, args.preset)
+    decoder, backbone, backbone_id = load_networks(cfg.decoder, cfg.backbone, device, cfg.preset)
     mine = my_share(jobs)
     if len(mine) < len(jobs):
         log.info("rank %d of %d: %d of %d sources", *rank_and_world(), len(mine), len(jobs))
     summaries = []
     for source, name in mine:
-        out = Path(args.out) / name if name else Path(args.out)
-        summaries.append(run_source(args, source, out, decoder, backbone, backbone_id, device, dtype))
+        out = Path(cfg.out) / name if name else Path(cfg.out)
+        summaries.append(run_source(cfg, source, out, decoder, backbone, backbone_id, device, dtype))
     return summaries[0] if len(jobs) == 1 and summaries else summaries
 
 
-def run_source(args: argparse.Namespace, source: Path, out: Path, decoder, backbone, backbone_id: str | None,
+def run_source(cfg: InferConfig, source: Path, out: Path, decoder, backbone, backbone_id: str | None,
                device: torch.device, dtype: torch.dtype) -> dict:
     """Inference on one video / frame folder / scene into ``out``."""
     from model.decoder_io import decoder_kind
     from preprocess.crop import FramePreprocessor
     from preprocess.frames import read_frame_published
 
-    published = args.preset == "published"
+    published = cfg.preset == "published"
     refs = list_source_frames(source, published)
-    if args.max_frames:
-        refs = refs[: args.max_frames]
+    if cfg.max_frames:
+        refs = refs[: cfg.max_frames]
     if published:
         check_one_size(refs, source)
-    cache = open_token_cache(args, source, decoder)  # None with --geometry-only (no_tokens)
-    geometry = not args.no_geometry
+    cache = open_token_cache(cfg, source, decoder)  # None with --geometry-only (no_tokens)
+    geometry = not cfg.no_geometry
     if cache is None and backbone is None:
         raise UserError("no token cache found and no --backbone given", source,
                         "pass --backbone (e.g. ckpt/streamvggt/checkpoints.pth) or --tokens <dir>")
     if geometry and backbone is None:
         log.warning("no --backbone: geometry (depth, cameras, point clouds) is skipped")
         geometry = False
-    check_backbones(decoder, cache, backbone_id, args.decoder)
+    check_backbones(decoder, cache, backbone_id, cfg.decoder)
     if cache is not None:
-        cache = _usable_cache(cache, refs, decoder, args.backbone)
+        cache = _usable_cache(cache, refs, decoder, cfg.backbone)
     crop = cache.crop if cache is not None else {}
     trained = (getattr(decoder, "source_info", {}).get("token_info") or {}).get("preprocess") or {}
     patch_size = decoder.config.patch_size if decoder is not None else backbone.config.patch_size
-    width = (args.target_width or (crop.get("resized_hw", [None, 518])[1] if crop else None)
+    width = (cfg.target_width or (crop.get("resized_hw", [None, 518])[1] if crop else None)
              or trained.get("target_width") or 518)
-    mode = args.mode or crop.get("mode") or trained.get("mode") or "resize"
+    mode = cfg.mode or crop.get("mode") or trained.get("mode") or "resize"
     if trained and not published:
         if trained.get("mode") and mode != trained["mode"]:
             log.warning("preprocessing mode %s, but the decoder was trained on %s tokens: the fields may be worse",
@@ -428,33 +300,32 @@ def run_source(args: argparse.Namespace, source: Path, out: Path, decoder, backb
 
     from inference.predictor import LangVGGTPredictor
 
-    chunk = args.chunk_size
+    chunk, window = cfg.chunk_size, cfg.window
     if backbone is not None and not getattr(backbone, "streaming", True):
-        window = args.window if getattr(args, "window_given", True) else 32
-        args.window = window
-        if not 1 <= args.overlap < window:
-            raise UserError(f"--overlap {args.overlap} must be >= 1 and below --window {window}", None,
+        window = cfg.window if cfg.window_given else WINDOWED_WINDOW
+        if not 1 <= cfg.overlap < window:
+            raise UserError(f"--overlap {cfg.overlap} must be >= 1 and below --window {window}", None,
                             "e.g. --window 32 --overlap 4")
-        chunk = window - args.overlap  # each window: `overlap` frames of the one before + the new chunk
-    predictor = LangVGGTPredictor(decoder, backbone, cache, window=args.window, geometry=geometry,
-                                  device=device, dtype=dtype, fields_on_frame=published, overlap=args.overlap)
+        chunk = window - cfg.overlap  # each window: `overlap` frames of the one before + the new chunk
+    predictor = LangVGGTPredictor(decoder, backbone, cache, window=window, geometry=geometry,
+                                  device=device, dtype=dtype, fields_on_frame=published, overlap=cfg.overlap)
     preprocess_meta = {"mode": mode} if published else {"target_width": int(width), "mode": mode}
     settings = InferenceSettings(
         chunk=chunk, levels=LEVELS, geometry=geometry, fields=decoder is not None,
-        pca=not args.no_pca and decoder is not None, rgb=not args.no_rgb and decoder is not None,
-        video=args.video, fps=args.fps, conf_percentile=args.conf_percentile, min_conf=args.min_conf,
-        point_stride=args.point_stride, fused_max_points=args.fused_max_points, overwrite=args.overwrite,
-        published_png=args.published_png,
+        pca=not cfg.no_pca and decoder is not None, rgb=not cfg.no_rgb and decoder is not None,
+        video=cfg.video, fps=cfg.fps, conf_percentile=cfg.conf_percentile, min_conf=cfg.min_conf,
+        point_stride=cfg.point_stride, fused_max_points=cfg.fused_max_points, overwrite=cfg.overwrite,
+        published_png=cfg.published_png,
         extra_meta={"source": str(source), "decoder": decoder.source_info["path"] if decoder is not None else None,
-                    "decoder_kind": decoder_kind(decoder) if decoder is not None else None, "preset": args.preset,
-                    "backbone": args.backbone, "backbone_id": backbone_id, "autoencoder": args.autoencoder,
+                    "decoder_kind": decoder_kind(decoder) if decoder is not None else None, "preset": cfg.preset,
+                    "backbone": cfg.backbone, "backbone_id": backbone_id, "autoencoder": cfg.autoencoder,
                     "tokens": str(cache.dir) if cache is not None else None,
-                    "preprocess": preprocess_meta, "window": args.window, "device": device.type})
+                    "preprocess": preprocess_meta, "window": window, "device": device.type})
     reader = read_frame_published if published else None
-    if args.autoencoder:
-        settings.extra_meta.update(copy_autoencoder(args.autoencoder, out))
-    if args.video_autoencoder:
-        settings.extra_meta.update(copy_autoencoder(args.video_autoencoder, out, VIDEO_AUTOENCODER_DIR))
+    if cfg.autoencoder:
+        settings.extra_meta.update(copy_autoencoder(cfg.autoencoder, out))
+    if cfg.video_autoencoder:
+        settings.extra_meta.update(copy_autoencoder(cfg.video_autoencoder, out, VIDEO_AUTOENCODER_DIR))
     return run_inference(iter_prepared(refs, preprocessor, reader), len(refs), predictor, out, settings,
                          keys=[r.key for r in refs])
 

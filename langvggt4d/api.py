@@ -17,7 +17,7 @@ Shapes follow VGGT's convention: S frames, H x W the original frame size, k the 
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -29,11 +29,22 @@ from typing import Any
 import numpy as np
 import torch
 
+from inference.config import InferConfig, apply_preset
 from inference.outputs import OutputLayout, read_depth, read_fields
-from inference.run import build_parser, load_networks, parse_options, run_source
-from utils.cli import UserError
+from inference.run import load_networks, run_source
+from utils.cli import OptionError, UserError
 from utils.device import resolve_device, resolve_dtype
 from utils.io import read_json
+
+#: the ``inference.run`` settings that are not ``predict`` options, and where each is set instead
+SET_ELSEWHERE = {"source": "predict(frames)", "out": "predict(out=...)",
+                 "decoder": "LangVGGT4D.from_pretrained(decoder=...)",
+                 "backbone": "LangVGGT4D.from_pretrained(backbone=...)",
+                 "autoencoder": "LangVGGT4D.from_pretrained(autoencoder=...)",
+                 "video_autoencoder": "LangVGGT4D.from_pretrained(video_autoencoder=...)",
+                 "device": "LangVGGT4D.from_pretrained(device=...)",
+                 "compute_dtype": "LangVGGT4D.from_pretrained(dtype=...)",
+                 "preset": "LangVGGT4D.from_pretrained(preset=...)"}
 
 FrameInput = str | os.PathLike | torch.Tensor | np.ndarray | Sequence[np.ndarray]
 
@@ -200,6 +211,7 @@ class LangVGGT4D:
         if dtype is None:
             dtype = "fp32"
         dec, bb, bb_id = load_networks(str(decoder), backbone, dev, preset)
+        assert dec is not None  # load_networks returns no decoder only when given no decoder path
         if isinstance(text_encoder, str):
             from model.text import build_text_encoder
 
@@ -210,26 +222,29 @@ class LangVGGT4D:
                  "device": device, "dtype": dtype}
         return cls(dec, bb, bb_id, specs, dev, resolve_dtype(dtype), text_encoder)
 
-    def options(self, source: str | os.PathLike, out: str | os.PathLike, **options: Any) -> argparse.Namespace:
-        """The ``inference.run`` settings for one call: the flags of ``python -m inference.run --help`` as keywords
-        (``chunk_size=4``, ``no_geometry=True``, ``target_width=518``); True for a switch, None or False to leave
-        it."""
-        known = {o for a in build_parser()._actions for o in a.option_strings if o not in getattr(a, "old", ())}
-        argv = ["--source", str(source), "--decoder", str(self.specs["decoder"]), "--out", str(out),
-                "--preset", str(self.specs["preset"]), "--device", str(self.specs["device"]),
-                "--compute-dtype", str(self.specs["dtype"])]
-        for name in ("backbone", "autoencoder", "video_autoencoder"):
-            if self.specs[name]:
-                argv += [f"--{name.replace('_', '-')}", str(self.specs[name])]
-        for name, value in options.items():
-            flag = f"--{name.replace('_', '-')}"
-            if flag not in known or name in ("source", "decoder", "out", "backbone", "autoencoder",
-                                             "video_autoencoder", "device", "compute_dtype", "preset"):
-                raise TypeError(f"predict() got an unexpected option {name!r} (see python -m inference.run --help)")
-            if value is None or value is False:
-                continue
-            argv += [flag] + ([] if value is True else [str(value)])
-        return parse_options(argv)
+    def options(self, source: str | os.PathLike, out: str | os.PathLike, **options: Any) -> InferConfig:
+        """The ``inference.run`` settings (:class:`inference.config.InferConfig`, preset applied) for one call: the
+        flags of ``python -m inference.run --help`` as keywords (``chunk_size=4``, ``no_geometry=True``,
+        ``target_width=518``), read as the command line reads them; True for a switch, None or False to leave it.
+        An unknown name, or one set elsewhere (:data:`SET_ELSEWHERE`), raises a TypeError
+        (:class:`utils.cli.OptionError`) naming it (and the valid options); a value the flag would refuse, a
+        ValueError (:class:`utils.cli.OptionValueError`)."""
+        given = sorted(set(options) & set(SET_ELSEWHERE))
+        if given:
+            raise OptionError(f"predict() got the option {given[0]!r}, which is not a predict() option", None,
+                              f"set it with {SET_ELSEWHERE[given[0]]}")
+        cfg = InferConfig.from_options(options, exclude=tuple(SET_ELSEWHERE), caller="predict()")
+        cfg = dataclasses.replace(
+            cfg, source=[str(source)], decoder=str(self.specs["decoder"]), out=str(out),
+            preset=str(self.specs["preset"]), device=str(self.specs["device"]),
+            compute_dtype=str(self.specs["dtype"]), backbone=self._spec("backbone"),
+            autoencoder=self._spec("autoencoder"), video_autoencoder=self._spec("video_autoencoder"))
+        apply_preset(cfg)
+        return cfg
+
+    def _spec(self, name: str) -> str | None:
+        value = self.specs[name]
+        return str(value) if value else None
 
     def predict(self, frames: FrameInput, out: str | os.PathLike | None = None, **options: Any) -> Prediction:
         """Run inference on one video and return what it wrote.
@@ -252,8 +267,8 @@ class LangVGGT4D:
             if keep is None:
                 keep = tempfile.TemporaryDirectory(prefix="langvggt4d-")
             frames = write_frames(frames, Path(keep.name) / "frames")
-        args = self.options(frames, out, **options)
-        run_source(args, Path(frames), Path(out), self.decoder, self.backbone, self.backbone_id, self.device,
+        cfg = self.options(frames, out, **options)
+        run_source(cfg, Path(frames), Path(out), self.decoder, self.backbone, self.backbone_id, self.device,
                    self.dtype)
         pred = Prediction.load(out, text_encoder=self.text_encoder)
         pred._keep = keep

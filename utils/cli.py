@@ -469,3 +469,64 @@ def dataclass_from_args(cls: type[T], args: argparse.Namespace) -> T:
 
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     return cls(**{n: getattr(args, n) for n in names if hasattr(args, n)})
+
+
+class OptionError(UserError, TypeError):
+    """A keyword option that is no field of the config built from keywords (:func:`dataclass_from_options`): a
+    TypeError, as for any unexpected keyword argument, and a :class:`UserError` (one line in a command)."""
+
+
+class OptionValueError(UserError, ValueError):
+    """A keyword option's value that its flag would refuse on the command line (not a number, not one of the
+    choices, a value for a switch)."""
+
+
+def dataclass_from_options(cls: type[T], options: dict[str, Any], exclude: tuple[str, ...] = (),
+                           caller: str = "options") -> T:
+    """The dataclass ``cls`` (fields declared with :func:`option`) from keyword options named after its flags
+    (``chunk_size=4``, ``no_geometry=True``), read exactly as the command line reads them: None or False leaves the
+    field's default, True turns a switch on, any other value is read as its text (``str(value)``) through the
+    flag's type and choices. A name that is no flag of ``cls`` (or is in ``exclude``) raises :class:`OptionError`
+    naming it and listing the valid ones; a value the flag refuses raises :class:`OptionValueError`; ``caller``
+    names who got them (``predict()``)."""
+    import dataclasses
+
+    parser = argparse.ArgumentParser(add_help=False)
+    add_dataclass_args(parser, cls)
+    actions = {a.dest: a for a in parser._actions if a.dest not in exclude}
+    valid = [f.name for f in dataclasses.fields(cls) if f.name in actions]  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    for name, value in options.items():
+        action = actions.get(name)
+        if action is None:
+            raise OptionError(f"{caller} got an unexpected option {name!r}", None,
+                              f"use one of {', '.join(valid)}")
+        if value is None or value is False:
+            continue
+        if action.nargs == 0:  # a switch
+            if value is not True:
+                raise OptionValueError(f"{caller}: option {name}={value!r} is a switch", None,
+                                       f"pass {name}=True (or False / None to leave it off)")
+            values[name] = True
+            continue
+        if value is True:
+            raise OptionValueError(f"{caller}: option {name} takes a value, not True", None,
+                                   f"pass {name}=<value> as on the command line")
+        several = action.nargs in ("+", "*") or (isinstance(action.nargs, int) and action.nargs > 1)
+        texts = [str(v) for v in value] if several and isinstance(value, (list, tuple)) else [str(value)]
+        read = [_read_option(action, name, text, caller) for text in texts]
+        values[name] = read if several else read[0]
+    return cls(**values)
+
+
+def _read_option(action: argparse.Action, name: str, text: str, caller: str) -> Any:
+    """``text`` read as the command line reads ``--<flag> text``: the action's type, then its choices."""
+    try:
+        value = action.type(text) if callable(action.type) else text
+    except (ValueError, TypeError, argparse.ArgumentTypeError) as e:
+        raise OptionValueError(f"{caller}: option {name}={text!r} is not valid ({e})", None,
+                               f"pass a value --{name.replace('_', '-')} takes") from None
+    if action.choices is not None and value not in action.choices:
+        raise OptionValueError(f"{caller}: option {name}={text!r} is not one of {', '.join(map(str, action.choices))}",
+                               None, "pass one of them")
+    return value
