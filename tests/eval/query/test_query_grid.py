@@ -163,6 +163,6 @@ def test_bench_query_smoke(tmp_path):
     from benchmarks.bench_query import main
 
     out = main(["--synthetic", "--frames", "3", "--width", "64", "--height", "48", "--repeat", "1",
-                "--work", str(tmp_path), "--json", str(tmp_path / "r.json")])
+                "--work", str(tmp_path), "--json", str(tmp_path / "r.json"), "--min-agreement", "0.9"])
     assert out["frames"] == 3 and out["exact_s"] > 0 and len(out["grid_s"]) == 1
     assert out["pixel_agreement"] > 0.9 and (tmp_path / "r.json").is_file()
