@@ -17,6 +17,13 @@
     copying, not the disk), and end-to-end extraction time (backbone + write).
 (2) Peak memory (max RSS of a fresh process) of extracting 50 vs 200 frames with window 16, tiny config
     (``StreamVGGT.tiny``), measured in child processes; also the increase over the RSS after model set-up.
+(3) ``--speed`` (only this part; minutes): ``python -m preprocess.extract_tokens`` with the tiny backbone on a
+    ``--speed-frames`` 640x480 mp4v video written here (518x392 network input, 1,036 patch tokens a frame), once
+    per ``--speed-configs`` WINDOW:CHUNK pair, under cProfile: frames/s and the share of the wall time spent in
+    decoding (OpenCV), preprocessing (resize, to tensor), the backbone, and within it attention (of which
+    ``scaled_dot_product_attention`` over the cache) and the MLPs, and in the checks, fp16 cast and writing.
+
+    python benchmarks/bench_token_cache.py --speed --threads 2 --speed-frames 150
 """
 
 from __future__ import annotations
