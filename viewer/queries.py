@@ -4,7 +4,8 @@ Nothing here re-implements the query maths: the relevancy is :class:`eval.query.
 against the canonical negatives), interpolated from :class:`eval.query.relevancy.LatentGrid` over the fields' latent box
 exactly as ``eval.query`` does by default (or per pixel with ``exact=True``, or where the grid does not apply);
 masks, level choice and the normalised heat are :mod:`eval.query.masks`' (through :func:`eval.query.batch_masks.frame_masks`
-when present, which is bit for bit :func:`eval.query.masks.masks_from_relevancy` per frame); the time-sensitive
+when present, with the settings ``eval.query`` uses: on the exact path bit for bit
+:func:`eval.query.masks.masks_from_relevancy` per frame, on the grid path ``exact_ties=False``); the time-sensitive
 decision is :func:`eval.protocol.metrics.temporal_predictions` over per-frame scores computed as ``eval.protocol.runner`` scores a
 state query (mean cosine of the decoded video field over the query's raw mask). So a frame's mask here is the
 mask ``python -m eval.query`` writes for the same fields, text, level and threshold.
@@ -180,7 +181,8 @@ class QueryEngine:
     def _masks(self, rel: torch.Tensor, threshold: float, level: int | None) -> list[FrameResult]:
         out = []
         if frame_masks is not None:
-            fm = frame_masks(rel, threshold=threshold, level=level)
+            # as eval.query: the grid's approximate relevancy takes the approximate level choice and pool
+            fm = frame_masks(rel, threshold=threshold, level=level, exact_ties=self.exact)
             heat = (normalize_relevancy(fm.smoothed) * 255).round().to(torch.uint8).numpy()
             for b in range(rel.shape[0]):
                 out.append(FrameResult(int(fm.level[b]), float(fm.scores[b]), fm.clean[b].numpy(),
