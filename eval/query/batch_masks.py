@@ -121,9 +121,10 @@ def frame_masks(relevancy: torch.Tensor, threshold: float = MASK_THRESHOLD, leve
     :func:`choice_margin` of :func:`eval.query.masks.smooth_relevancy` (float32 rounding, ~1e-7 of the relevancy)
     rather than equal, and a mask pixel can change only where that rounding moves the normalised map across the
     threshold or the cleanup's count across half. Maps whose smoothed range is below ``FLAT_RANGE`` margins (flat
-    or nearly, where the normalisation would magnify that rounding into masks) still take the published pool. For the latent grid, whose interpolated relevancy is itself
-    ~1e-3 from the exact one, this adds nothing measurable to its disagreement with ``--exact``
-    (benchmarks/bench_query.py) and saves the published 29x29 pool, the largest cost of a grid query on a CPU.
+    or nearly, where the normalisation would magnify that rounding into masks) still take the published pool.
+    For the latent grid, whose interpolated relevancy is itself ~1e-3 from the exact one, this adds nothing
+    measurable to its disagreement with ``--exact`` (benchmarks/bench_query.py: 4 of 11.5 M mask pixels on the
+    demo) and saves the published 29x29 pool, the largest cost of a grid query on a CPU.
     """
     if relevancy.dim() != 4:
         raise ValueError(f"expected (B, L, H, W) relevancy, got {tuple(relevancy.shape)}")
