@@ -17,6 +17,13 @@
     copying, not the disk), and end-to-end extraction time (backbone + write).
 (2) Peak memory (max RSS of a fresh process) of extracting 50 vs 200 frames with window 16, tiny config
     (``StreamVGGT.tiny``), measured in child processes; also the increase over the RSS after model set-up.
+(3) ``--speed`` (only this part; minutes): ``python -m preprocess.extract_tokens`` with the tiny backbone on a
+    ``--speed-frames`` 640x480 mp4v video written here (518x392 network input, 1,036 patch tokens a frame), once
+    per ``--speed-configs`` WINDOW:CHUNK pair, under cProfile: frames/s and the share of the wall time spent in
+    decoding (OpenCV), preprocessing (resize, to tensor), the backbone, and within it attention (of which
+    ``scaled_dot_product_attention`` over the cache) and the MLPs, and in the checks, fp16 cast and writing.
+
+    python benchmarks/bench_token_cache.py --speed --threads 2 --speed-frames 150
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import json
 import os
 import pickle
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -296,6 +304,90 @@ def memory_benchmark(counts: list[int], width: int, window: int, chunk: int, wor
     return rows
 
 
+# ----------------------------------------------------------------------------------------------- (3) speed
+STAGES = {  # stage -> the functions whose cumulative time it is (cProfile names: file suffix, function)
+    "decode (OpenCV)": [("~", "<method 'read' of 'cv2.VideoCapture' objects>")],
+    "preprocess (resize, to tensor)": [("preprocess/crop.py", "prepare")],
+    "backbone": [("model/streamvggt/aggregator.py", "forward")],
+    "  attention (qkv, SDPA over the cache, proj)": [("model/streamvggt/layers.py", "forward", "Attention")],
+    "    of it scaled_dot_product_attention": [("~", "<built-in method torch._C._nn.scaled_dot_product_attention>")],
+    "  MLP": [("model/streamvggt/layers.py", "forward", "Mlp")],
+    "checks + fp16 + write": [("preprocess/token_cache.py", "write_token_file")],
+}
+
+
+def write_test_video(path: Path, n: int, w: int = 640, h: int = 480) -> Path:
+    """An n-frame ``mp4v`` video of smooth moving content (what OpenCV writes everywhere)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (w, h))
+    if not writer.isOpened():
+        raise SystemExit(f"this OpenCV build cannot write mp4v into {path}")
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    for i in range(n):
+        rgb = np.stack([127 + 90 * np.sin((xx + 7 * i) / 41.0), 127 + 90 * np.cos(yy / 29.0 + 0.05 * i),
+                        127 + 60 * np.sin((xx + yy) / 53.0 - 0.03 * i)], -1)
+        writer.write(np.clip(rgb, 0, 255).astype(np.uint8))
+    writer.release()
+    return path
+
+
+def _stage_times(stats) -> dict[str, float]:
+    """Cumulative seconds per :data:`STAGES` entry from a ``pstats.Stats``. Attention and MLP share the name
+    ``forward`` in one file: they are told apart by their line (the class's ``def forward``)."""
+    import inspect
+
+    from model.streamvggt.layers import Attention, Mlp
+
+    lines = {"Attention": inspect.getsourcelines(Attention.forward)[1],
+             "Mlp": inspect.getsourcelines(Mlp.forward)[1]}
+    out = dict.fromkeys(STAGES, 0.0)
+    for (file, line, name), (_, _, _, cum, _) in stats.stats.items():
+        for stage, specs in STAGES.items():
+            for spec in specs:
+                if file.endswith(spec[0]) and name == spec[1] and (len(spec) < 3 or line == lines[spec[2]]):
+                    out[stage] += cum
+    return out
+
+
+def speed_run(video: Path, out: Path, window: int, chunk: int, threads: int) -> dict:
+    """``python -m preprocess.extract_tokens <video> --backbone tiny`` in this process under cProfile: wall
+    seconds, frames/s, and the cumulative seconds of each stage."""
+    import cProfile
+    import pstats
+
+    torch.set_num_threads(threads)
+    args = [str(video), "--backbone", "tiny", "--device", "cpu", "--out", str(out), "--window", str(window),
+            "--chunk-size", str(chunk), "--no-progress", "-q"]
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    try:
+        ex.main(args)
+    except SystemExit as e:  # cli_main ends in sys.exit
+        if e.code not in (0, None):
+            raise
+    prof.disable()
+    wall = time.perf_counter() - t0
+    n = len(list(out.glob(f"*{SUFFIX}")))
+    stages = _stage_times(pstats.Stats(prof))
+    return {"window": window, "chunk": chunk, "threads": threads, "frames": n, "wall_s": wall,
+            "frames_per_s": n / wall, "stages_s": stages}
+
+
+def speed_benchmark(n: int, configs: list[tuple[int, int]], threads: int, work: Path) -> list[dict]:
+    """Token extraction of an n-frame 640x480 video with the tiny backbone, per (window, chunk) config."""
+    work.mkdir(parents=True, exist_ok=True)
+    video = write_test_video(work / f"clip_{n}.mp4", n)
+    rows = []
+    for window, chunk in configs:
+        out = work / f"tokens_w{window}_c{chunk}"
+        rows.append(speed_run(video, out, window, chunk, threads))
+        shutil.rmtree(out)
+        r = rows[-1]
+        print(f"  window {window:4d} chunk {chunk:2d}: {r['frames_per_s']:6.2f} frames/s ({r['wall_s']:.1f} s for "
+              f"{r['frames']} frames)", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--child":
@@ -315,11 +407,29 @@ def main(argv: list[str] | None = None) -> int:
                    help="frames for the storage-only comparison at the official token width (0 = skip)")
     p.add_argument("--skip-storage", action="store_true", help="only run the memory part")
     p.add_argument("--skip-memory", action="store_true", help="only run the storage part")
+    p.add_argument("--speed", action="store_true",
+                   help="(3) only: frames/s and where the time goes, tiny backbone on a 640x480 video (minutes)")
+    p.add_argument("--speed-frames", type=int, default=160, help="video length for --speed")
+    p.add_argument("--speed-configs", nargs="+", default=["128:1", "128:8", "32:1", "32:8", "16:8"],
+                   help="WINDOW:CHUNK pairs for --speed (extract_tokens --window / --chunk-size)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     summary: dict = {"threads": args.threads}
     with tempfile.TemporaryDirectory(prefix="bench_tokens_") as tmp:
         work = Path(tmp)
+        if args.speed:
+            configs = [tuple(int(v) for v in c.split(":")) for c in args.speed_configs]
+            print(f"token extraction, tiny backbone, {args.speed_frames} frames 640x480 (mp4v), input "
+                  f"{args.width} wide, {os.cpu_count()} CPUs, {args.threads} torch threads, load "
+                  f"{os.getloadavg()[0]:.1f}:", flush=True)
+            rows = speed_benchmark(args.speed_frames, configs, args.threads, work / "speed")
+            summary["speed"] = rows
+            print(f"  {'window:chunk':>12s} {'frames/s':>9s} " + " ".join(f"{k.strip()[:14]:>14s}" for k in STAGES))
+            for r in rows:
+                print(f"  {r['window']:>7d}:{r['chunk']:<4d} {r['frames_per_s']:9.2f} " + " ".join(
+                    f"{100 * v / r['wall_s']:13.1f}%" for v in r["stages_s"].values()))
+            print(json.dumps(summary))
+            return 0
         if not args.skip_storage:
             r = storage_benchmark(args.frames, args.width, args.window, args.chunk_size, work / "storage",
                                   args.repeats)

@@ -3,8 +3,9 @@
 Nothing here re-implements the query maths: the relevancy is :class:`eval.query.relevancy.RelevancyModel`'s (LERF
 against the canonical negatives), interpolated from :class:`eval.query.relevancy.LatentGrid` over the fields' latent box
 exactly as ``eval.query`` does by default (or per pixel with ``exact=True``, or where the grid does not apply);
-masks, level choice and the normalised heat are :mod:`eval.query.masks`' (through :func:`eval.query.batch_masks.frame_masks`,
-which is bit for bit :func:`eval.query.masks.masks_from_relevancy` per frame); the time-sensitive
+masks, level choice and the normalised heat are :mod:`eval.query.masks`' (through :func:`eval.query.batch_masks.frame_masks`
+with the settings ``eval.query`` uses: on the exact path bit for bit
+:func:`eval.query.masks.masks_from_relevancy` per frame, on the grid path ``exact_ties=False``); the time-sensitive
 decision is :func:`eval.protocol.metrics.temporal_predictions` over per-frame scores computed as ``eval.protocol.runner`` scores a
 state query (mean cosine of the decoded video field over the query's raw mask). So a frame's mask here is the
 mask ``python -m eval.query`` writes for the same fields, text, level and threshold.
@@ -165,7 +166,8 @@ class QueryEngine:
     # ------------------------------------------------------------------ masks
     def _masks(self, rel: torch.Tensor, threshold: float, level: int | None) -> list[FrameResult]:
         """Relevancy ``(B, L, H, W)`` of a batch of frames -> each frame's masks (:func:`frame_masks`)."""
-        fm = frame_masks(rel, threshold=threshold, level=level)
+        # as eval.query: the grid's approximate relevancy takes the approximate level choice and pool
+        fm = frame_masks(rel, threshold=threshold, level=level, exact_ties=self.exact)
         heat = (normalize_relevancy(fm.smoothed) * 255).round().to(torch.uint8).numpy()
         return [FrameResult(int(fm.level[b]), float(fm.scores[b]), fm.clean[b].numpy(), fm.raw[b].numpy(), heat[b])
                 for b in range(rel.shape[0])]

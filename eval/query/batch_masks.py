@@ -17,6 +17,9 @@ and score; tests/eval/test_query_grid.py) with about a third of the pooling:
    chosen by :func:`eval.query.masks.choose_level` on those maxima (first on exact ties, as there);
 3. the chosen levels of all frames are smoothed, normalised, thresholded and cleaned by :mod:`eval.query.masks` in
    one batch (each map is pooled on its own, so batching changes no bit).
+
+For approximate relevancy (the latent grid: ``exact_ties=False``) step 2 is skipped and step 3 reuses the
+chosen level's separable map from step 1 instead of the published pool (see :func:`frame_masks`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from eval.query.masks import (
 )
 
 _U = 2.0 ** -24  # float32 unit roundoff
+FLAT_RANGE = 100.0  # with exact_pool=False, maps whose smoothed range is below this many choice margins (~2 % of
+# their max) are smoothed with the published pool
 
 
 @dataclass
@@ -96,7 +101,7 @@ def _exact_top(relevancy: torch.Tensor, pixels: torch.Tensor, kernel: int) -> to
 
 def frame_masks(relevancy: torch.Tensor, threshold: float = MASK_THRESHOLD, level: int | None = None,
                 smooth_kernel: int = SMOOTH_KERNEL, cleanup_kernel: int = CLEANUP_KERNEL,
-                exact_ties: bool = True) -> FrameMasks:
+                exact_ties: bool = True, exact_pool: bool | None = None) -> FrameMasks:
     """Chosen level and its masks for each frame of a (B, L, H, W) relevancy batch.
 
     Equal (bit for bit) to ``lm = eval.query.masks.masks_from_relevancy(relevancy[b], threshold)`` per frame:
@@ -110,11 +115,23 @@ def frame_masks(relevancy: torch.Tensor, threshold: float = MASK_THRESHOLD, leve
     :mod:`eval.query.masks`. Meant for approximate relevancy (the latent grid), where ties that close are noise: on
     trained fields the levels of one object often tie, and resolving them exactly costs the published pool
     over most of the tied maps.
+
+    ``exact_pool=False`` (the default when ``exact_ties=False``) also smooths the chosen level with the separable
+    pool (the level choice has computed it already) instead of the published one: ``smoothed`` is then within
+    :func:`choice_margin` of :func:`eval.query.masks.smooth_relevancy` (float32 rounding, ~1e-7 of the relevancy)
+    rather than equal, and a mask pixel can change only where that rounding moves the normalised map across the
+    threshold or the cleanup's count across half. Maps whose smoothed range is below ``FLAT_RANGE`` margins (flat
+    or nearly, where the normalisation would magnify that rounding into masks) still take the published pool.
+    For the latent grid, whose interpolated relevancy is itself ~1e-3 from the exact one, this adds nothing
+    measurable to its disagreement with ``--exact`` (benchmarks/bench_query.py: 4 of 11.5 M mask pixels on the
+    demo) and saves the published 29x29 pool, the largest cost of a grid query on a CPU.
     """
     if relevancy.dim() != 4:
         raise ValueError(f"expected (B, L, H, W) relevancy, got {tuple(relevancy.shape)}")
     b, n_levels, h, w = relevancy.shape
     rel = relevancy.float()
+    exact_pool = exact_ties if exact_pool is None else exact_pool
+    approx = None
     ties = 0
     if level is not None:
         if not 0 <= level < n_levels:
@@ -140,8 +157,19 @@ def frame_masks(relevancy: torch.Tensor, threshold: float = MASK_THRESHOLD, leve
                 ties += 1
         else:
             chosen = top.argmax(dim=1)  # first on equal maxima
-    # every frame's chosen level, exactly, in one batch (each map is pooled on its own)
-    smoothed = smooth_relevancy(rel[torch.arange(b), chosen], smooth_kernel)
+    if exact_pool:  # every frame's chosen level, exactly, in one batch (each map is pooled on its own)
+        smoothed = smooth_relevancy(rel[torch.arange(b), chosen], smooth_kernel)
+    else:
+        picked = rel[torch.arange(b), chosen]
+        smoothed = approx[torch.arange(b), chosen] if approx is not None else separable_smooth(picked, smooth_kernel)
+        # (near-)flat maps: the min-max normalisation divides by their range and would turn the separable pool's
+        # rounding into masks; those take the published pool (an all-equal map then stays an empty mask)
+        flat_range = FLAT_RANGE * choice_margin(picked.abs().reshape(b, -1).amax(dim=1), smooth_kernel)
+        span = smoothed.reshape(b, -1).amax(dim=1) - smoothed.reshape(b, -1).amin(dim=1)
+        flat = torch.nonzero(span < flat_range).flatten()
+        if flat.numel():
+            smoothed = smoothed.clone()
+            smoothed[flat] = smooth_relevancy(picked[flat], smooth_kernel)
     normalized = normalize_relevancy(smoothed)
     raw = normalized > threshold
     clean = cleanup_mask(raw, cleanup_kernel)

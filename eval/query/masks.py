@@ -46,9 +46,10 @@ def normalize_relevancy(smoothed: torch.Tensor) -> torch.Tensor:
     """(..., H, W) -> (..., H, W): per-map min-max to [0, 1], then ``clip(2x - 1, 0, 1)``."""
     flat = smoothed.reshape(*smoothed.shape[:-2], -1)
     lo = flat.min(dim=-1, keepdim=True).values
-    hi = (flat - lo).max(dim=-1, keepdim=True).values
-    x = (flat - lo) / (hi + 1e-9)
-    return (x * 2.0 - 1.0).clamp(0.0, 1.0).reshape(smoothed.shape)
+    x = flat - lo  # the same operations in the same order as the published code, in place where it can be
+    hi = x.max(dim=-1, keepdim=True).values
+    x.div_(hi + 1e-9)
+    return x.mul_(2.0).sub_(1.0).clamp_(0.0, 1.0).reshape(smoothed.shape)
 
 
 def cleanup_mask(mask: torch.Tensor, kernel: int = CLEANUP_KERNEL) -> torch.Tensor:

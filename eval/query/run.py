@@ -15,9 +15,10 @@ Relevancy (default, autoencoded fields with k <= 3 dims): the relevancy of a pix
 so the autoencoder decoder runs once on the points of a 48^3 grid over the fields' latent box that some pixel
 needs (:class:`eval.query.relevancy.LatentGrid`), every query is one matrix product with those features, and each
 pixel's logit is interpolated trilinearly from its grid cell. The frames go through the mask steps in batches
-(:func:`eval.query.batch_masks.frame_masks`: only the chosen level is smoothed with the published 29x29 pool, which
-is then most of the cost). One query over the 64-frame 200x150 demo output: 1.1 s instead of 28 s on a 2-core
-CPU, masks equal to the exact path's on 99.97 % of the pixels (benchmarks/bench_query.py, eval/README.md).
+(:func:`eval.query.batch_masks.frame_masks` with ``exact_ties=False``: the level is chosen and smoothed with the
+separable pool, the published 29x29 pool only for near-flat maps). One query over the 64-frame 200x150 demo
+output: 1.0-1.1 s instead of 26 s on a 2-core CPU (Dec 7), masks equal to the exact path's on 99.997 % of the
+pixels (benchmarks/bench_query.py, eval/README.md).
 ``--exact``: the reference path, every pixel of every level decoded and every level post-processed with
 :func:`eval.query.masks.masks_from_relevancy`, one frame at a time (also taken for CLIP-dimensional fields and
 latents of more than 3 dims).
