@@ -22,8 +22,8 @@ def test_json_round_trip_is_identity(config):
     assert back == config and type(back) is type(config)
 
 
-@pytest.mark.parametrize("config, name", zip(CONFIGS, ["decoder config", "published-decoder config",
-                                                        "StreamVGGTConfig"], strict=True))
+@pytest.mark.parametrize("config, name", list(zip(CONFIGS, ["decoder config", "published-decoder config",
+                                                             "StreamVGGTConfig"], strict=True)))
 def test_unknown_keys_are_refused_by_name(config, name):
     with pytest.raises(ValueError, match=f"unknown {name} keys \\['wings'\\]"):
         type(config).from_dict({**config.to_dict(), "wings": 2})
