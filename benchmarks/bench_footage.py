@@ -2,8 +2,9 @@
 
     python benchmarks/bench_footage.py                        # 2000 frames of 640x480 (and 300 for comparison)
     python benchmarks/bench_footage.py --frames 500 --size 1920x1080 --fourcc MJPG --ext .avi
+    python benchmarks/bench_footage.py --frames 100 --size 1920x1080 --ext .png   # a folder of PNG frames
 
-Writes a video (OpenCV, ``--fourcc`` into ``--ext``) in a temporary folder, then in a fresh child process per
+Writes a video (OpenCV, ``--fourcc`` into ``--ext``; ``--ext .png``: a folder of PNG frames) in a temporary folder, then in a fresh child process per
 length lists its frames (``preprocess.frames.list_frames``: counts by grabbing) and decodes every one of them
 through ``iter_frames`` (the reader of token extraction, targets and inference), reporting frames/s and the
 child's peak RSS (max RSS from ``getrusage``) minus its RSS after the imports. Bounded memory means the peak does
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -58,6 +60,21 @@ def write_video(path: Path, n: int, w: int, h: int, fourcc: str) -> None:
     writer.release()
 
 
+def write_png_frames(folder: Path, n: int, w: int, h: int) -> None:
+    """A frames folder as phones and extractors leave them: smooth content with sensor-like noise (random noise
+    alone would make PNG's deflate a copy and its decode unrealistically cheap)."""
+    import cv2
+    import numpy as np
+
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([(x / 8) % 256, (y / 5) % 256, ((x + y) / 9) % 256], -1).astype(np.uint8)
+    base = cv2.GaussianBlur(base, (0, 0), 3)
+    noise = np.random.default_rng(0).integers(0, 8, (h, w, 3), dtype=np.uint8)
+    folder.mkdir()
+    for i in range(n):
+        cv2.imwrite(str(folder / f"{i:06d}.png"), np.roll(base, 3 * i, axis=1) + noise)
+
+
 def measure(path: Path) -> dict:
     out = subprocess.run([sys.executable, "-c", CHILD, str(path), str(ROOT)], capture_output=True, text=True,
                          check=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
@@ -76,13 +93,22 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.frames:
             path = Path(tmp) / f"clip_{n}{args.ext}"
-            write_video(path, n, w, h, args.fourcc)
+            if args.ext == ".png":
+                path = path.with_suffix("")
+                write_png_frames(path, n, w, h)
+            else:
+                write_video(path, n, w, h, args.fourcc)
             r = measure(path)
-            r.update(length=n, size=args.size, codec=f"{args.fourcc}{args.ext}", mb=path.stat().st_size / 1e6,
+            size = (sum(f.stat().st_size for f in path.iterdir()) if path.is_dir() else path.stat().st_size)
+            r.update(length=n, size=args.size, codec="png" if path.is_dir() else f"{args.fourcc}{args.ext}",
+                     mb=size / 1e6,
                      fps=r["frames"] / r["read_s"] if r["read_s"] else None,
                      rss_growth_mb=r["rss_peak_mb"] - r["rss_base_mb"])
             rows.append(r)
-            path.unlink()
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
     print(f"{'frames':>7} {'video MB':>9} {'list s':>7} {'read s':>7} {'frames/s':>9} {'peak RSS MB':>12} "
           f"{'growth MB':>10}  ({os.cpu_count()} cores, {resource.getpagesize()} B pages)")
     for r in rows:

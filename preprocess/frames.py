@@ -179,15 +179,52 @@ def read_frame_published(ref: FrameRef) -> np.ndarray:
 EXIF_ORIENTATION = 0x0112
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: the PNG chunks PIL reads an orientation from: ``eXIf``, and text chunks (a "Raw profile type exif", XMP)
+_PNG_METADATA_CHUNKS = frozenset({b"eXIf", b"tEXt", b"zTXt", b"iTXt"})
+
+
+def _png_without_metadata(path: str | Path) -> bool:
+    """True when ``path`` is a complete PNG with none of :data:`_PNG_METADATA_CHUNKS`, found by walking its chunk
+    headers (a few bytes each, no decoding). PIL looks for an orientation in a PNG by decoding the whole image
+    (an ``eXIf`` chunk may follow the pixels), so a plain PNG frame was decoded twice; False for anything else
+    (not a PNG, metadata present, truncated), which then goes through PIL as before."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != _PNG_SIGNATURE:
+                return False
+            pos = 8
+            while True:
+                f.seek(pos)
+                head = f.read(8)
+                if len(head) < 8:
+                    return False  # no IEND: truncated (the decoder reports it)
+                kind = head[4:]
+                if kind in _PNG_METADATA_CHUNKS:
+                    return False
+                if kind == b"IEND":
+                    return True
+                pos += 12 + int.from_bytes(head[:4], "big")  # length, type, data, CRC
+    except OSError:
+        return False
+
+
+def orientation_of(im: Image.Image, path: str | Path) -> int:
+    """EXIF orientation of an opened image (PIL's reading, 1..8), without decoding a plain PNG's pixels."""
+    if im.format == "PNG" and _png_without_metadata(path):
+        return 1
+    value = im.getexif().get(EXIF_ORIENTATION, 1)
+    return int(value) if value in range(1, 9) else 1
+
+
 def exif_orientation(path: str | Path) -> int:
     """The EXIF orientation (1..8; 1 = as stored) of an image file, from its header; 1 when it has none or the
     header cannot be parsed (the decoder then reports the damaged file)."""
     try:
         with Image.open(path) as im:
-            value = im.getexif().get(EXIF_ORIENTATION, 1)
+            return orientation_of(im, path)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return 1
-    return int(value) if value in range(1, 9) else 1
 
 
 def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
@@ -204,7 +241,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """(H, W) of an image file as displayed (EXIF orientation applied), from its header only."""
     with Image.open(path) as im:
         w, h = im.size
-        o = im.getexif().get(EXIF_ORIENTATION, 1)
+        o = orientation_of(im, path)
     return (w, h) if o in (5, 6, 7, 8) else (h, w)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from preprocess.frames import orientation_of
 from utils.cli import UserError
 from utils.io import load_npy, npy_problem, save_json_atomic
 
@@ -77,7 +78,7 @@ def image_hw(path: str | Path, decode: bool = False) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             w, h = im.size
-            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # shown turned a quarter (as every reader reads it)
+            if orientation_of(im, path) in (5, 6, 7, 8):  # shown turned a quarter (as every reader reads it)
                 w, h = h, w
             if decode:
                 im.load()

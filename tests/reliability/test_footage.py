@@ -136,3 +136,57 @@ def json_of(raw: bytes):
     import json
 
     return json.loads(raw)
+
+
+def _png_with(path, how: str) -> None:
+    """A PNG whose orientation (6 where there is one) sits where PIL looks for it."""
+    rgb = _pixels(1)
+    if how == "plain":
+        cv2.imwrite(str(path), rgb[:, :, ::-1])
+    elif how == "exif":
+        _save_with_orientation(path, rgb, 6)
+    else:
+        from PIL import PngImagePlugin
+
+        info = PngImagePlugin.PngInfo()
+        if how == "xmp":
+            info.add_itxt("XML:com.adobe.xmp", '<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>')
+        else:  # ImageMagick's raw profile: a text chunk of hex EXIF after a 3-line header
+            exif = Image.Exif()
+            exif[0x0112] = 6
+            body = exif.tobytes().hex()
+            info.add_text("Raw profile type exif", f"\nexif\n{len(body) // 2}\n{body}")
+        Image.fromarray(rgb).save(path, pnginfo=info)
+
+
+@pytest.mark.parametrize("how", ["plain", "exif", "xmp", "raw-profile"])
+def test_png_orientation_from_every_chunk_pil_reads_and_no_second_decode_of_plain_pngs(tmp_path, how,
+                                                                                      monkeypatch):
+    from PIL import PngImagePlugin
+
+    from preprocess.frames import exif_orientation
+    from preprocess.semantics.scene import image_hw
+
+    path = tmp_path / "000001.png"
+    _png_with(path, how)
+    shown = _displayed(path)
+    assert (shown.shape[:2] == (H, W)) == (how == "plain")  # the orientation is really there
+    assert exif_orientation(path) == (1 if how == "plain" else 6)
+    assert image_size(path) == image_hw(path) == shown.shape[:2]
+    assert np.array_equal(read_frame(FrameRef("000001", 0, path)), shown)
+    if how == "plain":  # the header walk answers: PIL never decodes the pixels to look for an eXIf chunk
+        def no_decode(self):
+            raise AssertionError("decoded")
+
+        monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", no_decode)
+        assert exif_orientation(path) == 1 and image_size(path) == (H, W) == image_hw(path)
+
+
+def test_a_truncated_png_still_goes_through_pil(tmp_path):
+    from preprocess.frames import exif_orientation
+
+    path = tmp_path / "000001.png"
+    _save_with_orientation(path, _pixels(2), 8)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 12])  # IEND cut off: the header walk does not vouch for it
+    assert exif_orientation(path) == 8
