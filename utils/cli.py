@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import errno
 import functools
 import json
@@ -18,6 +19,8 @@ import os
 import signal
 import sys
 import traceback
+import types
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -406,8 +409,6 @@ def option(help: str = "", *, group: str | None = None, names: tuple[str, ...] =
 
 
 def _field_default(f: Any) -> Any:
-    import dataclasses
-
     if f.default is not dataclasses.MISSING:
         return f.default
     if f.default_factory is not dataclasses.MISSING:
@@ -417,9 +418,6 @@ def _field_default(f: Any) -> Any:
 
 def _scalar_type(hint: Any) -> Any:
     """``int`` / ``float`` from an annotation (``int``, ``float | None``), else None."""
-    import types
-    import typing
-
     if hint in (int, float):
         return hint
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
@@ -432,9 +430,6 @@ def _scalar_type(hint: Any) -> Any:
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
     """Declare one flag per field of the dataclass ``cls`` that carries :func:`option` metadata, in field order,
     each under its argparse group (groups are made in the order they first appear)."""
-    import dataclasses
-    import typing
-
     hints = typing.get_type_hints(cls)
     groups: dict[str, Any] = {}
     called: list[Callable[[Any], None]] = []
@@ -465,8 +460,6 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
 def dataclass_from_args(cls: type[T], args: argparse.Namespace) -> T:
     """The dataclass ``cls`` from parsed flags (every field by name; a field the namespace lacks keeps its
     default)."""
-    import dataclasses
-
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     return cls(**{n: getattr(args, n) for n in names if hasattr(args, n)})
 
@@ -489,8 +482,6 @@ def dataclass_from_options(cls: type[T], options: dict[str, Any], exclude: tuple
     flag's type and choices. A name that is no flag of ``cls`` (or is in ``exclude``) raises :class:`OptionError`
     naming it and listing the valid ones; a value the flag refuses raises :class:`OptionValueError`; ``caller``
     names who got them (``predict()``)."""
-    import dataclasses
-
     parser = argparse.ArgumentParser(add_help=False)
     add_dataclass_args(parser, cls)
     actions = {a.dest: a for a in parser._actions if a.dest not in exclude}
