@@ -232,7 +232,15 @@ def evaluate_geometry(pred: str | Path, gt: str | Path, gt_format: str, out: str
         raise UserError(f"unknown --align {align!r}", None, f"use one of {', '.join(ALIGN_MODES)}")
     if clip_max == "auto":
         clip_max = DEFAULT_CLIP.get(gt_format)
-    inputs = read_inputs(pred, gt, gt_format, sequences)
+    return score_inputs(read_inputs(pred, gt, gt_format, sequences), gt_format, out, align, max_depth, clip_max,
+                        error_maps, error_max, progress, device)
+
+
+def score_inputs(inputs: list[tuple[str, Prediction, SequenceGT]], gt_format: str, out: str | Path | None,
+                 align: str, max_depth: float | None, clip_max: float | None, error_maps: bool, error_max: float,
+                 progress: bool, device: str) -> dict[str, Any]:
+    """The scoring and writing of :func:`evaluate_geometry`, on inputs :func:`read_inputs` has read and checked
+    (``clip_max`` resolved)."""
     out = Path(out) if out is not None else None
     staging = out.parent / f".{out.name}.error_maps.partial" if out is not None and error_maps else None
     if staging is not None:
@@ -322,30 +330,33 @@ def _device(name: str) -> str:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     setup_logging_from(args)
-    clip: float | None | str
+    clip: float | None
     if args.clip_max in ("auto", "none"):
-        clip = None if args.clip_max == "none" else "auto"
+        clip = None if args.clip_max == "none" else DEFAULT_CLIP.get(args.gt_format)
     else:
         try:
             clip = float(args.clip_max)
         except ValueError:
             raise UserError(f"--clip-max {args.clip_max!r} is not a number", None, "pass a number, auto or none") from None
     device = _device(args.device)
-
-    def score(pred: str, out: Path) -> dict[str, Any]:
-        return evaluate_geometry(pred, args.gt, args.gt_format, out, args.align, args.sequences, args.max_depth,
-                                 clip, not args.no_error_maps, args.error_max, progress=not args.quiet, device=device)
-
     if len(args.pred) == 1:
-        summary = score(args.pred[0], Path(args.out))
+        summary = evaluate_geometry(args.pred[0], args.gt, args.gt_format, args.out, args.align, args.sequences,
+                                    args.max_depth, clip, not args.no_error_maps, args.error_max,
+                                    progress=not args.quiet, device=device)
         print(to_text(summary))
         print(f"results: {Path(args.out) / 'results.json'}")
         return summary
-    for p in args.pred:  # every input checked before anything is written
+    inputs = {}
+    for p in args.pred:  # every input read and checked (once) before anything is written
         if not is_prediction(Path(p)):
             raise PredictionError("not an inference output (no geometry/cameras.json)", Path(p),
                                   "with several --pred, pass one inference --out folder each")
-        read_inputs(p, args.gt, args.gt_format, args.sequences)
+        inputs[p] = read_inputs(p, args.gt, args.gt_format, args.sequences)
+
+    def score(pred: str, out: Path) -> dict[str, Any]:
+        return score_inputs(inputs[pred], args.gt_format, out, args.align, args.max_depth, clip,
+                            not args.no_error_maps, args.error_max, not args.quiet, device)
+
     return compare(args.pred, Path(args.out), score)
 
 
