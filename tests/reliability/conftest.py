@@ -81,3 +81,10 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def tree_diff(a: Path, b: Path) -> list[str]:
+    """The files (relative names) whose bytes differ between the folders ``a`` and ``b``, or that one of them lacks:
+    ``[]`` when the trees are byte-identical. (A failing test names the files instead of printing their bytes.)"""
+    ta, tb = tree_bytes(a), tree_bytes(b)
+    return sorted(k for k in ta.keys() | tb.keys() if ta.get(k) != tb.get(k))
+
+
