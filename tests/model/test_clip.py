@@ -68,12 +68,12 @@ def test_offline_message_names_the_file(monkeypatch, tmp_path):
     monkeypatch.setattr(clip_mod, "LOCAL_CKPT_DIR", tmp_path / "ckpt" / "open_clip")
     monkeypatch.setattr(open_clip, "create_model", offline)
     monkeypatch.setattr(clip_mod, "_cached", lambda repo: False)
+    # no retries: a wait anywhere on the way (a retry loop's back-off) fails the test, on any machine's speed
+    monkeypatch.setattr(time, "sleep", lambda s: pytest.fail(f"waited {s} s before failing: a retry loop"))
     for reachable in (True, False):  # the download fails / the Hub is out of reach
         monkeypatch.setattr(clip_mod, "hub_reachable", lambda reachable=reachable: reachable)
-        t0 = time.perf_counter()
         with pytest.raises(FileNotFoundError) as info:
             ClipEncoder.from_pretrained("ViT-B-16", "laion2b_s34b_b88k")
-        assert time.perf_counter() - t0 < 5
         msg = str(info.value)
         assert "ckpt/open_clip/ViT-B-16_laion2b_s34b_b88k.bin" in msg and "\n" not in msg
         assert "laion/CLIP-ViT-B-16-laion2B-s34B-b88K" in msg and "--clip-weights" in msg and "--hash-text" in msg
