@@ -167,7 +167,7 @@ def _run_locked(frames: Iterable[Frame], num_frames: int, predictor: Predictor, 
                 continue
             # A chunk with any frame to write is predicted whole: the networks then see the batch an uninterrupted
             # run gives them, so a resume after a kill mid-chunk writes the same bytes on every CPU (a matrix
-            # product's last bits may depend on its batch size, e.g. on AVX2 kernels).
+            # product's last bits may depend on its batch size: the tiny decoder's and depth head's do here).
             pred = predictor(chunk, [any(keep)] * len(chunk))
             for i, f in enumerate(chunk):
                 if not keep[i]:
