@@ -2,7 +2,8 @@
 
 ::
 
-    <out>/meta.json                              run settings, frame keys, levels, shapes
+    <out>/meta.json                              run settings, frame keys, levels, shapes; ``run``: what makes
+                                                 each frame (checked by a resumed run)
     <out>/autoencoder/                           copy of the autoencoder the fields decode with (when given)
     <out>/video_autoencoder/                     copy of the time-sensitive field's autoencoder (when given)
     <out>/fields/<key>.safetensors               small|middle|large (lang_dim, H, W) float32 at the ORIGINAL

@@ -9,6 +9,7 @@ fused point cloud, and never holds more than one chunk of predictions in memory.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -32,6 +33,7 @@ from inference.outputs import (
     LEVELS,
     OutputLayout,
     read_depth,
+    read_fields_header,
     write_depth,
     write_dynamic,
     write_fields,
@@ -39,7 +41,7 @@ from inference.outputs import (
 from inference.ply import PlyStreamWriter, read_ply, write_ply
 from inference.visualize import Mp4Writer, PCAProjector, depth_picture, load_png, save_png, to_uint8_image
 from preprocess.crop import CropInfo
-from utils.cli import interrupted
+from utils.cli import UserError, interrupted
 from utils.io import read_json, save_json_atomic
 from utils.lock import output_lock
 
@@ -112,6 +114,38 @@ class InferenceSettings:
     overwrite: bool = False
     published_png: bool = False
     extra_meta: dict = field(default_factory=dict)
+    #: what makes the frames (decoder, backbone, autoencoder, preprocessing: resolved paths and ids), recorded in
+    #: meta.json beside the settings that shape each frame's files; a resume refuses a folder made otherwise
+    provenance: dict = field(default_factory=dict)
+
+
+#: settings that shape each frame's files: a resumed run must keep them (``video``, ``fps`` and
+#: ``fused_max_points`` shape only what the end of a run writes from every frame; ``overwrite`` is how to run)
+FRAME_SETTINGS = ("chunk", "levels", "geometry", "fields", "pca", "rgb", "conf_percentile", "min_conf",
+                  "point_stride", "published_png")
+
+
+def run_record(settings: InferenceSettings) -> dict:
+    """meta.json's ``run`` entry: the frame-shaping settings and the provenance (JSON types)."""
+    chosen = {k: v for k, v in asdict(settings).items() if k in FRAME_SETTINGS}
+    return json.loads(json.dumps({"settings": chosen, **settings.provenance}))
+
+
+def check_resumable(layout: OutputLayout, record: dict) -> None:
+    """Refuse (one :class:`UserError` naming meta.json) a folder whose recorded run differs from ``record``: the
+    frames it keeps would mix two models or two settings. A folder from before the record is not checked."""
+    if not layout.meta.exists():
+        return
+    old = read_json(layout.meta).get("run")
+    if old is None or old == record:
+        return
+    flat_old = {**old.get("settings", {}), **{k: v for k, v in old.items() if k != "settings"}}
+    flat_new = {**record["settings"], **{k: v for k, v in record.items() if k != "settings"}}
+    diffs = [f"{k} was {flat_old.get(k)!r}, now {flat_new.get(k)!r}" for k in sorted(flat_old.keys() | flat_new.keys())
+             if flat_old.get(k) != flat_new.get(k)]
+    raise UserError(f"this output folder holds frames made by another run ({'; '.join(diffs)})", layout.meta,
+                    "pass --overwrite to recompute every frame, use the old settings to resume, or choose another "
+                    "--out folder")
 
 
 def chunked(items: Iterable, size: int) -> Iterator[list]:
@@ -127,25 +161,44 @@ def chunked(items: Iterable, size: int) -> Iterator[list]:
 
 
 def run_inference(frames: Iterable[Frame], num_frames: int, predictor: Predictor, out: str | Path,
-                  settings: InferenceSettings, keys: list[str] | None = None) -> dict:
+                  settings: InferenceSettings, keys: list[str] | None = None,
+                  setup: Callable[[Path], None] | None = None) -> dict:
     """Stream ``frames`` through ``predictor`` chunk by chunk and write the output layout under ``out``.
 
     Args:
         frames: iterator of :class:`Frame` in video order (loaded lazily; only one chunk is alive).
         num_frames: total number of frames (for the progress bar and meta.json).
         keys: all frame keys in order (for meta.json); taken from the frames when None.
+        setup: called with the output folder once it is locked and its recorded run checked, before any frame
+            (e.g. copying the autoencoder in, so that no other run's copy is overwritten).
     Returns:
         summary dict (frames written / skipped, seconds, frames per second, output paths).
     """
     layout = OutputLayout(out)
     layout.root.mkdir(parents=True, exist_ok=True)
     with output_lock(layout.root, "this inference output folder"):
+        if not settings.overwrite:
+            check_resumable(layout, run_record(settings))
+        if setup is not None:
+            setup(layout.root)
         return _run_locked(frames, num_frames, predictor, layout, settings, keys)
+
+
+def _meta(s: InferenceSettings, keys: list[str], lang_dim: int | None, out_hw: tuple[int, int] | None) -> dict:
+    """meta.json: written when a run starts (so a killed run's folder records what made it) and when it ends."""
+    return {"frames": keys, "levels": list(s.levels), "lang_dim": lang_dim,
+            "height": out_hw[0] if out_hw else None, "width": out_hw[1] if out_hw else None,
+            "settings": {k: v for k, v in asdict(s).items() if k not in ("extra_meta", "provenance")},
+            "run": run_record(s), "camera_convention": CAMERA_CONVENTION,
+            "validity": "fields/<key>.safetensors 'valid' = 1 inside the network crop; outside it predictions are "
+                        "the nearest edge values", **s.extra_meta}
 
 
 def _run_locked(frames: Iterable[Frame], num_frames: int, predictor: Predictor, layout: OutputLayout,
                 settings: InferenceSettings, keys: list[str] | None) -> dict:
     s = settings
+    if not layout.meta.exists() or s.overwrite:
+        save_json_atomic(_meta(s, keys or [], None, None), layout.meta)
     pca_state_path = layout.root / "pca" / "projectors.json"
     projectors: dict[str, PCAProjector] = {}
     if pca_state_path.exists() and not s.overwrite:
@@ -170,11 +223,13 @@ def _run_locked(frames: Iterable[Frame], num_frames: int, predictor: Predictor, 
             # product's last bits may depend on its batch size: the tiny decoder's and depth head's do here).
             pred = predictor(chunk, [any(keep)] * len(chunk))
             for i, f in enumerate(chunk):
+                out_hw = f.rgb.shape[:2]
                 if not keep[i]:
                     skipped += 1
+                    if lang_dim is None and s.fields:
+                        lang_dim = read_fields_header(layout.fields(f.key))[1].get("lang_dim")
                     continue
                 lang_dim = _write_frame(layout, f, pred, i, s, projectors, pca_state_path)
-                out_hw = f.rgb.shape[:2]
                 written += 1
             bar.update(len(chunk))
             del pred
@@ -187,15 +242,7 @@ def _run_locked(frames: Iterable[Frame], num_frames: int, predictor: Predictor, 
         summary["fused_points"] = write_fused(layout, all_keys, s.fused_max_points)
     if s.video:
         summary["videos"] = [str(p) for p in write_videos(layout, all_keys, s)]
-    meta = {"frames": all_keys, "levels": list(s.levels), "lang_dim": lang_dim,
-            "height": out_hw[0] if out_hw else None, "width": out_hw[1] if out_hw else None,
-            "settings": {k: v for k, v in asdict(s).items() if k != "extra_meta"},
-            "camera_convention": CAMERA_CONVENTION, "validity": "fields/<key>.safetensors 'valid' = 1 inside "
-            "the network crop; outside it predictions are the nearest edge values", **s.extra_meta}
-    if not meta["lang_dim"] and layout.meta.exists():
-        old = read_json(layout.meta)
-        meta.update({k: old.get(k) for k in ("lang_dim", "height", "width")})
-    save_json_atomic(meta, layout.meta)
+    save_json_atomic(_meta(s, all_keys, lang_dim, out_hw), layout.meta)
     summary["out"] = str(layout.root)
     return summary
 

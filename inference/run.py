@@ -64,18 +64,23 @@ def check_backbones(decoder, cache, backbone_id: str | None, decoder_path: str) 
                         "pass the backbone the cache was made with, or --no-tokens to stream with this one")
 
 
-def copy_autoencoder(source: str, out: Path, name: str = AUTOENCODER_DIR) -> dict[str, str]:
-    """Copy the autoencoder into ``<out>/autoencoder/`` (our folder format, a few hundred kB) so the fields folder
-    can be queried, evaluated and moved on its own; returns the metadata entries that record it."""
+def read_autoencoder(source: str):
+    """The autoencoder at ``source`` (our folder or a LangSplat .pth), read before any output is written: an
+    unreadable one is one :class:`UserError`."""
     from model.autoencoder import FeatureAutoencoder
     from utils.cli import require_path
 
     require_path(source, "autoencoder", "pass the autoencoder folder written by preprocess.train_autoencoder")
     try:
-        FeatureAutoencoder.load(source).save(out / name)
+        return FeatureAutoencoder.load(source)
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise UserError(f"cannot read the autoencoder ({e})", source,
                         "pass the folder written by preprocess.train_autoencoder or a LangSplat .pth") from None
+
+
+def autoencoder_entries(source: str, name: str = AUTOENCODER_DIR) -> dict[str, str]:
+    """The metadata entries that record the autoencoder copied into ``<out>/<name>/`` (our folder format, a few
+    hundred kB, so the fields folder can be queried, evaluated and moved on its own)."""
     return {name: name, f"{name}_source": str(Path(source).resolve())}
 
 
@@ -322,12 +327,30 @@ def run_source(cfg: InferConfig, source: Path, out: Path, decoder, backbone, bac
                     "tokens": str(cache.dir) if cache is not None else None,
                     "preprocess": preprocess_meta, "window": window, "device": device.type})
     reader = read_frame_published if published else None
-    if cfg.autoencoder:
-        settings.extra_meta.update(copy_autoencoder(cfg.autoencoder, out))
-    if cfg.video_autoencoder:
-        settings.extra_meta.update(copy_autoencoder(cfg.video_autoencoder, out, VIDEO_AUTOENCODER_DIR))
+    copies = {name: (src, read_autoencoder(src)) for name, src in
+              ((AUTOENCODER_DIR, cfg.autoencoder), (VIDEO_AUTOENCODER_DIR, cfg.video_autoencoder)) if src}
+    for name, (src, _) in copies.items():
+        settings.extra_meta.update(autoencoder_entries(src, name))
+    settings.provenance = {
+        "decoder": _resolved(decoder.source_info["path"]) if decoder is not None else None,
+        "decoder_kind": settings.extra_meta["decoder_kind"], "preset": cfg.preset, "backbone": backbone_id,
+        "tokens": _resolved(cache.dir) if cache is not None else None, "preprocess": preprocess_meta,
+        "window": window, **{name: settings.extra_meta[f"{name}_source"] for name in copies}}
+
+    def setup(root: Path) -> None:  # under the folder's lock, after the check of its recorded run
+        for name, (_, autoencoder) in copies.items():
+            autoencoder.save(root / name)
+
     return run_inference(iter_prepared(refs, preprocessor, reader), len(refs), predictor, out, settings,
-                         keys=[r.key for r in refs])
+                         keys=[r.key for r in refs], setup=setup)
+
+
+def _resolved(path) -> str | None:
+    """An existing file or folder as an absolute path (the same whatever the working folder); other names (a
+    built-in preset such as ``published-tiny``) as given."""
+    if path is None:
+        return None
+    return str(Path(path).resolve()) if Path(path).exists() else str(path)
 
 
 def _frame_hw(ref) -> tuple[int, int]:

@@ -11,7 +11,16 @@ from PIL import Image
 
 from model.decoder import DecoderConfig, SemanticBridgingDecoder
 from model.streamvggt.config import StreamVGGTConfig
-from tests.reliability.conftest import H, W, assert_clean_error, frames, leftovers, run_module, tree_diff
+from tests.reliability.conftest import (
+    H,
+    W,
+    assert_clean_error,
+    frames,
+    leftovers,
+    run_module,
+    tree_bytes,
+    tree_diff,
+)
 from tests.reliability.test_semantics import kill_at
 
 
@@ -90,7 +99,7 @@ def test_killed_inference_resumes_to_the_same_bytes(tmp_path, decoder_file, nth)
     to write the bytes of an uninterrupted run. The kill point is reached deterministically (no race with a
     clock: a busy CI box once killed a run later than planned, at a point no test here had reached)."""
     src = frames(tmp_path / "f", 8)
-    args = ["--chunk", "2", "--point-stride", "3"]
+    args = ["--chunk-size", "2", "--point-stride", "3"]
     assert infer(src, tmp_path / "a", decoder_file, *args).returncode == 0
     assert infer(src, tmp_path / "b", decoder_file, *args).returncode == 0
     assert tree_diff(tmp_path / "a", tmp_path / "b") == []  # two runs, the same bytes
@@ -100,9 +109,44 @@ def test_killed_inference_resumes_to_the_same_bytes(tmp_path, decoder_file, nth)
             "cpu", "--backbone", "tiny", "--no-pca", "-q", *args)
     assert sorted(p.name for p in (out / "fields").glob("*.safetensors")) == [f"{i:06d}.safetensors"
                                                                               for i in range(1, nth + 1)]
+    assert json.loads((out / "meta.json").read_text())["run"]["decoder"] == str(decoder_file.resolve())
     assert infer(src, out, decoder_file, *args).returncode == 0
     assert leftovers(out) == []
     assert tree_diff(out, tmp_path / "a") == []
+
+
+def test_a_rerun_made_otherwise_is_refused_and_changes_nothing(tmp_path, decoder_file):
+    """A folder keeps the frames of the run that made it: a rerun with another decoder, another autoencoder or a
+    setting that shapes each frame's files would mix two models in one output, so it is refused in one line naming
+    meta.json and what differs, before anything is written (the autoencoder copy included); --overwrite
+    recomputes. A rerun with the same inputs named from another working folder resumes."""
+    from model.autoencoder import FeatureAutoencoder
+    from model.decoder_io import save_decoder_file
+
+    cfg = StreamVGGTConfig.tiny()
+    torch.manual_seed(1)
+    other = tmp_path / "other.safetensors"
+    save_decoder_file(SemanticBridgingDecoder(DecoderConfig.tiny(dim_in=2 * cfg.embed_dim,
+                                                                 layers=tuple(cfg.dpt_layers))), other)
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        FeatureAutoencoder(in_dim=512).save(tmp_path / f"ae{seed}")
+    src, out = frames(tmp_path / "f", 3), tmp_path / "out"
+    base = ["--chunk-size", "2", "--autoencoder", tmp_path / "ae0"]
+    assert infer(src, out, decoder_file, *base).returncode == 0
+    (out / "fields" / "000003.safetensors").unlink()  # as a killed run leaves it: one frame to do
+    before = tree_bytes(out)
+    for decoder, extra, differs in ((other, base, "decoder was"), (decoder_file, [*base, "--point-stride", "3"],
+                                                                    "point_stride was 2, now 3"),
+                                    (decoder_file, ["--chunk-size", "2", "--autoencoder", tmp_path / "ae1"], "ae1")):
+        line = assert_clean_error(infer(src, out, decoder, *extra), mentions=out / "meta.json")
+        assert differs in line and "--overwrite" in line, line
+        assert tree_bytes(out) == before
+    r = run_module("inference.run", "--source", "f", "--out", "out", "--decoder", decoder_file, "--device", "cpu",
+                   "--backbone", "tiny:0", "--no-pca", "-q", "--chunk-size", "2", "--autoencoder", "ae0", cwd=tmp_path)
+    assert r.returncode == 0 and json.loads(r.stdout)["written"] == 1, r.stderr[-2000:]
+    assert infer(src, out, other, "--overwrite", *base).returncode == 0
+    assert json.loads((out / "meta.json").read_text())["run"]["decoder"] == str(other.resolve())
 
 
 def test_a_moved_fields_folder_is_queried_from_anywhere(tmp_path, decoder_file):
