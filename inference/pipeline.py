@@ -136,16 +136,23 @@ def check_resumable(layout: OutputLayout, record: dict) -> None:
     frames it keeps would mix two models or two settings. A folder from before the record is not checked."""
     if not layout.meta.exists():
         return
-    old = read_json(layout.meta).get("run")
+    fix = "pass --overwrite to recompute every frame, use the old settings to resume, or choose another --out folder"
+    meta = read_json(layout.meta, fix)
+    if not isinstance(meta, dict):
+        raise UserError("not the meta.json of an inference output (not a JSON object)", layout.meta, fix)
+    old = meta.get("run")
     if old is None or old == record:
         return
-    flat_old = {**old.get("settings", {}), **{k: v for k, v in old.items() if k != "settings"}}
-    flat_new = {**record["settings"], **{k: v for k, v in record.items() if k != "settings"}}
-    diffs = [f"{k} was {flat_old.get(k)!r}, now {flat_new.get(k)!r}" for k in sorted(flat_old.keys() | flat_new.keys())
-             if flat_old.get(k) != flat_new.get(k)]
-    raise UserError(f"this output folder holds frames made by another run ({'; '.join(diffs)})", layout.meta,
-                    "pass --overwrite to recompute every frame, use the old settings to resume, or choose another "
-                    "--out folder")
+
+    def flat(rec) -> dict:
+        if not isinstance(rec, dict):
+            return {"run": rec}
+        inner = rec.get("settings")
+        return {**(inner if isinstance(inner, dict) else {}), **{k: v for k, v in rec.items() if k != "settings"}}
+
+    a, b = flat(old), flat(record)
+    diffs = [f"{k} was {a.get(k)!r}, now {b.get(k)!r}" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+    raise UserError(f"this output folder holds frames made by another run ({'; '.join(diffs)})", layout.meta, fix)
 
 
 def chunked(items: Iterable, size: int) -> Iterator[list]:

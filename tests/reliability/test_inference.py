@@ -142,6 +142,11 @@ def test_a_rerun_made_otherwise_is_refused_and_changes_nothing(tmp_path, decoder
         line = assert_clean_error(infer(src, out, decoder, *extra), mentions=out / "meta.json")
         assert differs in line and "--overwrite" in line, line
         assert tree_bytes(out) == before
+    meta = (out / "meta.json").read_bytes()
+    for damaged in (b'{"run": ', b"[1, 2]"):  # a damaged or foreign meta.json: one line too
+        (out / "meta.json").write_bytes(damaged)
+        assert_clean_error(infer(src, out, decoder_file, *base), mentions=out / "meta.json")
+    (out / "meta.json").write_bytes(meta)
     r = run_module("inference.run", "--source", "f", "--out", "out", "--decoder", decoder_file, "--device", "cpu",
                    "--backbone", "tiny:0", "--no-pca", "-q", "--chunk-size", "2", "--autoencoder", "ae0", cwd=tmp_path)
     assert r.returncode == 0 and json.loads(r.stdout)["written"] == 1, r.stderr[-2000:]
