@@ -110,7 +110,9 @@ class InferConfig:
     point_stride: int = field(default=2, metadata=option(
         "keep every N-th pixel (each direction) in the point clouds"))
     fused_max_points: int = field(default=2_000_000, metadata=option("vertex budget of geometry/fused.ply"))
-    overwrite: bool = field(default=False, metadata=option("recompute frames that are already written"))
+    overwrite: bool = field(default=False, metadata=option(
+        "recompute frames that are already written (without it a rerun resumes, and refuses a folder made with "
+        "another decoder, backbone, autoencoder or per-frame setting: meta.json's 'run')"))
     # messages (utils.cli.add_logging_args)
     quiet: bool = field(default=False, metadata=option(shared=add_logging_args))
     verbose: bool = field(default=False, metadata=option(shared=add_logging_args))
