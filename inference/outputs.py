@@ -82,6 +82,11 @@ class OutputLayout:
     def points(self, key: str) -> Path:
         return self.root / "geometry" / "points" / f"{key}.ply"
 
+    def holds_frames(self) -> bool:
+        """Whether any frame has been written here (a fields or a depth file; a run that failed before its first
+        frame leaves none)."""
+        return any(any((self.root / sub).glob("*.safetensors")) for sub in ("fields", "geometry/depth"))
+
     @property
     def cameras(self) -> Path:
         return self.root / "geometry" / "cameras.json"

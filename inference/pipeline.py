@@ -133,8 +133,9 @@ def run_record(settings: InferenceSettings) -> dict:
 
 def check_resumable(layout: OutputLayout, record: dict) -> None:
     """Refuse (one :class:`UserError` naming meta.json) a folder whose recorded run differs from ``record``: the
-    frames it keeps would mix two models or two settings. A folder from before the record is not checked."""
-    if not layout.meta.exists():
+    frames it keeps would mix two models or two settings. A folder from before the record, or holding no frame yet
+    (a run that failed before its first), is not checked."""
+    if not layout.meta.exists() or not layout.holds_frames():
         return
     fix = "pass --overwrite to recompute every frame, use the old settings to resume, or choose another --out folder"
     meta = read_json(layout.meta, fix)
@@ -204,7 +205,7 @@ def _meta(s: InferenceSettings, keys: list[str], lang_dim: int | None, out_hw: t
 def _run_locked(frames: Iterable[Frame], num_frames: int, predictor: Predictor, layout: OutputLayout,
                 settings: InferenceSettings, keys: list[str] | None) -> dict:
     s = settings
-    if not layout.meta.exists() or s.overwrite:
+    if not layout.meta.exists() or s.overwrite or not layout.holds_frames():
         save_json_atomic(_meta(s, keys or [], None, None), layout.meta)
     pca_state_path = layout.root / "pca" / "projectors.json"
     projectors: dict[str, PCAProjector] = {}

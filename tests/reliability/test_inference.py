@@ -147,6 +147,10 @@ def test_a_rerun_made_otherwise_is_refused_and_changes_nothing(tmp_path, decoder
         (out / "meta.json").write_bytes(damaged)
         assert_clean_error(infer(src, out, decoder_file, *base), mentions=out / "meta.json")
     (out / "meta.json").write_bytes(meta)
+    empty = tmp_path / "failed-before-its-first-frame"  # what a run that wrote no frame leaves: its meta.json
+    empty.mkdir()
+    (empty / "meta.json").write_bytes(meta)
+    assert infer(src, empty, other, *base).returncode == 0
     r = run_module("inference.run", "--source", "f", "--out", "out", "--decoder", decoder_file, "--device", "cpu",
                    "--backbone", "tiny:0", "--no-pca", "-q", "--chunk-size", "2", "--autoencoder", "ae0", cwd=tmp_path)
     assert r.returncode == 0 and json.loads(r.stdout)["written"] == 1, r.stderr[-2000:]
