@@ -131,18 +131,30 @@ def run_record(settings: InferenceSettings) -> dict:
     return json.loads(json.dumps({"settings": chosen, **settings.provenance}))
 
 
-def check_resumable(layout: OutputLayout, record: dict) -> None:
+def check_resumable(layout: OutputLayout, record: dict, overwrite: bool = False) -> None:
     """Refuse (one :class:`UserError` naming meta.json) a folder whose recorded run differs from ``record``: the
-    frames it keeps would mix two models or two settings. A folder from before the record, or holding no frame yet
-    (a run that failed before its first), is not checked."""
-    if not layout.meta.exists() or not layout.holds_frames():
+    frames it keeps would mix two models or two settings (``overwrite``: recomputing every frame is allowed). A
+    folder from before the record, or holding no frame yet (a run that failed before its first), is not checked.
+    A damaged meta.json is refused without ``overwrite``; one with a ``format`` (another tool's folder, a token
+    cache say) even with it: that folder is not ours to overwrite."""
+    if not layout.meta.exists():
         return
     fix = "pass --overwrite to recompute every frame, use the old settings to resume, or choose another --out folder"
-    meta = read_json(layout.meta, fix)
-    if not isinstance(meta, dict):
-        raise UserError("not the meta.json of an inference output (not a JSON object)", layout.meta, fix)
+    try:
+        meta = read_json(layout.meta, fix)
+    except UserError:  # damaged: ours to rewrite with --overwrite
+        if overwrite:
+            return
+        raise
+    if isinstance(meta, dict) and "format" in meta:  # e.g. a token cache's: never overwritten
+        raise UserError(f"this folder belongs to another tool (its meta.json has format {meta['format']!r})",
+                        layout.meta, "choose another --out folder")
+    if not isinstance(meta, dict) or not {"frames", "settings"} <= meta.keys():
+        if overwrite:
+            return
+        raise UserError("this meta.json is not an inference output's (no frames and settings)", layout.meta, fix)
     old = meta.get("run")
-    if old is None or old == record:
+    if overwrite or not layout.holds_frames() or old is None or old == record:
         return
 
     def flat(rec) -> dict:
@@ -185,8 +197,7 @@ def run_inference(frames: Iterable[Frame], num_frames: int, predictor: Predictor
     layout = OutputLayout(out)
     layout.root.mkdir(parents=True, exist_ok=True)
     with output_lock(layout.root, "this inference output folder"):
-        if not settings.overwrite:
-            check_resumable(layout, run_record(settings))
+        check_resumable(layout, run_record(settings), settings.overwrite)
         if setup is not None:
             setup(layout.root)
         return _run_locked(frames, num_frames, predictor, layout, settings, keys)

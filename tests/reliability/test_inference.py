@@ -147,6 +147,11 @@ def test_a_rerun_made_otherwise_is_refused_and_changes_nothing(tmp_path, decoder
         (out / "meta.json").write_bytes(damaged)
         assert_clean_error(infer(src, out, decoder_file, *base), mentions=out / "meta.json")
     (out / "meta.json").write_bytes(meta)
+    tokens = tmp_path / "elsewhere" / "tokens"  # a token cache: never written into, even with --overwrite
+    tokens.mkdir(parents=True)
+    (tokens / "meta.json").write_text('{"format": "langvggt4d-tokens", "version": 1}')
+    line = assert_clean_error(infer(src, tokens, decoder_file, "--overwrite"), mentions=tokens / "meta.json")
+    assert "another tool" in line and sorted(p.name for p in tokens.iterdir()) == ["meta.json"]
     empty = tmp_path / "failed-before-its-first-frame"  # what a run that wrote no frame leaves: its meta.json
     empty.mkdir()
     (empty / "meta.json").write_bytes(meta)
