@@ -126,9 +126,9 @@ FRAME_SETTINGS = ("chunk", "levels", "geometry", "fields", "pca", "rgb", "conf_p
 
 
 def run_record(settings: InferenceSettings) -> dict:
-    """meta.json's ``run`` entry: the frame-shaping settings and the provenance (JSON types)."""
+    """meta.json's ``run`` entry: the frame-shaping settings and the provenance, one flat dict (JSON types)."""
     chosen = {k: v for k, v in asdict(settings).items() if k in FRAME_SETTINGS}
-    return json.loads(json.dumps({"settings": chosen, **settings.provenance}))
+    return json.loads(json.dumps({**chosen, **settings.provenance}))
 
 
 def check_resumable(layout: OutputLayout, record: dict, overwrite: bool = False) -> None:
@@ -156,15 +156,9 @@ def check_resumable(layout: OutputLayout, record: dict, overwrite: bool = False)
     old = meta.get("run")
     if overwrite or not layout.holds_frames() or old is None or old == record:
         return
-
-    def flat(rec) -> dict:
-        if not isinstance(rec, dict):
-            return {"run": rec}
-        inner = rec.get("settings")
-        return {**(inner if isinstance(inner, dict) else {}), **{k: v for k, v in rec.items() if k != "settings"}}
-
-    a, b = flat(old), flat(record)
-    diffs = [f"{k} was {a.get(k)!r}, now {b.get(k)!r}" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+    old = old if isinstance(old, dict) else {}
+    diffs = [f"{k} was {old.get(k)!r}, now {record.get(k)!r}" for k in sorted(old.keys() | record.keys())
+             if old.get(k) != record.get(k)]
     raise UserError(f"this output folder holds frames made by another run ({'; '.join(diffs)})", layout.meta, fix)
 
 

@@ -13,6 +13,7 @@ from inference.outputs import LEVELS, OutputLayout, read_fields
 from inference.pipeline import ChunkOutput, Frame, InferenceSettings, run_inference
 from inference.ply import read_ply
 from preprocess.crop import CropInfo
+from tests.reliability.conftest import tree_diff
 
 H, W, h, w = 20, 12, 14, 14  # original 20x12 -> resized 23x14 (crop rows 4..18)
 CROP = CropInfo(orig_hw=(H, W), resized_hw=(23, 14), box=(4, 0, h, w))
@@ -125,9 +126,4 @@ def test_a_resume_mid_chunk_writes_the_bytes_of_an_uninterrupted_run(tmp_path):
     lay.depth("000004").unlink()
     again = run_inference(make_frames(5), 5, BatchSizeDependent(), tmp_path / "b", s)
     assert again["written"] == 1
-
-    def tree(root):
-        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-    a, b = tree(tmp_path / "a"), tree(tmp_path / "b")
-    assert a.keys() == b.keys() and [k for k in a if a[k] != b[k]] == []
+    assert tree_diff(tmp_path / "a", tmp_path / "b") == []
